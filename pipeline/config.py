@@ -64,7 +64,24 @@ class IngestConfig(_Strict):
     max_gap_years: int = Field(2, ge=0, le=10)
     first_year: int = 1990
     last_year: int = 2014
-    boundary_vintage: int = 2025
+    default_rice_regime: Literal["continuous_flooding", "single_drainage", "multiple_drainage"] = "single_drainage"
+
+
+class DemoCalibration(_Strict):
+    """National yearly totals the demo world is scaled to (see docs/demo_world.md).
+
+    Rice, wheat and maize areas and N use are real FAOSTAT figures (``source``); vegetables and
+    total sown area are generator assumptions given at anchor years and interpolated linearly.
+    """
+
+    source: str
+    rice_area_ha: dict[int, float]
+    wheat_area_ha: dict[int, float]
+    maize_area_ha: dict[int, float]
+    n_fertilizer_t: dict[int, float]  # tonnes N per year, all uses
+    assumed_vegetables_area_ha: dict[int, float]  # anchor years, interpolated
+    assumed_total_sown_area_ha: dict[int, float]  # anchor years, interpolated
+    crop_n_share: float = Field(0.80, gt=0.0, le=1.0)  # share of national N on the five crops
 
 
 class DemoConfig(_Strict):
@@ -72,12 +89,14 @@ class DemoConfig(_Strict):
 
     seed: int = 20190814
     n_sites: int = Field(150, ge=10)
-    records_per_site: float = Field(5.7, gt=1.0)
+    records_per_site: float = Field(5.7, gt=3.2)
     break_year: int = 2003
     provinces: list[int] | None = None  # 2-digit codes; None = every mainland province
     first_year: int = 1990
     last_year: int = 2014
     retired_code_share: float = Field(0.03, ge=0.0, le=0.5)
+    raster_resolution_deg: float = Field(0.05, gt=0.0)
+    calibration: DemoCalibration | None = None
 
 
 class DaskConfig(_Strict):
@@ -100,6 +119,15 @@ class FitConfig(_Strict):
     nonpositive_flux: Literal["floor", "quarantine"] = "floor"
     flux_floor_kg_ha: float = Field(0.005, gt=0.0)
     cv_folds: int = Field(5, ge=2)
+    cv_seed: int = 20190815  # shuffles sites into CV folds and seeds the EF-curve bands
+    group_by: Literal["site_id", "study_id"] = "site_id"  # random-intercept / cluster unit
+    retransform: Literal["duan", "lognormal"] = "duan"  # log-scale -> mean bias correction
+    rice_water_regime: Literal["continuous_flooding", "single_drainage", "multiple_drainage"] = (
+        "single_drainage")  # regime assumed for activity rows (no water_regime column)
+    max_missing_covariate: float = Field(0.5, ge=0.0, le=1.0)  # drop a covariate above this share
+    min_sites_per_level: int = Field(2, ge=1)  # a water regime / crop level needs this many sites
+    ef_curve_max_n_kg_ha: float = Field(400.0, gt=0.0)
+    ef_curve_draws: int = Field(400, ge=10)
 
 
 class IpccConfig(_Strict):
@@ -120,18 +148,32 @@ class EstimateConfig(_Strict):
 
 
 class GridSpec(_Strict):
-    name: str
-    resolution_deg: float = Field(gt=0.0)
-    west: float = 73.0
-    east: float = 136.0
-    south: float = 17.0
-    north: float = 54.0
+    """One regular latitude-longitude grid (EPSG:4326); see docs/grid.md.
+
+    Cell edges sit on integer multiples of ``resolution_deg`` (0.1 deg: edges at x.x, centres at
+    x.x5, as EDGAR). The extent, in degrees, is snapped outward to those edges; an unset side is
+    taken from the boundaries, so the default grid covers every county (the Nansha/Xisha
+    districts reach 3.8 deg N).
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    resolution_deg: float = Field(gt=0.0, le=10.0)
+    west: float | None = Field(None, ge=-180.0, le=180.0)
+    east: float | None = Field(None, ge=-180.0, le=180.0)
+    south: float | None = Field(None, ge=-90.0, le=90.0)
+    north: float | None = Field(None, ge=-90.0, le=90.0)
 
 
 class GridConfig(_Strict):
+    """Settings of the grid stage (see docs/grid.md)."""
+
     grids: list[GridSpec] = Field(default_factory=lambda: [
         GridSpec(name="0p1deg", resolution_deg=0.1), GridSpec(name="0p01deg", resolution_deg=0.01)])
     geotiff: bool = True
+    use_proxy: bool = True  # weight by inputs.proxy (cropland fraction) when it is configured
+    years_in_flight: int = Field(2, ge=1, le=64)  # year slabs held in memory at once (bounds peak memory)
+    chunk_cells: int = Field(256, ge=16, le=4096)  # NetCDF/GeoTIFF spatial chunk (tile) edge, cells
+    compression_level: int = Field(4, ge=1, le=9)
 
 
 class TrendConfig(_Strict):
@@ -154,7 +196,6 @@ class Config(_Strict):
     grid: GridConfig = GridConfig()
     trend: TrendConfig = TrendConfig()
     processed_dir: str = "data_processed"
-    calibration: dict[str, Any] = Field(default_factory=dict)
 
     root: Path = Field(default=Path("."), exclude=True)
 
@@ -179,14 +220,24 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     return f"{path}: key '{key}': {first['msg']} (got {first.get('input')!r}). Fix: correct the value"
 
 
+def project_root_of(config_file: Path) -> Path:
+    """The project root for a config file: the parent of the nearest enclosing ``config/``
+    folder (so ``config/examples/x.yaml`` resolves against the same root), else the file's folder."""
+    resolved = config_file.resolve()
+    for parent in resolved.parents:
+        if parent.name == "config":
+            return parent.parent
+    return resolved.parent
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read and validate a YAML config.
 
     Parameters
     ----------
     path
-        The YAML file. Its parent's parent (``config/..``) is taken as the project root unless
-        the file sets ``root``.
+        The YAML file. Relative paths in it resolve against :func:`project_root_of` unless the
+        file sets ``root``.
     overrides
         Nested keys to replace after reading (used by tests and the CLI's ``--set``).
     """
@@ -207,7 +258,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    root = Path(raw.pop("root", path.resolve().parent.parent))
+    root = Path(raw.pop("root", project_root_of(path)))
     try:
         cfg = Config(**raw, root=root)
     except ValidationError as e:

@@ -169,16 +169,16 @@ def apply_mapping(df: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame:
     if missing:
         raise InputError(file, f"column '{missing[0]}' named in the column mapping is not in the file",
                          "correct `columns:` in the mapping file", column=missing[0])
-    out = pd.DataFrame({target: df[src] for target, src in mapping.columns.items()}, index=df.index)
-    for col in (SOURCE_FILE, SOURCE_ROW):
-        if col in df.columns:
-            out[col] = df[col]
+    # Unmapped columns stay (the contract ignores columns it does not know); one source column
+    # may feed several contract columns (e.g. a study id used as site id too).
+    out = df.copy()
+    for target, src in mapping.columns.items():
+        out[target] = df[src]
     for target, value in mapping.constants.items():
         out[target] = str(value)
     for target, recode in mapping.values.items():
         if target in out.columns:
-            s = out[target].astype("string")
-            out[target] = s.map(lambda v, r=recode: r.get(v, v) if not pd.isna(v) else v)
+            out[target] = out[target].astype("string").replace(recode)
     for target, factor in mapping.scale.items():
         if target in out.columns:
             num = pd.to_numeric(out[target], errors="coerce")
@@ -261,3 +261,184 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays, rasters and grids (grid stage)
+# ---------------------------------------------------------------------------------------------
+def write_npz(arrays: dict[str, np.ndarray], target: str | Path) -> Path:
+    """Write named arrays as an uncompressed ``.npz`` (used for caches), atomically."""
+    def _write(p: Path) -> None:
+        with open(p, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+            np.savez(f, **arrays)
+
+    return write_with(target, _write)
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` file into memory."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def read_raster(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float, float], float | None]:
+    """Read band 1 of a north-up EPSG:4326 raster (e.g. the cropland-fraction proxy).
+
+    Returns
+    -------
+    values, (west, north, xres, yres), nodata
+        Pixel values (rows north to south), the upper-left corner and pixel size in degrees,
+        and the nodata value (or ``None``).
+    """
+    import rasterio
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "proxy raster not found",
+                         "check `inputs.proxy.path`, remove `inputs.proxy`, or run `make demo-data`")
+    try:
+        with rasterio.open(path) as ds:
+            values = ds.read(1).astype(np.float64)
+            t, crs, nodata = ds.transform, ds.crs, ds.nodata
+    except rasterio.errors.RasterioError as e:
+        raise InputError(path, f"cannot read the raster ({str(e).splitlines()[0]})",
+                         "supply a GeoTIFF in EPSG:4326") from None
+    if crs is None or crs.to_epsg() != 4326:
+        raise InputError(path, f"raster CRS is {crs}, not EPSG:4326",
+                         "reproject it to EPSG:4326 (e.g. gdalwarp -t_srs EPSG:4326)")
+    if t.b != 0 or t.d != 0 or t.e >= 0 or t.a <= 0:
+        raise InputError(path, "raster is rotated or not north-up", "warp it to a north-up EPSG:4326 grid")
+    return values, (float(t.c), float(t.f), float(t.a), float(-t.e)), nodata
+
+
+def write_geotiff(values: np.ndarray, bounds: tuple[float, float, float, float], target: str | Path,
+                  tile: int = 256, tags: dict[str, str] | None = None) -> Path:
+    """Write one (nlat, nlon) south-up grid as a tiled, DEFLATE-compressed float32 GeoTIFF.
+
+    The file is north-up (GIS convention), EPSG:4326, with ``bounds`` = (west, south, east,
+    north) in degrees; no timestamp tag is written, so identical arrays give identical bytes.
+    """
+    import rasterio
+    from rasterio.transform import from_bounds
+
+    arr = np.ascontiguousarray(np.asarray(values, dtype=np.float32)[::-1])
+    h, w = arr.shape
+    block = max(16, (min(tile, 4096) // 16) * 16)
+    profile = {
+        "driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "float32",
+        "crs": "EPSG:4326", "transform": from_bounds(*bounds, w, h),
+        "compress": "deflate", "predictor": 3, "zlevel": 6,
+        "tiled": True, "blockxsize": block, "blockysize": block,
+    }
+
+    def _write(p: Path) -> None:
+        with rasterio.open(p, "w", **profile) as ds:
+            ds.write(arr, 1)
+            if tags:
+                ds.update_tags(**tags)
+
+    return write_with(target, _write)
+
+
+def write_netcdf_grid(
+    target: str | Path,
+    slabs: Iterator[tuple[int, np.ndarray]],
+    *,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    lat_edges: np.ndarray,
+    lon_edges: np.ndarray,
+    cell_area_m2: np.ndarray,
+    years: Sequence[int],
+    crops: Sequence[str],
+    var_name: str,
+    var_attrs: dict[str, str],
+    global_attrs: dict[str, str],
+    chunk: int = 256,
+    complevel: int = 4,
+) -> Path:
+    """Stream yearly (crop, lat, lon) slabs into a CF-1.8 NetCDF-4 file, atomically.
+
+    Parameters
+    ----------
+    slabs
+        Iterator of ``(year_index, array)`` with arrays of shape (len(crops), nlat, nlon), rows
+        south to north; each is written as soon as it arrives, so only one slab is held here.
+    lat, lon, lat_edges, lon_edges
+        Cell centres and edges, degrees (ascending).
+    cell_area_m2
+        Cell area per row (nlat,) or per cell (nlat, nlon), m2; stored as ``cell_area`` (lat, lon).
+    years
+        Calendar years; ``time`` is the middle of each year in days since 1970-01-01, with
+        ``time_bnds`` from 1 January to 1 January of the next year.
+    var_name, var_attrs
+        Name and attributes of the data variable (float32, dims time, crop, lat, lon).
+    global_attrs
+        Global attributes (no wall-clock time should appear in them: outputs are reproducible).
+    chunk, complevel
+        Spatial chunk edge (cells) and zlib level; chunks are (1, 1, chunk, chunk).
+    """
+    import netCDF4
+
+    years = [int(y) for y in years]
+    nlat, nlon = len(lat), len(lon)
+    epoch = np.datetime64("1970-01-01", "D")
+    starts = np.array([(np.datetime64(f"{y}-01-01", "D") - epoch).astype(int) for y in years], dtype=np.float64)
+    ends = np.array([(np.datetime64(f"{y + 1}-01-01", "D") - epoch).astype(int) for y in years], dtype=np.float64)
+    area = np.asarray(cell_area_m2, dtype=np.float64)
+    if area.ndim == 1:
+        area = np.broadcast_to(area[:, None], (nlat, nlon))
+
+    def _write(p: Path) -> None:
+        ds = netCDF4.Dataset(p, "w", format="NETCDF4")
+        try:
+            for k in sorted(global_attrs):
+                ds.setncattr(k, global_attrs[k])
+            ds.createDimension("time", len(years))
+            ds.createDimension("crop", len(crops))
+            ds.createDimension("lat", nlat)
+            ds.createDimension("lon", nlon)
+            ds.createDimension("nv", 2)
+            t = ds.createVariable("time", "f8", ("time",))
+            t.setncatts({"standard_name": "time", "units": "days since 1970-01-01 00:00:00",
+                         "calendar": "standard", "bounds": "time_bnds", "axis": "T"})
+            t[:] = 0.5 * (starts + ends)
+            tb = ds.createVariable("time_bnds", "f8", ("time", "nv"))
+            tb[:] = np.stack([starts, ends], axis=1)
+            yv = ds.createVariable("year", "i4", ("time",))
+            yv.long_name = "calendar year"
+            yv[:] = np.asarray(years, dtype=np.int32)
+            cv = ds.createVariable("crop", str, ("crop",))
+            cv.long_name = "crop class"
+            for i, c in enumerate(crops):
+                cv[i] = str(c)
+            la = ds.createVariable("lat", "f8", ("lat",))
+            la.setncatts({"standard_name": "latitude", "units": "degrees_north", "axis": "Y", "bounds": "lat_bnds"})
+            la[:] = lat
+            lb = ds.createVariable("lat_bnds", "f8", ("lat", "nv"))
+            lb[:] = np.stack([lat_edges[:-1], lat_edges[1:]], axis=1)
+            lo = ds.createVariable("lon", "f8", ("lon",))
+            lo.setncatts({"standard_name": "longitude", "units": "degrees_east", "axis": "X", "bounds": "lon_bnds"})
+            lo[:] = lon
+            lob = ds.createVariable("lon_bnds", "f8", ("lon", "nv"))
+            lob[:] = np.stack([lon_edges[:-1], lon_edges[1:]], axis=1)
+            ch = (min(chunk, nlat), min(chunk, nlon))
+            ca = ds.createVariable("cell_area", "f8", ("lat", "lon"), zlib=True, complevel=complevel,
+                                   shuffle=True, chunksizes=ch)
+            ca.setncatts({"standard_name": "cell_area", "units": "m2",
+                          "comment": "area of the cell on the authalic sphere (R = 6371007.181 m)"})
+            ca[:] = area
+            v = ds.createVariable(var_name, "f4", ("time", "crop", "lat", "lon"), zlib=True,
+                                  complevel=complevel, shuffle=True, chunksizes=(1, 1, *ch), fill_value=False)
+            v.setncatts(var_attrs)
+            done = np.zeros(len(years), dtype=bool)
+            for i, slab in slabs:
+                v[i] = np.asarray(slab, dtype=np.float32)
+                done[i] = True
+            if not done.all():
+                raise RuntimeError(f"NetCDF {Path(target).name}: years not written: "
+                                   f"{[y for y, d in zip(years, done) if not d]}")
+        finally:
+            ds.close()
+
+    return write_with(target, _write)

@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.io import write_text
 
-SECTIONS = ("inputs", "ingest", "demo", "fit", "ipcc", "estimate", "grid", "trend", "calibration")
+SECTIONS = ("inputs", "ingest", "demo", "fit", "ipcc", "estimate", "grid", "trend")
 
 
 def section_json(cfg: Config, section: str) -> str:

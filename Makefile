@@ -1,0 +1,88 @@
+# cropn2o: reproducible builds of the cropland N2O inventory.
+# `make all` runs every stage on the configured data (the synthetic demo world by default);
+# each stage is a file target, so `make` reruns only what is stale. `make help` lists targets.
+
+SHELL := /bin/bash
+CONFIG ?= config/default.yaml
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+CLI := $(BIN)/cropn2o --config $(CONFIG)
+PROCESSED := $(shell test -x $(BIN)/python && $(BIN)/python -c "from pipeline.config import load_config; print(load_config('$(CONFIG)').processed_dir)" 2>/dev/null || echo data_processed)
+P := $(PROCESSED)
+STAMP := $(P)/.stamps
+DEMO := data_raw/demo
+PYTEST_ARGS ?= -n 2
+
+.DEFAULT_GOAL := help
+.PHONY: help all install test test-all bench demo-data ingest fit estimate grid trend clean clean-all
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
+	@echo "  Variables: CONFIG=$(CONFIG)  PYTHON=$(PYTHON)"
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11 not found. Fix: install it or pass PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+install: $(INSTALLED) ## Create .venv and install the pinned dependencies
+
+# Per-section config stamps: touched only when that section changes, so editing one stage's
+# settings reruns that stage and what depends on it, not everything.
+$(STAMP)/inputs.json $(STAMP)/ingest.json $(STAMP)/demo.json $(STAMP)/fit.json $(STAMP)/ipcc.json $(STAMP)/estimate.json $(STAMP)/grid.json $(STAMP)/trend.json &: $(CONFIG) $(INSTALLED)
+	@$(CLI) -q stamp
+
+$(DEMO)/MANIFEST.json: $(STAMP)/demo.json pipeline/demo.py pipeline/boundaries.py
+	$(CLI) demo-data
+
+demo-data: $(DEMO)/MANIFEST.json ## Generate the SYNTHETIC demo world under data_raw/demo/
+
+# The demo world is only built when the config points at it.
+RAW_INPUTS := $(if $(findstring data_raw/demo,$(shell grep -h 'path:' $(CONFIG))),$(DEMO)/MANIFEST.json,)
+
+$(P)/ingest/manifest.json: $(RAW_INPUTS) $(STAMP)/inputs.json $(STAMP)/ingest.json pipeline/ingest.py pipeline/crosswalk.py pipeline/contract.py pipeline/units.py pipeline/io.py
+	$(CLI) ingest
+
+ingest: $(P)/ingest/manifest.json ## Validate and harmonise the inputs
+
+$(P)/fit/manifest.json: $(P)/ingest/manifest.json $(STAMP)/fit.json $(STAMP)/ipcc.json pipeline/fit.py pipeline/models.py
+	$(CLI) fit
+
+fit: $(P)/fit/manifest.json ## Fit emission-factor models by crop (and the IPCC Tier 1 baseline)
+
+$(P)/estimate/manifest.json: $(P)/fit/manifest.json $(P)/ingest/manifest.json $(STAMP)/estimate.json pipeline/estimate.py pipeline/models.py
+	$(CLI) estimate
+
+estimate: $(P)/estimate/manifest.json ## County x crop x year emissions with Monte Carlo intervals
+
+$(P)/grid/manifest.json: $(P)/estimate/manifest.json $(STAMP)/grid.json $(STAMP)/inputs.json pipeline/grid.py
+	$(CLI) grid
+
+grid: $(P)/grid/manifest.json ## Mass-conserving grids at 0.1 deg and 0.01 deg (NetCDF, GeoTIFF)
+
+$(P)/trend/manifest.json: $(P)/estimate/manifest.json $(STAMP)/trend.json pipeline/trend.py pipeline/breakpoints.py pipeline/lmdi.py
+	$(CLI) trend
+
+trend: $(P)/trend/manifest.json ## Breakpoints and attribution of the trend
+
+all: $(P)/trend/manifest.json $(P)/grid/manifest.json ## Run the whole pipeline on the configured data
+	@echo "Outputs are under $(P)/: ingest/ fit/ estimate/ grid/ trend/ (each with a manifest.json)"
+
+test: $(INSTALLED) ## Run the test suite (fast cases; about 10 minutes on 2 cores)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -q
+
+test-all: $(INSTALLED) ## Run every test, slow ones included
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -q -m ''
+
+bench: $(INSTALLED) ## Run the benchmarks and print a table (stage, seconds, peak memory, ratios)
+	$(BIN)/python benchmarks/run.py
+
+clean: ## Remove processed outputs (raw data and .venv are kept)
+	rm -rf $(P)/* $(P)/.stamps
+
+clean-all: clean ## Also remove the demo world and .venv
+	rm -rf $(DEMO) $(VENV)

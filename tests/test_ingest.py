@@ -1,0 +1,211 @@
+"""Ingest stage: harmonisation on a hand-made world, and every bad-input case end to end."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import ingest
+from pipeline.cli import main
+from pipeline.config import load_config
+from tests import mini_world
+
+
+@pytest.fixture()
+def world(tmp_path: Path) -> Path:
+    return mini_world.build(tmp_path)
+
+
+def run_cli(config: Path, capsys, *args: str) -> tuple[int, str]:
+    code = main(["--config", str(config), "-q", *args])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_ingest_mini_world(world: Path, capsys) -> None:
+    code, err = run_cli(world, capsys, "ingest")
+    assert code == 0, err
+    out = world.parent / "processed" / "ingest"
+    act = pd.read_parquet(out / "activity.parquet")
+    # every present-day county x crop x year, nothing else
+    assert len(act) == 5 * 2 * 10
+    assert set(act["county_code"]) == set(mini_world.SQUARES)
+    rice = act[act["crop"] == "rice"].set_index(["county_code", "year"])
+    # split 410199 -> 410101 : 410102 = 1 : 2 by area; 3000 ha reported as 45000 mu
+    assert rice.loc[(410101, 1990), "area_ha"] == pytest.approx(1000.0, rel=1e-3)
+    assert rice.loc[(410102, 1990), "area_ha"] == pytest.approx(2000.0, rel=1e-3)
+    # kg N/mu x 15 = kg N/ha, unchanged by the split
+    assert rice.loc[(410101, 1991), "n_rate_kg_ha"] == pytest.approx(151.0)
+    # merge 430198 + 430199 -> 430101: areas summed, N rate area-weighted (500 ha each at 100 and 200)
+    assert rice.loc[(430101, 1990), "area_ha"] == pytest.approx(1000.0)
+    assert rice.loc[(430101, 1990), "n_rate_kg_ha"] == pytest.approx(150.0)
+    # one-year gap interpolated and flagged
+    wheat = act[act["crop"] == "wheat"].set_index(["county_code", "year"])
+    assert wheat.loc[(410201, 1996), "n_rate_kg_ha"] == pytest.approx(156.0)
+    assert bool(wheat.loc[(410201, 1996), "n_rate_filled"])
+    assert int(act["n_rate_filled"].sum()) == 1
+    # water input = precipitation + irrigated share x irrigation water
+    assert np.allclose(act["water_input_mm"], 600.0 + 0.5 * 200.0)
+
+    obs = pd.read_parquet(out / "observations.parquet")
+    assert len(obs) == 40
+    # three unit spellings, all the same 1.0 kg N2O-N/ha
+    mixed = obs[obs["obs_id"].isin(["o001", "o002"])]
+    assert np.allclose(mixed["flux_kg_n2o_n_ha"], 1.0)
+    manifest = yaml.safe_load((out / "manifest.json").read_text())
+    assert manifest["counts"]["historical_codes_remapped"] == 3
+    assert "/" not in "".join(obs["source_file"].str.replace("raw/", "", regex=False))
+
+
+def test_ingest_is_byte_identical(world: Path, capsys) -> None:
+    assert run_cli(world, capsys, "ingest")[0] == 0
+    out = world.parent / "processed" / "ingest"
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    shutil.rmtree(out)
+    assert run_cli(world, capsys, "ingest")[0] == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+
+
+def _edit(path: Path, old: str, new: str, encoding: str = "utf-8") -> None:
+    text = path.read_text(encoding=encoding)
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding=encoding)
+
+
+BAD_CASES = {
+    # name: (file relative to raw/, edit, expected fragments in the one-line message)
+    "missing column": ("n_rate.csv", ("county_code,year,crop,n_rate,unit", "county_code,year,crop,rate,unit"),
+                       ["n_rate.csv", "column 'n_rate'", "required column missing", "Fix:"]),
+    "unknown unit": ("n_rate.csv", ("kg N/ha", "kg N per hectare"), ["n_rate.csv", "row 3", "column 'unit'", "unknown N-rate unit"]),
+    "negative N rate": ("n_rate.csv", ("410201,1990,rice,150.0", "410201,1990,rice,-150.0"),
+                        ["n_rate.csv", "row 3", "column 'n_rate'", "below the minimum"]),
+    "unknown county code": ("n_rate.csv", ("410201,1990,rice", "419999,1990,rice"),
+                            ["n_rate.csv", "row 3", "column 'county_code'", "unknown county code 419999"]),
+    "duplicate key": ("n_rate.csv", ("410201,1990,wheat", "410201,1990,rice"),
+                      ["n_rate.csv", "column 'county_code'", "duplicate key"]),
+    "non-numeric cell": ("n_rate.csv", ("410201,1990,rice,150.0", "410201,1990,rice,15O.0"),
+                         ["n_rate.csv", "row 3", "column 'n_rate'", "'15O.0' is not a valid float"]),
+    "too many quarantined observations": ("observations.csv", None, ["observations.csv", "quarantined", "max_reject_fraction"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_gives_one_line_error_and_writes_nothing(world: Path, capsys, case: str) -> None:
+    rel, edit, fragments = BAD_CASES[case]
+    path = world.parent / "raw" / rel
+    if case == "too many quarantined observations":
+        text = path.read_text().replace("kg N2O-N/ha,", "kg N2O-N/acre,")
+        path.write_text(text)
+    else:
+        _edit(path, *edit)
+    code, err = run_cli(world, capsys, "ingest")
+    assert code != 0
+    line = err.strip()
+    assert "\n" not in line and "Traceback" not in line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    written = world.parent / "processed" / "ingest"
+    if case == "too many quarantined observations":
+        # the reasons are kept for the user; nothing else is written
+        assert sorted(p.name for p in written.iterdir()) == ["quarantine.csv"]
+        assert len(pd.read_csv(written / "quarantine.csv")) >= 8
+    else:
+        assert not written.exists()
+
+
+def test_wrong_encoding_is_named(world: Path, capsys) -> None:
+    cfg = yaml.safe_load(world.read_text())
+    cfg["inputs"]["sown_area"]["encoding"] = "utf-8"  # the 41 file is GBK
+    world.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    code, err = run_cli(world, capsys, "ingest")
+    assert code != 0
+    assert "41.csv" in err and "cannot decode" in err and "encoding" in err
+    assert not (world.parent / "processed" / "ingest").exists()
+
+
+def test_undecodable_bytes_fail_in_auto_mode(world: Path, capsys) -> None:
+    path = world.parent / "raw" / "irrigation.csv"
+    path.write_bytes(path.read_bytes().replace(b"4101,1990", "4101,1990".encode() + b"\xff", 1))
+    code, err = run_cli(world, capsys, "ingest")
+    assert code != 0 and "irrigation.csv" in err and "row 2" in err and "UTF-8" in err
+
+
+@pytest.mark.parametrize("content", [b"", b"prefecture_code,year,irrigated_fraction,irrigation_mm\n"])
+def test_empty_file(world: Path, capsys, content: bytes) -> None:
+    (world.parent / "raw" / "irrigation.csv").write_bytes(content)
+    code, err = run_cli(world, capsys, "ingest")
+    assert code != 0 and "irrigation.csv" in err and ("empty" in err or "no data rows" in err)
+    assert not (world.parent / "processed" / "ingest").exists()
+
+
+def test_truncated_file(world: Path, capsys) -> None:
+    path = world.parent / "raw" / "covariates.csv"
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rstrip(b"\n").rfind(b",") - 2])  # cut inside the last row
+    code, err = run_cli(world, capsys, "ingest")
+    assert code != 0 and "covariates.csv" in err and ("truncated" in err or "incomplete" in err)
+
+
+def test_quarantine_keeps_every_rejected_row(world: Path, capsys) -> None:
+    path = world.parent / "raw" / "observations.csv"
+    _edit(path, "o003,S0,wheat", "o003,S0,barley")
+    _edit(path, "o004,S1,rice,1995,0.0,kg N/ha,1.04,kg N2O-N/ha", "o004,S1,rice,1995,0.0,kg N/ha,1.04,kg N2O-N/acre")
+    assert run_cli(world, capsys, "ingest")[0] == 0
+    out = world.parent / "processed" / "ingest"
+    q = pd.read_csv(out / "quarantine.csv")
+    obs = pd.read_parquet(out / "observations.parquet")
+    assert len(q) + len(obs) == 40
+    assert set(q["row"]) == {5, 6}
+    assert q.set_index("row").loc[5, "column"] == "crop" and "barley" in q.set_index("row").loc[5, "reason"]
+    assert "flux_unit" in q.set_index("row").loc[6, "reason"]
+
+
+def test_long_gap_is_an_error_naming_the_series(world: Path, capsys) -> None:
+    path = world.parent / "raw" / "n_rate.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [ln for ln in lines if not (ln.startswith("430102,") and ",rice," in ln and int(ln.split(",")[1]) >= 1995)]
+    path.write_text("".join(kept))
+    code, err = run_cli(world, capsys, "ingest")
+    assert code != 0 and "county 430102, crop rice" in err and "max_gap_years" in err
+
+
+def test_fill_gaps_interior_and_edges() -> None:
+    wide = pd.DataFrame([[1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 7.0],
+                         [np.nan, 2.0, 3.0, 4.0, 5.0, 6.0, np.nan]], columns=range(2000, 2007))
+    filled, flag = ingest.fill_gaps(wide, max_gap=2, edges=True)
+    assert filled.iloc[0, 1] == 2.0 and flag.iloc[0, 1]
+    assert np.isnan(filled.iloc[0, 3])  # a three-year gap stays open
+    assert filled.iloc[1, 0] == 2.0 and filled.iloc[1, 6] == 6.0 and flag.iloc[1, [0, 6]].all()
+    interior_only, _ = ingest.fill_gaps(wide, max_gap=2, edges=False)
+    assert np.isnan(interior_only.iloc[1, 0])
+
+
+def test_harmonise_observations_keeps_nonpositive_fluxes(world: Path) -> None:
+    cfg = load_config(world)
+    raw = ingest.read_input(cfg, "observations")
+    raw.loc[0, "flux"] = "-0.05"
+    raw.loc[1, "flux"] = "0"
+    obs, q = ingest.harmonise_observations(raw)
+    assert len(q) == 0 and (obs["flux_kg_n2o_n_ha"] <= 0).sum() == 2
+
+
+def test_kensyn_ingests_through_its_mapping(shared_data: Path, repo_root: Path) -> None:
+    """The real 985-record KenSyn table: every row accepted or quarantined with a reason."""
+    cfg = load_config(repo_root / "config" / "examples" / "kensyn.yaml",
+                      {"inputs.observations.path": str(shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv")})
+    obs, quarantine, n_read = ingest.ingest_observations(cfg)
+    assert n_read == 985
+    assert len(obs) + len(quarantine) == 985
+    assert len(obs) == 848 and (obs["crop"] == "rice").sum() == 76
+    assert quarantine["reason"].str.startswith("crop:").all()
+    # KenSyn's Carbon_content is in %: 1 % = 10 g/kg
+    raw = pd.read_csv(shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv")
+    first = obs.iloc[0]
+    src = raw.iloc[int(first["source_row"]) - 2]
+    assert first["n_rate_kg_ha"] == src["N_rate"] and first["flux_kg_n2o_n_ha"] == src["N2O"]
+    assert obs["soc_g_kg"].max() == pytest.approx(10 * raw.loc[raw["crop_type"].notna() & (raw["crop_type"] != "None"), "Carbon_content"].max())
