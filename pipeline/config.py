@@ -136,7 +136,7 @@ class IpccConfig(_Strict):
 
 
 class EstimateConfig(_Strict):
-    model: Literal["fitted", "tier1"] = "fitted"
+    runs: list[Literal["fitted", "tier1"]] = Field(default_factory=lambda: ["fitted", "tier1"])
     background: Literal["separate", "included"] = "separate"
     indirect: bool = False
     gwp: Literal["AR4", "AR5", "AR6"] = "AR6"
@@ -144,7 +144,7 @@ class EstimateConfig(_Strict):
     seed: int = 12345
     rel_error_n_rate: float = Field(0.10, ge=0.0)
     rel_error_area: float = Field(0.05, ge=0.0)
-    chunk_counties: int = Field(500, ge=1)
+    max_cells_per_task: int = Field(1_000_000, ge=1000)  # draws x rows held by one task
 
 
 class GridSpec(_Strict):

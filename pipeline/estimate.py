@@ -1,0 +1,374 @@
+"""Estimate stage: emissions per county x crop x year with Monte Carlo uncertainty.
+
+The emission of one county, crop and year is its sown area times the model's expected emission
+per hectare at that county's own N rate and covariates (never at an averaged N rate: the
+exponential model is convex, so averaging first would underestimate; DOMAIN.md pitfall 4).
+Uncertainty follows IPCC Approach 2: every Monte Carlo draw takes one set of model parameters
+for the whole country (a national total is not a sum of independent county draws) and one
+multiplicative error per province and crop for N rate and for sown area (survey errors are
+systematic within a province's statistics).
+
+Memory stays flat in the number of draws: work is split into tasks of (year, block of rows)
+sized so that draws x rows stays under a fixed budget; each task returns per-row summaries and
+per-draw province sums, which are small.
+
+References
+----------
+IPCC (2006) Guidelines Vol. 1 Ch. 3 (Approach 2, Monte Carlo); Vol. 4 Ch. 11 (indirect N2O:
+EF4, EF5, FracGASF, FracLEACH).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import io, units
+from pipeline.config import Config, EstimateConfig
+from pipeline.errors import ModelError, StageOrderError
+from pipeline.models import CropModel, InventoryModel, tier1_model
+
+log = logging.getLogger(__name__)
+
+QUANTILES = (0.025, 0.5, 0.975)
+
+#: Indirect N2O parameters by IPCC edition: EF4 (volatilised N), EF5 (leached N), FracGASF,
+#: FracLEACH (kg N per kg N). 2006: Vol. 4 Ch. 11 Table 11.3; 2019 Refinement: Table 11.3
+#: (aggregated values; FracLEACH only on wet-climate or irrigated land).
+INDIRECT = {
+    "2006": {"ef4": 0.010, "ef5": 0.0075, "frac_gasf": 0.10, "frac_leach": 0.30},
+    "2019": {"ef4": 0.010, "ef5": 0.011, "frac_gasf": 0.11, "frac_leach": 0.24},
+}
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Every random quantity of a Monte Carlo run, drawn once so chunking cannot change it.
+
+    ``params[crop]`` is (n, k); ``n_mult`` and ``area_mult`` are (n, n_provinces, n_crops)
+    multiplicative errors indexed by ``provinces`` and ``crops``.
+    """
+
+    params: dict[str, np.ndarray]
+    n_mult: np.ndarray
+    area_mult: np.ndarray
+    provinces: np.ndarray
+    crops: tuple[str, ...]
+
+
+def lognormal_multiplier(rng: np.random.Generator, rel_error: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Mean-one lognormal multipliers with coefficient of variation ``rel_error``.
+
+    Notes
+    -----
+    With s^2 = ln(1 + cv^2), m = exp(z s - s^2/2), z ~ N(0, 1) has E[m] = 1 and CV = cv.
+    """
+    if rel_error == 0:
+        return np.ones(shape)
+    s2 = np.log1p(rel_error**2)
+    return np.exp(rng.standard_normal(shape) * np.sqrt(s2) - s2 / 2)
+
+
+def make_draws(model: InventoryModel, provinces: np.ndarray, crops: tuple[str, ...],
+               cfg: EstimateConfig) -> Draws:
+    """Draw model parameters and activity errors for ``cfg.draws`` Monte Carlo iterations."""
+    rng = np.random.default_rng(cfg.seed)
+    params = {c: model.for_crop(c).draw_params(rng, cfg.draws) for c in crops}
+    shape = (cfg.draws, len(provinces), len(crops))
+    n_mult = lognormal_multiplier(rng, cfg.rel_error_n_rate, shape)
+    area_mult = lognormal_multiplier(rng, cfg.rel_error_area, shape)
+    return Draws(params, n_mult, area_mult, np.asarray(provinces), tuple(crops))
+
+
+def _n_coef_index(m: CropModel) -> int | None:
+    """Index of the N-rate coefficient (None for Tier 1); N must enter only as that one term."""
+    if m.family == "ipcc_tier1":
+        return None
+    if "n_rate_kg_ha" not in m.coef_names or sum("n_rate" in name for name in m.coef_names) != 1:
+        raise ModelError(f"crop {m.crop}: the estimate stage needs N rate to enter the model as one "
+                         f"linear term 'n_rate_kg_ha' (terms: {', '.join(m.coef_names)}). "
+                         "Fix: re-fit without N interactions")
+    return m.coef_names.index("n_rate_kg_ha")
+
+
+def emission_draws(m: CropModel, X: pd.DataFrame, params: np.ndarray, n_mult: np.ndarray,
+                   background: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-hectare emissions of rows X under each draw.
+
+    Parameters
+    ----------
+    m
+        The crop's model.
+    X
+        Activity rows of that crop.
+    params
+        (n_draws, k) parameter draws.
+    n_mult
+        (n_draws, n_rows) multiplicative N-rate errors.
+    background
+        ``"separate"``: the first array is fertilizer-induced E(N) - E(0); ``"included"``: E(N).
+
+    Returns
+    -------
+    emission, background
+        Two (n_draws, n_rows) arrays in kg N2O-N/ha per season.
+
+    Notes
+    -----
+    For the exponential families, log E is linear in N with slope b, so
+    E(N m) = E(N) exp(b N (m - 1)); for Tier 1, E(N m) = m E(N). This applies the N error
+    without rebuilding the design matrix for every draw.
+    """
+    e_nominal = m.mean_emission(X, params)
+    e0 = m.background(X, params)
+    j = _n_coef_index(m)
+    if j is None:
+        e = e_nominal * n_mult
+    else:
+        n = X["n_rate_kg_ha"].to_numpy(dtype=float)
+        e = e_nominal * np.exp(params[:, [j]] * n[None, :] * (n_mult - 1.0))
+    return (e - e0 if background == "separate" else e), e0
+
+
+def indirect_per_ha(X: pd.DataFrame, edition: str) -> np.ndarray:
+    """Indirect N2O-N (kg/ha) from volatilisation and leaching of applied synthetic N.
+
+    Notes
+    -----
+    N2O-N = N x FracGASF x EF4 + N x FracLEACH x EF5; in the 2019 Refinement leaching applies
+    only where the climate is wet or the land irrigated (here: irrigated_fraction > 0 counts
+    for its irrigated share).
+    """
+    p = INDIRECT[edition]
+    n = X["n_rate_kg_ha"].to_numpy(dtype=float)
+    leach_share = np.ones(len(X))
+    if edition == "2019":
+        wet = (X["climate"].astype(str) == "wet").to_numpy()
+        leach_share = np.where(wet, 1.0, X["irrigated_fraction"].to_numpy(dtype=float))
+    return n * p["frac_gasf"] * p["ef4"] + n * p["frac_leach"] * p["ef5"] * leach_share
+
+
+def expected_emissions(activity: pd.DataFrame, model: InventoryModel, background: str = "separate") -> np.ndarray:
+    """Point estimate, kg N2O-N per activity row (area x E per ha at the central parameters).
+
+    Used for counterfactual runs (N rate, area or irrigation held) by the trend stage.
+    """
+    per_ha = model.mean_emission(activity)
+    if background == "separate":
+        X0 = activity.assign(n_rate_kg_ha=0.0)
+        per_ha = per_ha - model.mean_emission(X0)
+    return activity["area_ha"].to_numpy(dtype=float) * per_ha
+
+
+def _summarise(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean and 2.5/50/97.5 % quantiles over draws (axis 0)."""
+    q = np.quantile(values, QUANTILES, axis=0)
+    return {"mean": values.mean(axis=0), "p2_5": q[0], "median": q[1], "p97_5": q[2]}
+
+
+def _task(block: pd.DataFrame, model: InventoryModel, draws: Draws, cfg: EstimateConfig,
+          edition: str, indirect: bool) -> tuple[pd.DataFrame, np.ndarray]:
+    """One (year, block of rows) task: per-row summaries and per-draw sums by province x crop."""
+    n_draws = draws.n_mult.shape[0]
+    prov_index = np.searchsorted(draws.provinces, block["province_code"].to_numpy())
+    sums = np.zeros((n_draws, len(draws.provinces), len(draws.crops)))
+    pieces = []
+    for ci, crop in enumerate(draws.crops):
+        X = block[block["crop"] == crop]
+        if X.empty:
+            continue
+        pi = prov_index[(block["crop"] == crop).to_numpy()]
+        n_mult = draws.n_mult[:, pi, ci]
+        a_mult = draws.area_mult[:, pi, ci]
+        area = X["area_ha"].to_numpy(dtype=float)
+        e_ha, e0_ha = emission_draws(model.for_crop(crop), X, draws.params[crop], n_mult, cfg.background)
+        total = e_ha * area[None, :] * a_mult
+        bg = e0_ha * area[None, :] * a_mult
+        if indirect:
+            total = total + indirect_per_ha(X, edition)[None, :] * n_mult * area[None, :] * a_mult
+        _accumulate(sums, total, pi, ci)
+        stats = _summarise(total)
+        row = X[["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha", "water_input_mm"]].copy()
+        for k, v in stats.items():
+            row[f"n2o_n_kg_{k}"] = v
+        row["background_n2o_n_kg_mean"] = bg.mean(axis=0)
+        pieces.append(row)
+    return pd.concat(pieces) if pieces else pd.DataFrame(), sums
+
+
+def _accumulate(sums: np.ndarray, total: np.ndarray, prov_idx: np.ndarray, crop_idx: int) -> None:
+    """Add each row's draws to its province's column (rows of one province summed in order)."""
+    for p in np.unique(prov_idx):
+        sums[:, p, crop_idx] += total[:, prov_idx == p].sum(axis=1)
+
+
+def _blocks(activity: pd.DataFrame, n_draws: int, max_cells: int) -> list[pd.DataFrame]:
+    """Tasks of one year and at most ``max_cells // n_draws`` rows (memory flat in draws)."""
+    rows_per_task = max(1, max_cells // n_draws)
+    blocks = []
+    for _, year_rows in activity.groupby("year", sort=True):
+        for start in range(0, len(year_rows), rows_per_task):
+            blocks.append(year_rows.iloc[start:start + rows_per_task])
+    return blocks
+
+
+def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateConfig,
+             edition: str = "2019") -> dict[str, pd.DataFrame]:
+    """Monte Carlo inventory of ``activity`` under ``model``.
+
+    Parameters
+    ----------
+    activity
+        :data:`pipeline.contract.ACTIVITY` rows.
+    model
+        Fitted or Tier 1 :class:`~pipeline.models.InventoryModel`.
+    cfg
+        Draws, seed, activity errors, background and indirect settings.
+    edition
+        IPCC edition for the indirect-emission parameters.
+
+    Returns
+    -------
+    dict
+        ``county`` (one row per county x crop x year), ``province`` and ``national`` (per
+        crop and ``"all"``), ``national_draws`` (draw x year x crop, national sums).
+        Emission columns are kg N2O-N per year.
+    """
+    import dask
+
+    activity = activity.sort_values(["year", "county_code", "crop"]).reset_index(drop=True)
+    crops = tuple(sorted(activity["crop"].unique()))
+    provinces = np.sort(activity["province_code"].unique())
+    draws = make_draws(model, provinces, crops, cfg)
+    blocks = _blocks(activity, cfg.draws, cfg.max_cells_per_task)
+    results = dask.compute(*[dask.delayed(_task)(b, model, draws, cfg, edition, cfg.indirect) for b in blocks])
+    county = pd.concat([r[0] for r in results], ignore_index=True)
+    county = county.sort_values(["county_code", "crop", "year"]).reset_index(drop=True)
+
+    years = sorted(activity["year"].unique())
+    by_year: dict[int, np.ndarray] = {}
+    for b, (_, sums) in zip(blocks, results):
+        y = int(b["year"].iloc[0])
+        by_year[y] = by_year[y] + sums if y in by_year else sums.copy()
+
+    # per-draw sums -> province and national tables
+    means_area = activity.assign(n_applied_kg=activity["area_ha"] * activity["n_rate_kg_ha"])
+    prov_rows, nat_rows, draw_rows = [], [], []
+    for y in years:
+        s = by_year[y]  # (draws, provinces, crops)
+        for ci, crop in [*enumerate(crops), (None, "all")]:
+            per_prov = s[:, :, ci] if ci is not None else s.sum(axis=2)
+            nat = per_prov.sum(axis=1)
+            nat_rows.append({"year": y, "crop": crop, **_named(_summarise(nat[:, None]))})
+            draw_rows.append(pd.DataFrame({"draw": np.arange(len(nat)), "year": y, "crop": crop, "n2o_n_kg": nat}))
+            stats = _summarise(per_prov)
+            for pi, p in enumerate(provinces):
+                prov_rows.append({"province_code": int(p), "year": y, "crop": crop,
+                                  **{k: float(v[pi]) for k, v in _named(stats, keep_array=True).items()}})
+    province = pd.DataFrame(prov_rows)
+    national = pd.DataFrame(nat_rows)
+    # Means are exactly additive: take them from the county table so the tables agree to rounding.
+    province = _attach_activity(province, means_area, ["province_code"], county)
+    national = _attach_activity(national, means_area, [], county)
+    return {"county": county, "province": province, "national": national,
+            "national_draws": pd.concat(draw_rows, ignore_index=True)}
+
+
+def _named(stats: dict[str, np.ndarray], keep_array: bool = False) -> dict[str, object]:
+    out = {}
+    for k, v in stats.items():
+        out[f"n2o_n_kg_{k}"] = v if keep_array else float(np.asarray(v).ravel()[0])
+    return out
+
+
+def _attach_activity(table: pd.DataFrame, activity: pd.DataFrame, keys: list[str], county: pd.DataFrame) -> pd.DataFrame:
+    """Add area, applied N and the additive means (summed from the county table)."""
+    def sums(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+        per_crop = frame.groupby([*keys, "year", "crop"])[cols].sum().reset_index()
+        total = frame.groupby([*keys, "year"])[cols].sum().reset_index().assign(crop="all")
+        return pd.concat([per_crop, total], ignore_index=True)
+
+    act = sums(activity, ["area_ha", "n_applied_kg"])
+    means = sums(county, ["n2o_n_kg_mean", "background_n2o_n_kg_mean"])
+    out = table.drop(columns=["n2o_n_kg_mean"]).merge(act, on=[*keys, "year", "crop"], how="left")
+    out = out.merge(means, on=[*keys, "year", "crop"], how="left")
+    return out
+
+
+def add_derived(table: pd.DataFrame, gwp: str) -> pd.DataFrame:
+    """N2O mass and CO2-equivalent of the mean, with the GWP set named; units column."""
+    out = table.copy()
+    out["n2o_kg_mean"] = units.n2o_n_to_n2o(out["n2o_n_kg_mean"].to_numpy())
+    out["co2e_kg_mean"] = units.n2o_n_to_co2e(out["n2o_n_kg_mean"].to_numpy(), gwp)
+    out["gwp"] = f"GWP100 {gwp}"
+    return out
+
+
+COLUMN_ORDER = ["area_ha", "n_applied_kg", "n2o_n_kg_mean", "n2o_n_kg_median", "n2o_n_kg_p2_5",
+                "n2o_n_kg_p97_5", "background_n2o_n_kg_mean", "n2o_kg_mean", "co2e_kg_mean", "gwp"]
+
+
+def _order(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    crop_order = {c: i for i, c in enumerate(["all", "rice", "wheat", "maize", "vegetables", "other_upland"])}
+    t = table.assign(_c=table["crop"].map(crop_order).fillna(99))
+    t = t.sort_values([*keys, "year", "_c", "crop"]).drop(columns="_c")
+    return t[[*keys, "year", "crop", *[c for c in COLUMN_ORDER if c in t.columns]]].reset_index(drop=True)
+
+
+def load_model(cfg: Config, kind: str) -> InventoryModel:
+    """The fitted model from the fit stage, or the IPCC Tier 1 model of the configured edition."""
+    if kind == "tier1":
+        return tier1_model(cfg.ipcc.edition, cfg.ipcc.disaggregated, cfg.ingest.default_rice_regime)
+    path = cfg.processed / "fit" / "model.json"
+    if not path.exists():
+        raise StageOrderError(f"{path}: no fitted model. Fix: run `cropn2o fit` (or `make fit`) first")
+    return InventoryModel.from_json(io.read_json(path))
+
+
+def run(cfg: Config) -> list[Path]:
+    """Estimate with the fitted model (``estimate/``) and with IPCC Tier 1 (``estimate_tier1/``)."""
+    from pipeline.parallel import dask_context
+
+    act_path = cfg.processed / "ingest" / "activity.parquet"
+    if not act_path.exists():
+        raise StageOrderError(f"{act_path}: no activity table. Fix: run `cropn2o ingest` first")
+    activity = io.read_parquet(act_path)
+    written: list[Path] = []
+    for kind in cfg.estimate.runs:
+        model = load_model(cfg, kind)
+        with dask_context(cfg.dask):
+            tables = estimate(activity, model, cfg.estimate, cfg.ipcc.edition)
+        out = cfg.processed / ("estimate" if kind == "fitted" else f"estimate_{kind}")
+        county = add_derived(tables["county"], cfg.estimate.gwp)
+        province = _order(add_derived(tables["province"], cfg.estimate.gwp), ["province_code"])
+        national = _order(add_derived(tables["national"], cfg.estimate.gwp), [])
+        files = [
+            io.write_parquet(county, out / "county.parquet"),
+            io.write_parquet(province, out / "province.parquet"),
+            io.write_csv(province, out / "province.csv"),
+            io.write_csv(national, out / "national.csv"),
+            io.write_parquet(tables["national_draws"], out / "national_draws.parquet"),
+        ]
+        manifest = {
+            "stage": "estimate", "model": kind, "units": "kg N2O-N per year (n2o_n_kg_*); kg N2O; kg CO2e",
+            "background": cfg.estimate.background,
+            "emission_columns": ("fertilizer-induced direct N2O-N (background in background_n2o_n_kg_mean)"
+                                 if cfg.estimate.background == "separate" else "direct N2O-N including background")
+            + (" + indirect N2O-N" if cfg.estimate.indirect else ""),
+            "outputs": {p.name: io.file_sha256(p) for p in files},
+            "inputs": {"activity.parquet": io.file_sha256(act_path),
+                       **({"model.json": io.file_sha256(cfg.processed / "fit" / "model.json")} if kind == "fitted" else {}),
+                       "model_provenance": model.provenance},
+            "config": cfg.model_dump(mode="json", include={"estimate", "ipcc"}),
+        }
+        files.append(io.write_json(manifest, out / "manifest.json"))
+        written += files
+        nat = national[national["crop"] == "all"]
+        log.info("%s: national %d %.1f Gg N2O-N (95%% %.1f-%.1f), %d %.1f Gg", kind,
+                 nat["year"].iloc[0], nat["n2o_n_kg_mean"].iloc[0] / 1e6, nat["n2o_n_kg_p2_5"].iloc[0] / 1e6,
+                 nat["n2o_n_kg_p97_5"].iloc[0] / 1e6, nat["year"].iloc[-1], nat["n2o_n_kg_mean"].iloc[-1] / 1e6)
+    return written
