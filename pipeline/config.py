@@ -211,7 +211,9 @@ class Config(_Strict):
 
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
+    errors = err.errors()
+    # An unknown key is usually the root cause of the other messages (a misspelt section).
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"{path}: unknown key '{key}'. Fix: remove it or check its spelling against config/default.yaml"

@@ -439,3 +439,14 @@ def render_markdown(schema: TableSchema) -> str:
         lines.append(f"| `{c.name}` | {c.kind} | {c.unit} | {'yes' if c.required else 'no'} | "
                      f"{'yes' if c.nullable else 'no'} | {allowed} | {c.description} |")
     return "\n".join(lines) + "\n"
+
+
+def render_all() -> str:
+    """Every schema of the contract as Markdown, inputs first (``python -m pipeline.contract``)."""
+    parts = ["## Inputs\n"] + [render_markdown(s) for s in INPUT_SCHEMAS.values()]
+    parts += ["## Processed tables\n"] + [render_markdown(s) for s in PROCESSED_SCHEMAS.values()]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(render_all())

@@ -1,0 +1,41 @@
+"""The console command: subcommands, exit codes, one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.cli import STAGES, main
+
+
+def test_every_stage_module_has_run() -> None:
+    import importlib
+
+    for module, _ in STAGES.values():
+        assert callable(importlib.import_module(module).run)
+
+
+def test_missing_config_is_one_line(capsys, tmp_path: Path) -> None:
+    assert main(["--config", str(tmp_path / "none.yaml"), "ingest"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config file not found" in err
+
+
+def test_stage_out_of_order(capsys, repo_root: Path, tmp_path: Path) -> None:
+    code = main(["--config", str(repo_root / "config" / "default.yaml"), "--set", f"processed_dir={tmp_path}", "estimate"])
+    assert code != 0 and "run `cropn2o ingest` first" in capsys.readouterr().err
+
+
+def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "cropn2o"
+    r = subprocess.run([str(exe), "--config", str(tmp_path / "x.yaml"), "ingest"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
+
+
+def test_set_override_and_stamps(repo_root: Path, tmp_path: Path) -> None:
+    args = ["--config", str(repo_root / "config" / "default.yaml"), "--set", f"processed_dir={tmp_path}"]
+    assert main([*args, "stamp"]) == 0
+    stamp = tmp_path / ".stamps" / "estimate.json"
+    mtime = stamp.stat().st_mtime_ns
+    assert main([*args, "stamp"]) == 0 and stamp.stat().st_mtime_ns == mtime  # unchanged -> untouched
+    assert main([*args, "--set", "estimate.draws=50", "stamp"]) == 0
+    assert '"draws": 50' in stamp.read_text() and (tmp_path / ".stamps" / "fit.json").stat().st_mtime_ns <= mtime

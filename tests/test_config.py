@@ -1,0 +1,33 @@
+"""Config loading: strict keys and types, clear one-line errors."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config, project_root_of
+from pipeline.errors import ConfigError
+
+
+def test_default_config_loads(repo_root: Path) -> None:
+    cfg = load_config(repo_root / "config" / "default.yaml")
+    assert cfg.root == repo_root and cfg.processed == repo_root / "data_processed"
+    assert project_root_of(repo_root / "config" / "examples" / "kensyn.yaml") == repo_root
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("inputs: {}\nbogus: 1\n", "unknown key 'bogus'"),
+    ("inputs: {}\n", "required key 'inputs.observations' is missing"),
+    ("inputs: [1\n", "not valid YAML"),
+])
+def test_bad_config_messages(tmp_path: Path, text: str, fragment: str) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert fragment in str(e.value) and "\n" not in str(e.value) and "Fix:" in str(e.value)
+
+
+def test_wrong_type_is_named(repo_root: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(repo_root / "config" / "default.yaml", {"estimate.draws": "many"})
+    assert "estimate.draws" in str(e.value)
