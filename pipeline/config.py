@@ -64,7 +64,6 @@ class IngestConfig(_Strict):
     max_gap_years: int = Field(2, ge=0, le=10)
     first_year: int = 1990
     last_year: int = 2014
-    default_rice_regime: Literal["continuous_flooding", "single_drainage", "multiple_drainage"] = "single_drainage"
 
 
 class DemoCalibration(_Strict):
@@ -81,7 +80,7 @@ class DemoCalibration(_Strict):
     n_fertilizer_t: dict[int, float]  # tonnes N per year, all uses
     assumed_vegetables_area_ha: dict[int, float]  # anchor years, interpolated
     assumed_total_sown_area_ha: dict[int, float]  # anchor years, interpolated
-    crop_n_share: float = Field(0.80, gt=0.0, le=1.0)  # share of national N on the five crops
+    crop_n_share: dict[int, float]  # share of national N on the five crops, anchor years, interpolated
 
 
 class DemoConfig(_Strict):
@@ -181,6 +180,8 @@ class TrendConfig(_Strict):
     criterion: Literal["bic", "aic"] = "bic"
     alpha: float = Field(0.05, gt=0.0, lt=0.5)
     min_segment_years: int = Field(4, ge=2)
+    n_sim: int = Field(4000, ge=199)  # null simulations of the sup-F existence tests
+    seed: int = 0  # seed of those simulations (and of the second-kink bootstrap)
 
 
 class Config(_Strict):

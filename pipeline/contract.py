@@ -209,7 +209,8 @@ OBSERVATIONS = TableSchema(
     columns=(
         _c("obs_id", "str"), _c("site_id", "str"), _c("study_id", "str"),
         _c("crop", "str", allowed=CROPS),
-        _c("water_regime", "str", allowed=WATER_REGIMES),
+        _c("water_regime", "str", "", "`upland` for crops other than rice; empty for rice that reports "
+           "none (the fit stage assumes `fit.rice_water_regime`)", allowed=WATER_REGIMES, nullable=True),
         _c("year", "int", "yr", nullable=True),
         _c("n_rate_kg_ha", "float", "kg N/ha", minimum=0.0),
         _c("fertilizer_type", "str", allowed=FERTILIZER_TYPES, nullable=True),

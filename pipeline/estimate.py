@@ -322,7 +322,7 @@ def _order(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def load_model(cfg: Config, kind: str) -> InventoryModel:
     """The fitted model from the fit stage, or the IPCC Tier 1 model of the configured edition."""
     if kind == "tier1":
-        return tier1_model(cfg.ipcc.edition, cfg.ipcc.disaggregated, cfg.ingest.default_rice_regime)
+        return tier1_model(cfg.ipcc.edition, cfg.ipcc.disaggregated, cfg.fit.rice_water_regime)
     path = cfg.processed / "fit" / "model.json"
     if not path.exists():
         raise StageOrderError(f"{path}: no fitted model. Fix: run `cropn2o fit` (or `make fit`) first")

@@ -65,7 +65,6 @@ def _relative(path: str, root: Path | None) -> str:
 
 def harmonise_observations(
     raw: pd.DataFrame,
-    default_rice_regime: str = "single_drainage",
     root: Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate raw observation rows and convert them to the processed units.
@@ -75,9 +74,6 @@ def harmonise_observations(
     raw
         Observations in contract column names (after the column mapping), as read by
         :func:`pipeline.io.read_tables` (every cell text, with ``_file``/``_row``).
-    default_rice_regime
-        Water regime assumed for rice rows that report none (most Chinese paddies are drained
-        mid-season); the number of rows it is applied to is logged.
     root
         Project root, to store source files as relative paths.
 
@@ -123,9 +119,8 @@ def harmonise_observations(
     obs["study_id"] = obs["study_id"].fillna(obs["site_id"])
     rice_missing = (obs["crop"] == "rice") & obs["water_regime"].isna()
     if rice_missing.any():
-        log.info("observations: %d rice rows without water_regime set to '%s'",
-                 int(rice_missing.sum()), default_rice_regime)
-    obs.loc[rice_missing, "water_regime"] = default_rice_regime
+        log.info("observations: %d rice rows report no water_regime (the fit assumes fit.rice_water_regime)",
+                 int(rice_missing.sum()))
     obs.loc[obs["crop"] != "rice", "water_regime"] = obs.loc[obs["crop"] != "rice", "water_regime"].fillna("upland")
     obs["n_rate_kg_ha"] = units.n_rate_to_kg_ha(obs["n_rate"].to_numpy(dtype=float), obs["n_rate_unit"].to_numpy(dtype=object))
     obs["flux_kg_n2o_n_ha"] = units.flux_to_kg_n2o_n_ha(
@@ -390,7 +385,7 @@ def ingest_observations(cfg: Config, quarantine_to: Path | None = None) -> tuple
     table is written to ``quarantine_to`` (if given) and :class:`TooManyRejectionsError` raised.
     """
     raw = read_input(cfg, "observations")
-    obs, quarantine = harmonise_observations(raw, cfg.ingest.default_rice_regime, cfg.root)
+    obs, quarantine = harmonise_observations(raw, cfg.root)
     log.info("observations: %d rows read, %d accepted, %d quarantined", len(raw), len(obs), len(quarantine))
     if quarantine_to is not None and len(quarantine) / max(len(raw), 1) > cfg.ingest.max_reject_fraction:
         # The reasons are what the user needs to fix the input: write them (whole) before failing.
