@@ -216,6 +216,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -319,14 +320,15 @@ def write_geotiff(values: np.ndarray, bounds: tuple[float, float, float, float],
     north) in degrees; no timestamp tag is written, so identical arrays give identical bytes.
     """
     import rasterio
-    from rasterio.transform import from_bounds
+    from rasterio.transform import Affine
 
     arr = np.ascontiguousarray(np.asarray(values, dtype=np.float32)[::-1])
     h, w = arr.shape
+    west, south, east, north = bounds
     block = max(16, (min(tile, 4096) // 16) * 16)
     profile = {
         "driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "float32",
-        "crs": "EPSG:4326", "transform": from_bounds(*bounds, w, h),
+        "crs": "EPSG:4326", "transform": Affine((east - west) / w, 0.0, west, 0.0, -(north - south) / h, north),
         "compress": "deflate", "predictor": 3, "zlevel": 6,
         "tiled": True, "blockxsize": block, "blockysize": block,
     }

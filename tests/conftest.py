@@ -27,3 +27,29 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+DEMO_SLICE_PROVINCES = [41, 43]  # Henan (kg N/mu, UTF-8) and Hunan (kg N/ha, GBK)
+
+
+@pytest.fixture(scope="session")
+def demo_slice(tmp_path_factory):
+    """A small SYNTHETIC demo world (Henan + Hunan, 1990-1995) built once per test session.
+
+    Returns the :class:`pipeline.config.Config` whose ``inputs.*`` and ``processed_dir`` point
+    into a temporary folder; the generator's ground truth is under ``<raw>/truth/``.
+    """
+    from pipeline import demo
+    from pipeline.config import load_config
+
+    root = tmp_path_factory.mktemp("demo_slice")
+    raw = root / "raw"
+    files = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
+             "irrigation": "irrigation.csv", "covariates": "covariates.csv",
+             "boundaries": "boundaries.gpkg", "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif"}
+    overrides = {f"inputs.{k}.path": str(raw / v) for k, v in files.items()}
+    overrides.update({"processed_dir": str(root / "processed"), "demo.provinces": DEMO_SLICE_PROVINCES,
+                      "demo.first_year": 1990, "demo.last_year": 1995})
+    cfg = load_config(REPO / "config" / "default.yaml", overrides)
+    demo.run(cfg)
+    return cfg
