@@ -843,7 +843,8 @@ def run(cfg: Config) -> list[Path]:
     written.append(io.write_csv(province_zonal_check(zonal), out_dir / "zonal_check_province.csv"))
     manifest = {"stage": "grid", "inputs_sha256": inputs_hash, "grids": grids_meta,
                 "years": [int(y) for y in years], "crops": list(crops),
-                "outputs": sorted(p.relative_to(out_dir).as_posix() for p in written)}
+                "outputs": {p.relative_to(out_dir).as_posix(): io.file_sha256(p)
+                            for p in sorted(written)}}
     written.append(io.write_json(manifest, out_dir / "manifest.json"))
     return written
 

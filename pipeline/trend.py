@@ -487,6 +487,15 @@ def run(cfg: Config) -> list[Path]:
     if prov_slopes is not None:
         boundaries = read_boundaries(cfg.path(cfg.inputs.boundaries.path))
         written.append(figure_province_map(boundaries, prov_slopes, out / "province_slope_change.png"))
+    est = cfg.processed / "estimate"
+    manifest = {
+        "stage": "trend",
+        "outputs": {p.name: io.file_sha256(p) for p in written},
+        "inputs": {name: io.file_sha256(est / name) for name in ("national.csv", "national_draws.parquet")
+                   if (est / name).exists()},
+        "config": cfg.model_dump(mode="json", include={"trend"}),
+    }
+    written.append(io.write_json(manifest, out / "manifest.json"))
     return written
 
 
