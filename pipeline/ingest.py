@@ -223,6 +223,26 @@ def _fill_raw_series(df: pd.DataFrame, value: str, keys: list[str], max_gap: int
     return long.drop(columns=["first", "last"])
 
 
+def _absent_crops_as_zero(mapped: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Add zero-area rows for crops a county-year does not list although it lists others.
+
+    Statistical yearbooks omit crops that are not sown; a county-year that reports some crops
+    and has no row at all for another therefore did not sow it. A row that is present with an
+    empty value is a gap, not a zero, and is left to gap filling.
+    """
+    county_years = mapped[["county_code", "year"]].drop_duplicates()
+    pairs = mapped[keys].drop_duplicates()
+    grid = pairs.merge(county_years, on="county_code")
+    absent = grid.merge(mapped[[*keys, "year"]], how="left", indicator=True)
+    absent = absent[absent["_merge"] == "left_only"].drop(columns="_merge")
+    if absent.empty:
+        return mapped
+    log.info("activity: %d county-year-crop rows absent from reported county-years taken as not sown (0 ha)",
+             len(absent))
+    zeros = absent.assign(area_ha=0.0, n_mass_kg=0.0, rate_weight_ha=0.0, area_filled=0.0, n_rate_filled=0.0)
+    return pd.concat([mapped, zeros[mapped.columns]], ignore_index=True)
+
+
 def harmonise_activity(
     n_rate: pd.DataFrame,
     sown_area: pd.DataFrame,
@@ -278,6 +298,7 @@ def harmonise_activity(
     flags = apply_crosswalk(both[[*keys, "year", "area_filled", "n_rate_filled"]].assign(
         area_filled=lambda d: d["area_filled"] * 1.0), weights, ["area_filled", "n_rate_filled"], [*keys, "year"])
     mapped = mapped.merge(flags, on=[*keys, "year"])
+    mapped = _absent_crops_as_zero(mapped, keys)
     with np.errstate(invalid="ignore", divide="ignore"):
         mapped["n_rate_kg_ha"] = np.where(mapped["rate_weight_ha"] > 0,
                                           mapped["n_mass_kg"] / mapped["rate_weight_ha"],

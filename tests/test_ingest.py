@@ -168,10 +168,26 @@ def test_quarantine_keeps_every_rejected_row(world: Path, capsys) -> None:
 def test_long_gap_is_an_error_naming_the_series(world: Path, capsys) -> None:
     path = world.parent / "raw" / "n_rate.csv"
     lines = path.read_text().splitlines(keepends=True)
-    kept = [ln for ln in lines if not (ln.startswith("430102,") and ",rice," in ln and int(ln.split(",")[1]) >= 1995)]
-    path.write_text("".join(kept))
+    blanked = [",".join(ln.split(",")[:3] + ["", ln.split(",")[4]])
+               if ln.startswith("430102,") and ",rice," in ln and int(ln.split(",")[1]) >= 1995 else ln
+               for ln in lines]
+    path.write_text("".join(blanked))
     code, err = run_cli(world, capsys, "ingest")
     assert code != 0 and "county 430102, crop rice" in err and "max_gap_years" in err
+
+
+def test_crop_absent_from_a_reported_county_year_is_not_sown(world: Path, capsys) -> None:
+    """Yearbooks omit crops that are not sown: no row (unlike an empty cell) means 0 ha."""
+    for rel in ("n_rate.csv", "sown_area/43.csv"):
+        path = world.parent / "raw" / rel
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(ln for ln in lines if not (ln.startswith("430102,") and ",rice," in ln
+                                                           and int(ln.split(",")[-4 if rel != "n_rate.csv" else 1]) >= 1995)))
+    assert run_cli(world, capsys, "ingest")[0] == 0
+    act = pd.read_parquet(world.parent / "processed" / "ingest" / "activity.parquet")
+    rice = act[(act["county_code"] == 430102) & (act["crop"] == "rice")].set_index("year")
+    assert (rice.loc[1995:, "area_ha"] == 0).all() and (rice.loc[1995:, "n_rate_kg_ha"] == 0).all()
+    assert (rice.loc[:1994, "area_ha"] == 1000).all() and not rice["area_filled"].any()
 
 
 def test_fill_gaps_interior_and_edges() -> None:
