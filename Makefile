@@ -72,7 +72,7 @@ trend: $(P)/trend/manifest.json ## Breakpoints and attribution of the trend
 all: $(P)/trend/manifest.json $(P)/grid/manifest.json ## Run the whole pipeline on the configured data
 	@echo "Outputs are under $(P)/: ingest/ fit/ estimate/ grid/ trend/ (each with a manifest.json)"
 
-test: $(INSTALLED) ## Run the test suite (fast cases; about 10 minutes on 2 cores)
+test: $(INSTALLED) ## Run the test suite (fast cases; about 2 minutes on 2 cores after install)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -q
 
 test-all: $(INSTALLED) ## Run every test, slow ones included
