@@ -57,6 +57,8 @@ class Inputs(_Strict):
     boundaries: InputSpec
     crosswalk: InputSpec
     proxy: InputSpec | None = None  # cropland-fraction raster for the grid stage
+    #: Words carried into every manifest, NetCDF title and figure, e.g. "SYNTHETIC demo world".
+    label: str = ""
 
 
 class IngestConfig(_Strict):

@@ -841,7 +841,7 @@ def run(cfg: Config) -> list[Path]:
     written.append(io.write_csv(mass, out_dir / "mass_check.csv"))
     written.append(io.write_csv(zonal, out_dir / "zonal_check_county.csv"))
     written.append(io.write_csv(province_zonal_check(zonal), out_dir / "zonal_check_province.csv"))
-    manifest = {"stage": "grid", "inputs_sha256": inputs_hash, "grids": grids_meta,
+    manifest = {"stage": "grid", "label": cfg.inputs.label, "inputs_sha256": inputs_hash, "grids": grids_meta,
                 "years": [int(y) for y in years], "crops": list(crops),
                 "outputs": {p.relative_to(out_dir).as_posix(): io.file_sha256(p)
                             for p in sorted(written)}}
@@ -860,7 +860,9 @@ def _provenance(cfg: Config, grid: Grid, w: Weights, inputs_hash: dict[str, str]
         pkg = "unknown"
     return {
         "Conventions": "CF-1.8",
-        "title": f"Direct cropland N2O-N emissions of China on the {grid.name} grid",
+        "title": (f"{cfg.inputs.label}: " if cfg.inputs.label else "")
+        + f"Direct cropland N2O-N emissions on the {grid.name} grid",
+        "comment": cfg.inputs.label or "built from the inputs identified in input_sha256",
         "institution": "cropn2o open-source pipeline",
         "source": f"cropn2o {pkg}: county x crop x year estimates allocated with exact coverage weights",
         "history": f"cropn2o {pkg} grid stage (inputs identified by SHA-256 in input_sha256)",

@@ -492,6 +492,7 @@ def run(cfg: Config) -> list[Path]:
     input_files.append(cfg.path(cfg.inputs.boundaries.path))
     manifest = {
         "stage": "ingest",
+        "label": cfg.inputs.label,
         "outputs": {p.name: io.file_sha256(p) for p in written},
         "inputs": io.inputs_sha256(input_files),
         "counts": {
