@@ -223,6 +223,15 @@ def _fill_raw_series(df: pd.DataFrame, value: str, keys: list[str], max_gap: int
     return long.drop(columns=["first", "last"])
 
 
+def _in_years(df: pd.DataFrame, years: tuple[int, int], what: str) -> pd.DataFrame:
+    """Rows inside the inventory period; the number left out is logged (they are valid data,
+    outside the configured ``ingest.first_year``-``last_year``, not errors)."""
+    inside = (df["year"] >= years[0]) & (df["year"] <= years[1])
+    if not inside.all():
+        log.info("%s: %d rows outside %d-%d not used", what, int((~inside).sum()), *years)
+    return df[inside].copy()
+
+
 def _absent_crops_as_zero(mapped: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Add zero-area rows for crops a county-year does not list although it lists others.
 
@@ -280,8 +289,8 @@ def harmonise_activity(
     """
     keys = ["county_code", "crop"]
     lo, hi = years
-    n = n_rate[(n_rate["year"] >= lo) & (n_rate["year"] <= hi)].copy()
-    a = sown_area[(sown_area["year"] >= lo) & (sown_area["year"] <= hi)].copy()
+    n = _in_years(n_rate, years, n_rate_file)
+    a = _in_years(sown_area, years, area_file)
     n["n_rate_kg_ha"] = units.n_rate_to_kg_ha(n["n_rate"].to_numpy(dtype=float, na_value=np.nan),
                                               n["unit"].to_numpy(dtype=object))
     a["area_ha"] = units.area_to_ha(a["area"].to_numpy(dtype=float, na_value=np.nan), a["unit"].to_numpy(dtype=object))
@@ -342,7 +351,7 @@ def harmonise_irrigation(irr: pd.DataFrame, prefectures: np.ndarray, years: tupl
     Returns the table and the irrigation prefecture codes that match no present-day prefecture.
     """
     lo, hi = years
-    irr = irr[(irr["year"] >= lo) & (irr["year"] <= hi)]
+    irr = _in_years(irr, years, "irrigation")
     unknown = sorted(set(irr["prefecture_code"].astype(int)) - set(int(p) for p in prefectures))
     pieces = []
     for value in ("irrigated_fraction", "irrigation_mm"):
