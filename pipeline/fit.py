@@ -11,6 +11,7 @@ References
 Stehfest, E. & Bouwman, L. (2006) Nutr. Cycl. Agroecosyst. 74:207-228.
 Philibert, A., Loyce, C. & Makowski, D. (2012) PLoS ONE 7:e50950.
 Duan, N. (1983) JASA 78:605-610.
+Mancl, L.A. & DeRouen, T.A. (2001) Biometrics 57:126-134.
 """
 
 from __future__ import annotations
@@ -242,8 +243,9 @@ def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropMode
     Notes
     -----
     ``glm_gamma``: ``y ~ Gamma``, ``log E[y] = x'beta`` (statsmodels GLM with the Log link
-    passed explicitly); standard errors are cluster-robust by site/study, because records of
-    one site are not independent. ``mixed_lognormal``: ``log y = x'beta + u_g + e``,
+    passed explicitly); standard errors are cluster-robust by site/study (CR3, Mancl-DeRouen:
+    :func:`cluster_cov`), because records of one site are not independent.
+    ``mixed_lognormal``: ``log y = x'beta + u_g + e``,
     ``u_g ~ N(0, s2_g)``, ``e ~ N(0, s2_e)``, REML; mean retransformation ``s = mean(exp(log y -
     x'beta))`` (Duan) or ``exp((s2_g + s2_e)/2)``.
     """
@@ -270,7 +272,7 @@ def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropMode
                 raise ModelError(f"crop {model.crop}: the Gamma GLM did not converge. Fix: check the "
                                  "records for extreme fluxes, or pin mixed_lognormal in fit.pin")
             model.coef = np.asarray(res.params, dtype=float)
-            model.cov = cluster_cov_cr2(D, np.asarray(res.resid_working), np.asarray(glm.weights), groups)
+            model.cov = cluster_cov(D, np.asarray(res.resid_working), np.asarray(glm.weights), groups)
             model.dispersion = float(res.scale)
             model.retransform, model.smearing = "none", 1.0
         elif model.family == "mixed_lognormal":
@@ -309,8 +311,9 @@ def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropMode
     return model
 
 
-def cluster_cov_cr2(D: np.ndarray, resid_working: np.ndarray, weights: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Cluster-robust covariance with the CR2 (Bell-McCaffrey) small-sample adjustment.
+def cluster_cov(D: np.ndarray, resid_working: np.ndarray, weights: np.ndarray, groups: np.ndarray,
+                adjustment: str = "cr3") -> np.ndarray:
+    """Cluster-robust (sandwich) covariance of GLM coefficients with a small-sample adjustment.
 
     Parameters
     ----------
@@ -320,19 +323,34 @@ def cluster_cov_cr2(D: np.ndarray, resid_working: np.ndarray, weights: np.ndarra
         IRLS working residuals and weights of the converged GLM.
     groups
         Integer cluster (site) code of each row.
+    adjustment
+        ``"cr3"`` (default): Mancl-DeRouen bias-reduced sandwich, ``A_g = (I - H_gg)^-1``;
+        ``"cr2"``: Bell-McCaffrey, ``A_g = (I - H_gg)^(-1/2)``; ``"cr0"``: none.
+
+    Returns
+    -------
+    numpy.ndarray
+        (k, k) covariance, in the units of the coefficients squared.
 
     Notes
     -----
-    With ``Xw = sqrt(w) D``, ``r = sqrt(w) resid_working``, ``B = (Xw'Xw)^-1``, ``H_gg = Xw_g B
-    Xw_g'`` and ``A_g = (I - H_gg)^(-1/2)``: ``V = B [sum_g Xw_g' A_g r_g r_g' A_g Xw_g] B``. The
-    plain sandwich (CR0/CR1) underestimates the variance with a few dozen clusters; CR2 is
-    unbiased when the working model is right.
+    With ``Xw = sqrt(w) D``, ``r = sqrt(w) resid_working``, ``B = (Xw'Xw)^-1`` and ``H_gg = Xw_g
+    B Xw_g'``: ``V = B [sum_g Xw_g' A_g r_g r_g' A_g' Xw_g] B``. The plain sandwich (CR0)
+    underestimates the variance with a few dozen clusters because residuals of high-leverage
+    clusters are shrunk towards the fit. CR2 removes that bias only when the working model
+    (independent records) is right; with site effects (correlated records) it stays biased low
+    for site-level covariates (measured in docs/validation.md). CR3 inflates each cluster's
+    residuals by the full ``(I - H_gg)^-1``: for the Gamma log-link model it equals the GEE
+    bias-reduced sandwich of Mancl & DeRouen (2001) with an independence working correlation.
 
     References
     ----------
+    Mancl, L.A. & DeRouen, T.A. (2001) A covariance estimator for GEE with improved small-sample
+    properties. Biometrics 57:126-134.
     Bell, R.M. & McCaffrey, D.F. (2002) Bias reduction in standard errors for linear regression
     with multi-stage samples. Survey Methodology 28:169-181.
     """
+    power = {"cr3": 1.0, "cr2": 0.5, "cr0": 0.0}[adjustment]
     sw = np.sqrt(weights)
     Xw = D * sw[:, None]
     r = resid_working * sw
@@ -344,7 +362,7 @@ def cluster_cov_cr2(D: np.ndarray, resid_working: np.ndarray, weights: np.ndarra
         H = Xg @ B @ Xg.T
         vals, vecs = np.linalg.eigh(np.eye(len(Xg)) - H)
         # eigenvalues of I - H_gg lie in (0, 1]; guard the (near-)zero ones of a saturated cluster
-        A = (vecs * (1.0 / np.sqrt(np.clip(vals, 1e-10, None)))) @ vecs.T
+        A = (vecs * np.clip(vals, 1e-10, None) ** -power) @ vecs.T
         s = Xg.T @ (A @ r[idx])
         meat += np.outer(s, s)
     return B @ meat @ B
@@ -756,8 +774,9 @@ def ef_curves(fitted: InventoryModel, tier1: InventoryModel, cfg: FitConfig) -> 
     return pd.concat(rows, ignore_index=True)
 
 
-def ef_figure(curves: pd.DataFrame):
-    """Matplotlib figure of EF(N) per crop (Agg backend, no timestamps)."""
+def ef_figure(curves: pd.DataFrame, label: str = ""):
+    """Matplotlib figure of EF(N) per crop (Agg backend, no timestamps); ``label`` (e.g.
+    "SYNTHETIC demo world") becomes the figure's title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -780,6 +799,8 @@ def ef_figure(curves: pd.DataFrame):
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(crops):]:
         ax.set_visible(False)
+    if label:
+        fig.suptitle(label, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -824,7 +845,7 @@ def run(cfg: Config) -> list[Path]:
         io.write_csv(tables["quarantine"], out / "quarantine.csv"),
         io.write_csv(curves, out / "ef_curves.csv"),
     ]
-    fig = ef_figure(curves)
+    fig = ef_figure(curves, cfg.inputs.label)
     try:
         written.append(io.write_with(out / "ef_curves.png", lambda p: fig.savefig(
             p, format="png", dpi=120, metadata={"Software": None})))
@@ -832,7 +853,7 @@ def run(cfg: Config) -> list[Path]:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-    manifest = {"stage": "fit", "inputs_sha256": fitted.provenance["inputs_sha256"],
+    manifest = {"stage": "fit", "label": cfg.inputs.label, "inputs_sha256": fitted.provenance["inputs_sha256"],
                 "outputs_sha256": {p.name: io.file_sha256(p) for p in written}}
     written.append(io.write_json(manifest, out / "manifest.json"))
     return written
