@@ -811,6 +811,37 @@ def kink_year_draws(years: Sequence[float], draws: np.ndarray, min_segment: int 
     return np.concatenate(out)
 
 
+def kink_slopes(years: Sequence[float], draws: np.ndarray, psi: np.ndarray) -> np.ndarray:
+    """Slopes before and after each series' own kink (continuous one-kink least squares).
+
+    Parameters
+    ----------
+    years
+        Time axis, ``(n,)``.
+    draws
+        Series, ``(d, n)``.
+    psi
+        Kink year of each series, ``(d,)`` (e.g. from :func:`kink_year_draws`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(d, 2)``: slope before and after the kink, in the series' unit per year.
+
+    Notes
+    -----
+    y = a + b t + c (t - psi)+ ; the slope before is b and after is b + c.
+    """
+    t = np.asarray(years, dtype=float)
+    y = np.asarray(draws, dtype=float)
+    out = np.empty((len(y), 2))
+    for j, (series, k) in enumerate(zip(y, np.asarray(psi, dtype=float))):
+        X = np.column_stack([np.ones_like(t), t - k, np.clip(t - k, 0.0, None)])
+        coef = np.linalg.lstsq(X, series, rcond=None)[0]
+        out[j] = coef[1], coef[1] + coef[2]
+    return out
+
+
 def _clean(years: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(years, dtype=float)
     v = np.asarray(y, dtype=float)

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 
 # subcommand -> (module, help). Each module exposes ``run(cfg) -> list[pathlib.Path]``.
 STAGES: dict[str, tuple[str, str]] = {
@@ -53,7 +53,10 @@ def _overrides(pairs: Sequence[str]) -> dict[str, object]:
         if "=" not in pair:
             raise PipelineError(f"--set {pair!r}: expected KEY=VALUE. Fix: e.g. --set estimate.draws=200")
         key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML. Fix: quote it, e.g. --set 'key=\"text\"'") from None
     return out
 
 
@@ -66,9 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.config import load_config
 
         if args.command == "breaks":
+            from pathlib import Path
+
+            from pipeline.config import TrendConfig
             from pipeline.trend import breaks_command
 
-            return breaks_command(args.series, args.value_column, args.out)
+            # Any series can be analysed without a project: the config's trend settings apply
+            # when the config file exists, the defaults otherwise.
+            tcfg = (load_config(args.config, _overrides(args.set)).trend if Path(args.config).is_file()
+                    else TrendConfig())
+            return breaks_command(args.series, args.value_column, args.out, tcfg)
         cfg = load_config(args.config, _overrides(args.set))
         if args.command == "stamp":
             from pipeline.stamps import write_stamps

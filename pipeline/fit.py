@@ -276,16 +276,7 @@ def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropMode
             model.dispersion = float(res.scale)
             model.retransform, model.smearing = "none", 1.0
         elif model.family == "mixed_lognormal":
-            md = sm.MixedLM(logy, D, groups=groups)
-            res = None
-            for method in ("lbfgs", "powell", "nm"):
-                try:
-                    r = md.fit(reml=True, method=[method], start_params=None)
-                except (np.linalg.LinAlgError, ValueError):
-                    continue
-                if r.converged and np.all(np.isfinite(r.fe_params)):
-                    res = r
-                    break
+            res = _fit_mixed(sm.MixedLM(logy, D, groups=groups), model.k)
             if res is None:
                 raise ModelError(f"crop {model.crop}: the mixed model did not converge. Fix: add sites, "
                                  "or pin glm_gamma in fit.pin")
@@ -309,6 +300,34 @@ def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropMode
         raise ModelError(f"crop {model.crop}: the {model.family} covariance is not finite. Fix: "
                          "remove covariates or add records")
     return model
+
+
+def _fit_mixed(md, k: int):
+    """REML fit of a MixedLM that does not trust one optimiser's word for convergence.
+
+    statsmodels' lbfgs sometimes reports convergence at a wrong point (intercept 0, site
+    variance 0, a covariance with eigenvalues of +-1e13). bfgs and lbfgs are both run and the
+    valid result (finite, positive semi-definite fixed-effect covariance) with the higher REML
+    log-likelihood is kept; powell and Nelder-Mead are tried only when neither is valid.
+    """
+    def valid(r) -> bool:
+        if not (r.converged and np.all(np.isfinite(r.fe_params)) and np.isfinite(r.llf)):
+            return False
+        cov = np.asarray(r.cov_params(), dtype=float)[:k, :k]
+        return bool(np.all(np.isfinite(cov)) and np.linalg.eigvalsh((cov + cov.T) / 2).min() >= -1e-10 * abs(cov).max())
+
+    for methods in (("bfgs", "lbfgs"), ("powell", "nm")):
+        found = []
+        for method in methods:
+            try:
+                r = md.fit(reml=True, method=[method])
+            except (np.linalg.LinAlgError, ValueError):
+                continue
+            if valid(r):
+                found.append(r)
+        if found:
+            return max(found, key=lambda r: r.llf)
+    return None
 
 
 def cluster_cov(D: np.ndarray, resid_working: np.ndarray, weights: np.ndarray, groups: np.ndarray,

@@ -29,7 +29,7 @@ from pipeline.errors import InputError, TooManyRejectionsError
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_COLUMNS = ["table", "file", "row", "column", "reason", "record"]
+QUARANTINE_COLUMNS = C.QUARANTINE.names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,12 +126,37 @@ def harmonise_observations(
     obs["flux_kg_n2o_n_ha"] = units.flux_to_kg_n2o_n_ha(
         obs["flux"].to_numpy(dtype=float), obs["flux_unit"].to_numpy(dtype=object),
         obs["duration_days"].to_numpy(dtype=float, na_value=np.nan))
+    obs, implausible = _implausible_after_conversion(obs)
+    if len(implausible):
+        rejects = pd.concat([rejects, implausible])
     obs["irrigation_mm"] = obs["irrigation_mm"].fillna(0.0)
     obs["water_input_mm"] = obs["precip_mm"] + obs["irrigation_mm"]
     obs["source_file"] = [_relative(f, root) for f in obs[C.SOURCE_FILE]]
     obs["source_row"] = obs[C.SOURCE_ROW].astype("Int64")
     out = _conform(obs, C.OBSERVATIONS)
     return out.sort_values("obs_id", kind="stable").reset_index(drop=True), _quarantine_rows(rejects, "observations", root)
+
+
+def _implausible_after_conversion(obs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off rows whose converted N rate or flux is outside the contract's bounds."""
+    checks = [
+        ("n_rate_kg_ha", "n_rate_unit", C.OBSERVATIONS.column("n_rate_kg_ha")),
+        ("flux_kg_n2o_n_ha", "flux_unit", C.OBSERVATIONS.column("flux_kg_n2o_n_ha")),
+    ]
+    bad = pd.Series(False, index=obs.index)
+    reasons = pd.Series("", index=obs.index, dtype=object)
+    columns = pd.Series("", index=obs.index, dtype=object)
+    for converted, unit_col, col in checks:
+        v = obs[converted]
+        out = ((v < col.minimum) | (v > col.maximum)) & ~bad
+        reasons[out] = [f"{converted}: {x:g} {col.unit} after conversion is outside [{col.minimum:g}, "
+                        f"{col.maximum:g}] (check {unit_col} '{u}')" for x, u in zip(v[out], obs.loc[out, unit_col])]
+        columns[out] = unit_col
+        bad |= out
+    rejected = obs[bad].copy()
+    rejected["reason"] = reasons[bad]
+    rejected["column"] = columns[bad]
+    return obs[~bad].copy(), rejected
 
 
 def _conform(df: pd.DataFrame, schema: C.TableSchema) -> pd.DataFrame:
@@ -213,7 +238,8 @@ def _fill_raw_series(df: pd.DataFrame, value: str, keys: list[str], max_gap: int
     long = filled.stack(future_stack=True).rename(value).to_frame()
     long[f"{value}_filled"] = flag.stack(future_stack=True)
     # Keep only years inside each series' reported span (a retired code's series simply ends).
-    observed = wide.notna()
+    # The span counts rows present even with an empty value: those are gaps, not absences.
+    observed = df.assign(_present=True).pivot(index=keys, columns="year", values="_present").notna()
     first = observed.idxmax(axis=1)
     last = observed.iloc[:, ::-1].idxmax(axis=1)
     long = long.reset_index()
@@ -293,19 +319,27 @@ def harmonise_activity(
     a = _in_years(sown_area, years, area_file)
     n["n_rate_kg_ha"] = units.n_rate_to_kg_ha(n["n_rate"].to_numpy(dtype=float, na_value=np.nan),
                                               n["unit"].to_numpy(dtype=object))
+    too_high = n["n_rate_kg_ha"] > C.MAX_N_RATE_KG_HA
+    if too_high.any():
+        i = n.index[too_high.to_numpy()][0]
+        raise InputError(n.at[i, C.SOURCE_FILE] if C.SOURCE_FILE in n.columns else n_rate_file,
+                         f"N rate {n.at[i, 'n_rate']:g} {n.at[i, 'unit']} = {n.at[i, 'n_rate_kg_ha']:g} kg N/ha "
+                         f"is above the plausible maximum {C.MAX_N_RATE_KG_HA:g} kg N/ha",
+                         "check the unit column (kg N/ha vs kg N/mu) and the value",
+                         row=int(n.at[i, C.SOURCE_ROW]) if C.SOURCE_ROW in n.columns else None, column="n_rate")
     a["area_ha"] = units.area_to_ha(a["area"].to_numpy(dtype=float, na_value=np.nan), a["unit"].to_numpy(dtype=object))
     a = _fill_raw_series(a[[*keys, "year", "area_ha"]], "area_ha", keys, max_gap)
     n = _fill_raw_series(n[[*keys, "year", "n_rate_kg_ha"]], "n_rate_kg_ha", keys, max_gap)
     both = a.merge(n, on=[*keys, "year"], how="outer")
-    no_area = both["area_ha"].fillna(np.nan) == 0
+    no_area = both["area_ha"] == 0
     both.loc[no_area & both["n_rate_kg_ha"].isna(), "n_rate_kg_ha"] = 0.0
     both["n_mass_kg"] = both["area_ha"] * both["n_rate_kg_ha"]
     both["rate_weight_ha"] = np.where(both["n_rate_kg_ha"].notna(), both["area_ha"], np.nan)
     both["area_filled"] = both["area_ha_filled"].fillna(False).astype(float)
     both["n_rate_filled"] = both["n_rate_kg_ha_filled"].fillna(False).astype(float)
     mapped = apply_crosswalk(both, weights, ["area_ha", "n_mass_kg", "rate_weight_ha"], [*keys, "year"])
-    flags = apply_crosswalk(both[[*keys, "year", "area_filled", "n_rate_filled"]].assign(
-        area_filled=lambda d: d["area_filled"] * 1.0), weights, ["area_filled", "n_rate_filled"], [*keys, "year"])
+    flags = apply_crosswalk(both[[*keys, "year", "area_filled", "n_rate_filled"]], weights,
+                            ["area_filled", "n_rate_filled"], [*keys, "year"])
     mapped = mapped.merge(flags, on=[*keys, "year"])
     mapped = _absent_crops_as_zero(mapped, keys)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -450,6 +484,13 @@ def _check_codes(df: pd.DataFrame, known: set[int], problem: str, fix: str) -> N
 
 def run(cfg: Config) -> list[Path]:
     """Run the ingest stage and return the files written."""
+    from pipeline.parallel import dask_context
+
+    with dask_context(cfg.dask):
+        return _run(cfg)
+
+
+def _run(cfg: Config) -> list[Path]:
     out_dir = cfg.processed / "ingest"
     years = (cfg.ingest.first_year, cfg.ingest.last_year)
 

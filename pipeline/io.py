@@ -8,6 +8,7 @@ writers never leave a half-written file (write to a temporary file in the same f
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import hashlib
 import io as _io
@@ -100,11 +101,13 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
                          row=row) from None
     if df.shape[1] > 1 and df.iloc[:, -1].isna().all() and str(df.columns[-1]).startswith("Unnamed"):
         df = df.iloc[:, :-1]
-    # A truncated file (cut mid-row) leaves a last row with fewer fields: pandas pads it with NaN.
+    # A file cut mid-row ends without a newline and its last line has fewer fields than the
+    # header (pandas would pad it with empty cells). A complete last line without a newline is fine.
     if len(df) and not text.endswith(("\n", "\r")):
-        last = df.iloc[-1]
-        if last.isna().any():
-            raise InputError(path, "the last line is incomplete (file truncated?)",
+        last_line = text.splitlines()[-1]
+        n_fields = len(next(csv.reader([last_line])))
+        if n_fields < df.shape[1]:
+            raise InputError(path, f"the last line has {n_fields} of {df.shape[1]} fields (file truncated?)",
                              "re-export or re-download the file", row=len(df) + 1)
     df[SOURCE_ROW] = np.arange(2, len(df) + 2)
     return df
@@ -195,13 +198,24 @@ def apply_mapping(df: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame:
 
 
 def read_parquet(path: str | Path) -> pd.DataFrame:
-    """Read a Parquet table written by this pipeline."""
-    return pd.read_parquet(path)
+    """Read a Parquet table written by this pipeline (a clear error if missing or corrupt)."""
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise InputError(path, "file not found", "run the stage that writes it first (see `make help`)") from None
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise InputError(path, f"cannot read Parquet ({type(e).__name__})",
+                         "delete it and re-run the stage that writes it") from None
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON document."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Read a JSON document (a clear error if missing or corrupt)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "file not found", "run the stage that writes it first (see `make help`)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not valid JSON ({e})", "delete it and re-run the stage that writes it") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,10 +80,19 @@ def break_draws_summary(years: np.ndarray, draws: np.ndarray, tcfg: TrendConfig)
         Percentiles (2.5, 50, 97.5), mean and SD of the break year (yr), and the per-draw values.
     """
     per_draw = bp.kink_year_draws(years, draws, tcfg.min_segment_years)
-    lo, med, hi = np.percentile(per_draw, [100 * tcfg.alpha / 2, 50, 100 * (1 - tcfg.alpha / 2)])
+    q = [100 * tcfg.alpha / 2, 50, 100 * (1 - tcfg.alpha / 2)]
+    lo, med, hi = np.percentile(per_draw, q)
+    # Slopes of each draw around its own kink: their spread carries the inventory's parameter
+    # and activity uncertainty, which the single-series slope interval does not.
+    slopes = bp.kink_slopes(years, draws, per_draw)
+    slope_summary = {}
+    for j, name in enumerate(("slope_before", "slope_after")):
+        s_lo, s_med, s_hi = np.percentile(slopes[:, j], q)
+        slope_summary[name] = {"median": float(s_med), "ci_low": float(s_lo), "ci_high": float(s_hi)}
     return ({"n_draws": int(per_draw.size), "median": float(med), "ci_low": float(lo), "ci_high": float(hi),
              "mean": float(per_draw.mean()), "sd": float(per_draw.std(ddof=1)) if per_draw.size > 1 else 0.0,
              "method": "least-squares one-kink break of each draw's national series (profile grid, 0.1 yr)",
+             "slopes_per_year": slope_summary,
              "year_convention": bp.KINK_CONVENTION}, per_draw)
 
 

@@ -35,3 +35,9 @@ def test_set_override_reaches_the_stage(repo_root: Path, tmp_path: Path) -> None
     args = ["--config", str(repo_root / "config" / "default.yaml"), "--set", f"processed_dir={tmp_path}"]
     assert main([*args, "--set", "estimate.draws=50", "stamp"]) == 0
     assert '"draws": 50' in (tmp_path / ".stamps" / "estimate.json").read_text()
+
+
+def test_bad_set_value_is_one_line(capsys, repo_root: Path) -> None:
+    assert main(["--config", str(repo_root / "config" / "default.yaml"), "--set", "estimate.draws=[1", "stamp"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not valid YAML" in err

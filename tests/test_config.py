@@ -31,3 +31,24 @@ def test_wrong_type_is_named(repo_root: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(repo_root / "config" / "default.yaml", {"estimate.draws": "many"})
     assert "estimate.draws" in str(e.value)
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    ({"demo.seed.x": 1}, "is a value, not a section"),
+])
+def test_bad_override(repo_root: Path, overrides, fragment) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(repo_root / "config" / "default.yaml", overrides)
+
+
+def test_config_folder_and_bad_mapping(tmp_path: Path, repo_root: Path) -> None:
+    from pipeline.config import load_mapping
+
+    with pytest.raises(ConfigError, match="cannot read the config"):
+        load_config(tmp_path)
+    bad = tmp_path / "m.yaml"
+    for text, fragment in (("- a\n- b\n", "must be a mapping"), ("columns: [\n", "not valid YAML")):
+        bad.write_text(text)
+        cfg = load_config(repo_root / "config" / "default.yaml", {"inputs.observations.mapping": str(bad)})
+        with pytest.raises(ConfigError, match=fragment):
+            load_mapping(cfg, cfg.inputs.observations)

@@ -127,3 +127,119 @@ def test_tier1_inventory_on_the_same_activity() -> None:
     # Tier 1 EF draws are skewed (range 0.003-0.03 around 0.01): the median sits near the default
     assert np.allclose(nat["n2o_n_kg_median"], point, rtol=0.15)
     assert (nat["n2o_n_kg_p2_5"] < point).all() and (nat["n2o_n_kg_p97_5"] > point).all()
+
+
+def test_non_psd_covariance_is_refused() -> None:
+    """A failed fit's covariance (negative eigenvalue) must not reach the Monte Carlo."""
+    from pipeline.errors import ModelError
+
+    model = _model()
+    model.models["rice"].cov = np.array([[1.0, 0.0, 2.0], [0.0, 1e-6, 0.0], [2.0, 0.0, 1.0]])
+    with pytest.raises(ModelError, match="rice.*positive semi-definite.*Fix"):
+        estimate(_activity(3), model, EstimateConfig(draws=20, seed=1))
+
+
+def test_province_sums_match_a_direct_sum_over_draws() -> None:
+    """Per-draw province sums (reduceat over province runs) equal the naive loop on the same draws."""
+    from pipeline.estimate import make_draws
+
+    act = _activity(12, years=[2001])
+    act["province_code"] = np.where(act["county_code"] % 3 == 0, 41, np.where(act["county_code"] % 3 == 1, 43, 45))
+    cfg = EstimateConfig(draws=50, seed=4, max_cells_per_task=1000)  # 20 rows per task: several tasks
+    out = estimate(act, _model(), cfg)
+    provinces = np.sort(act["province_code"].unique())
+    d = make_draws(_model(), provinces, ("rice", "wheat"), cfg)
+    for ci, crop in enumerate(("rice", "wheat")):
+        X = act[act["crop"] == crop]
+        pi = np.searchsorted(provinces, X["province_code"].to_numpy())
+        e, _ = emission_draws(_model().for_crop(crop), X, d.params[crop], d.n_mult[:, pi, ci], "separate")
+        total = e * X["area_ha"].to_numpy()[None, :] * d.area_mult[:, pi, ci]
+        prov = out["province"][out["province"]["crop"] == crop].set_index("province_code")
+        for p_i, p in enumerate(provinces):
+            q = np.quantile(total[:, pi == p_i].sum(axis=1), [0.025, 0.975])
+            assert prov.loc[p, "n2o_n_kg_p2_5"] == pytest.approx(q[0], rel=1e-12)
+            assert prov.loc[p, "n2o_n_kg_p97_5"] == pytest.approx(q[1], rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coverage: fitted on simulated observations, scored against the truth that generated them
+# ---------------------------------------------------------------------------------------------
+# Independent simulator (not pipeline.demo, not tests/test_fit.simulate). Truth:
+#   log E_ij = A + B N_ij + G_T (T_i - 12) + u_i + e_ij,  u_i ~ N(0, SU^2), e_ij ~ N(0, SE^2)
+# E in kg N2O-N/ha per season; so E[E | N, T] = exp(A + B N + G_T (T - 12) + (SU^2 + SE^2) / 2).
+# Sites have 1 + Poisson(2.5) fertilized N levels (40-320 kg N/ha) plus a zero-N control.
+A_TRUE, B_TRUE, GT_TRUE, SU_TRUE, SE_TRUE = -0.3, 0.006, 0.04, 0.45, 0.55
+
+
+def _simulate_observations(seed: int, n_sites: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_sites):
+        t = rng.uniform(4.0, 22.0)
+        u = rng.normal(0.0, SU_TRUE)
+        levels = np.r_[0.0, np.sort(rng.uniform(40.0, 320.0, 1 + rng.poisson(2.5)))]
+        for j, n in enumerate(levels):
+            mu = A_TRUE + B_TRUE * n + GT_TRUE * (t - 12.0) + u + rng.normal(0.0, SE_TRUE)
+            rows.append({"obs_id": f"S{s}-{j}", "site_id": f"S{s}", "crop": "wheat", "n_rate_kg_ha": float(n),
+                         "flux_kg_n2o_n_ha": float(np.exp(mu)), "mean_temp_c": t})
+    return pd.DataFrame(rows)
+
+
+def _coverage_activity(n: int = 25) -> pd.DataFrame:
+    rng = np.random.default_rng(999)
+    return pd.DataFrame({"county_code": 410101 + np.arange(n), "province_code": 41, "year": 2000, "crop": "wheat",
+                         "area_ha": rng.uniform(1e3, 5e4, n), "n_rate_kg_ha": rng.uniform(80.0, 300.0, n),
+                         "water_input_mm": 600.0, "mean_temp_c": rng.uniform(6.0, 20.0, n),
+                         "irrigated_fraction": 0.5, "climate": "wet"})
+
+
+def _true_national(act: pd.DataFrame) -> float:
+    """Fertilizer-induced kg N2O-N of ``act`` under the simulator's true parameters."""
+    e0 = np.exp(A_TRUE + GT_TRUE * (act["mean_temp_c"] - 12.0) + (SU_TRUE**2 + SE_TRUE**2) / 2.0)
+    return float((act["area_ha"] * e0 * np.expm1(B_TRUE * act["n_rate_kg_ha"])).sum())
+
+
+def _coverage_run(n_worlds: int, n_sites: int, family: str, draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per world: interval hit, log of the estimate, and the interval's log half-width / 1.96."""
+    import dask
+
+    from pipeline.config import FitConfig
+    from pipeline.fit import fit_crop
+
+    act = _coverage_activity()
+    truth = _true_national(act)
+    fcfg = FitConfig(crops=["wheat"], covariates=["mean_temp_c"], min_records=30, min_sites=5)
+    ecfg = EstimateConfig(draws=draws, seed=11, rel_error_n_rate=0.0, rel_error_area=0.0)
+    hits, log_est, log_sd = [], [], []
+    with dask.config.set(scheduler="sync"):
+        for w in range(n_worlds):  # worlds 1000, 1001, ...: fixed before any result was seen
+            m = fit_crop(_simulate_observations(1000 + w, n_sites), "wheat", family, fcfg)
+            nat = estimate(act, InventoryModel({"wheat": m}, "fitted"), ecfg)["national"]
+            r = nat[nat["crop"] == "all"].iloc[0]
+            hits.append(r["n2o_n_kg_p2_5"] <= truth <= r["n2o_n_kg_p97_5"])
+            log_est.append(np.log(r["n2o_n_kg_median"]))
+            log_sd.append(np.log(r["n2o_n_kg_p97_5"] / r["n2o_n_kg_p2_5"]) / (2 * 1.959964))
+    return np.array(hits), np.array(log_est) - np.log(truth), np.array(log_sd)
+
+
+def test_interval_coverage_over_25_simulated_worlds() -> None:
+    """Parameter uncertainty only (activity errors 0): the national 95 % interval of a Gamma GLM
+    fitted to 40 sites covers the true total in 22/25 worlds (measured; 0.93 over 100 worlds with 80
+    sites, see the slow test), and its width matches the spread of the estimates across worlds
+    (measured: implied log-scale sd / empirical sd = 0.90)."""
+    hits, log_err, log_sd = _coverage_run(25, 40, "glm_gamma", 200)
+    assert hits.mean() >= 0.8  # P(< 20/25 | true coverage 0.95) = 0.7 %; at 0.90 it is 9 %
+    # calibration of the width: the interval's implied log-scale sd against the empirical sd of
+    # the log estimates over worlds (an over-wide interval would pass the hit count alone)
+    ratio = log_sd.mean() / log_err.std(ddof=1)
+    assert 0.7 < ratio < 1.4, ratio
+    assert abs(log_err.mean()) < 3 * log_err.std(ddof=1) / np.sqrt(len(log_err))  # median-unbiased
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_sites,min_cov", [(30, 0.84), (80, 0.89)])
+def test_interval_coverage_over_100_simulated_worlds(n_sites: int, min_cov: float) -> None:
+    """Measured: 0.88 with 30 sites, 0.93 with 80 (Gamma GLM, fit.py cluster-robust covariance); the
+    misses are mostly low (a skewed estimator in small samples), and shrink as sites grow."""
+    hits, _, _ = _coverage_run(100, n_sites, "glm_gamma", 400)
+    assert hits.mean() >= min_cov

@@ -225,3 +225,54 @@ def test_kensyn_ingests_through_its_mapping(shared_data: Path, repo_root: Path) 
     src = raw.iloc[int(first["source_row"]) - 2]
     assert first["n_rate_kg_ha"] == src["N_rate"] and first["flux_kg_n2o_n_ha"] == src["N2O"]
     assert obs["soc_g_kg"].max() == pytest.approx(10 * raw.loc[raw["crop_type"].notna() & (raw["crop_type"] != "None"), "Carbon_content"].max())
+
+
+def _blank(path: Path, prefix: str, column: int, encoding: str = "utf-8") -> None:
+    """Empty one cell in every line starting with ``prefix``."""
+    lines = path.read_text(encoding=encoding).splitlines(keepends=True)
+    out = []
+    for ln in lines:
+        if ln.startswith(prefix):
+            cells = ln.rstrip("\n").split(",")
+            cells[column] = ""
+            ln = ",".join(cells) + "\n"
+        out.append(ln)
+    path.write_text("".join(out), encoding=encoding)
+
+
+def test_long_gap_in_one_merged_predecessor_is_not_a_smaller_total(world: Path, capsys) -> None:
+    """430198 + 430199 -> 430101: a 3-year gap in one predecessor must not halve the total."""
+    for year in (1990, 1991, 1992):
+        _blank(world.parent / "raw" / "sown_area" / "43.csv", f"430198,丁,{year},rice", 4)
+    code, err = run_cli(world, capsys, "ingest")
+    assert code != 0 and "county 430101, crop rice" in err and "max_gap_years" in err
+
+
+def test_empty_edge_row_is_a_gap_not_a_zero(world: Path, capsys) -> None:
+    _blank(world.parent / "raw" / "sown_area" / "41.csv", "410201,丙,1990,rice", 4, encoding="gbk")
+    _blank(world.parent / "raw" / "n_rate.csv", "410201,1990,rice", 3)
+    assert run_cli(world, capsys, "ingest")[0] == 0
+    act = pd.read_parquet(world.parent / "processed" / "ingest" / "activity.parquet")
+    row = act[(act["county_code"] == 410201) & (act["crop"] == "rice") & (act["year"] == 1990)].iloc[0]
+    assert row["area_ha"] == pytest.approx(1000.0) and row["area_filled"]
+    assert row["n_rate_kg_ha"] == pytest.approx(151.0) and row["n_rate_filled"]
+
+
+def test_unit_mix_up_in_activity_is_caught_after_conversion(world: Path, capsys) -> None:
+    """150 labelled kg N/mu is 2,250 kg N/ha: implausible, whatever the raw bound."""
+    _edit(world.parent / "raw" / "n_rate.csv", "410201,1990,rice,150.0,kg N/ha", "410201,1990,rice,150.0,kg N/mu")
+    code, err = run_cli(world, capsys, "ingest")
+    assert code != 0 and "row 3" in err and "2250 kg N/ha" in err and "kg N/ha vs kg N/mu" in err
+
+
+def test_flux_bounds_apply_after_conversion(world: Path, capsys) -> None:
+    path = world.parent / "raw" / "observations.csv"
+    # 500 ug N/m2/h over 100 days = 12 kg N2O-N/ha: plausible; 5000 kg N2O-N/ha is not
+    _edit(path, "o005,S1,wheat,1995,110.0,kg N/ha,1.05,kg N2O-N/ha,", "o005,S1,wheat,1995,110.0,kg N/ha,500,ug N/m2/h,100")
+    _edit(path, "o008,S2,rice,1995,0.0,kg N/ha,1.08,kg N2O-N/ha", "o008,S2,rice,1995,0.0,kg N/ha,5000,kg N2O-N/ha")
+    assert run_cli(world, capsys, "ingest")[0] == 0
+    out = world.parent / "processed" / "ingest"
+    obs = pd.read_parquet(out / "observations.parquet").set_index("obs_id")
+    assert obs.loc["o005", "flux_kg_n2o_n_ha"] == pytest.approx(12.0)
+    q = pd.read_csv(out / "quarantine.csv")
+    assert q["row"].tolist() == [10] and "check flux_unit" in q["reason"].iloc[0]

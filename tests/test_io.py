@@ -66,3 +66,23 @@ def test_json_is_canonical(tmp_path: Path) -> None:
     io.write_json({"b": 1, "a": [1.5]}, a)
     io.write_json({"a": [1.5], "b": 1}, b)
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_complete_last_line_without_newline_is_not_truncated(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("a,b,c\n1,2,3\n4,,6")
+    assert io.read_tables(f)["b"].isna().tolist() == [False, True]
+    f.write_text("a,b,c\n1,2,3\n4,5")
+    with pytest.raises(InputError, match="2 of 3 fields"):
+        io.read_tables(f)
+
+
+def test_corrupt_intermediate_is_a_clear_error(tmp_path: Path) -> None:
+    p = tmp_path / "x.parquet"
+    p.write_bytes(b"PAR1 garbage")
+    with pytest.raises(InputError, match="re-run the stage"):
+        io.read_parquet(p)
+    j = tmp_path / "m.json"
+    j.write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        io.read_json(j)
