@@ -28,11 +28,11 @@ ax.set_ylabel("Gg N2O-N / yr")
 ax.legend()
 
 # %% A driver experiment: what if N rates had stayed at their 2003 level?
+from pipeline.trend import counterfactual_activity
+
 activity = io.read_parquet(cfg.processed / "ingest" / "activity.parquet")
 model = load_model(cfg, "fitted")
-held = activity.merge(activity[activity["year"] == 2003][["county_code", "crop", "n_rate_kg_ha"]],
-                      on=["county_code", "crop"], suffixes=("", "_2003"), how="left")
-held["n_rate_kg_ha"] = held["n_rate_kg_ha_2003"].where(held["year"] > 2003, held["n_rate_kg_ha"]).fillna(held["n_rate_kg_ha"])
+held = counterfactual_activity(activity, 2003, "n_rate_held")
 base = activity.assign(e=expected_emissions(activity, model)).groupby("year")["e"].sum() / 1e6
 cf = held.assign(e=expected_emissions(held, model)).groupby("year")["e"].sum() / 1e6
 ax = base.plot(label="as reported")

@@ -178,7 +178,7 @@ class GridConfig(_Strict):
 
 
 class TrendConfig(_Strict):
-    max_breaks: int = Field(2, ge=0, le=3)
+    max_breaks: int = Field(2, ge=1, le=3)  # 0 breaks is always a candidate model
     criterion: Literal["bic", "aic"] = "bic"
     alpha: float = Field(0.05, gt=0.0, lt=0.5)
     min_segment_years: int = Field(4, ge=2)
@@ -292,3 +292,24 @@ def load_mapping(cfg: Config, spec: InputSpec) -> ColumnMapping:
         raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', e)}). Fix: correct the syntax") from None
     except ValidationError as e:
         raise ConfigError(_format_validation_error(path, e)) from None
+
+
+def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every key of the config as (dotted key, type, default), sections expanded."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and ann not in (InputSpec,):
+            rows += config_keys(ann, key + ".")
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = default.model_dump(mode="json")
+        type_name = (str(ann).replace("typing.", "").replace("pipeline.config.", "").replace("__main__.", "")
+                     .replace("<class '", "").replace("'>", "").replace(" | ", " or "))
+        rows.append((key, type_name, "required" if field.is_required() else repr(default)))
+    return rows
+

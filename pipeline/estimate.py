@@ -396,6 +396,7 @@ def run(cfg: Config) -> list[Path]:
         with dask_context(cfg.dask):
             tables = estimate(activity, model, cfg.estimate, cfg.ipcc.edition)
         out = cfg.processed / ("estimate" if kind == "fitted" else f"estimate_{kind}")
+        io.invalidate(out / "manifest.json")
         county = add_derived(tables["county"], cfg.estimate.gwp)
         province = _order(add_derived(tables["province"], cfg.estimate.gwp), ["province_code"])
         national = _order(add_derived(tables["national"], cfg.estimate.gwp), [])

@@ -793,9 +793,8 @@ def ef_curves(fitted: InventoryModel, tier1: InventoryModel, cfg: FitConfig) -> 
     return pd.concat(rows, ignore_index=True)
 
 
-def ef_figure(curves: pd.DataFrame, label: str = ""):
-    """Matplotlib figure of EF(N) per crop (Agg backend, no timestamps); ``label`` (e.g.
-    "SYNTHETIC demo world") becomes the figure's title."""
+def ef_figure(curves: pd.DataFrame):
+    """Matplotlib figure of EF(N) per crop (Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -818,8 +817,6 @@ def ef_figure(curves: pd.DataFrame, label: str = ""):
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(crops):]:
         ax.set_visible(False)
-    if label:
-        fig.suptitle(label, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -854,6 +851,7 @@ def run(cfg: Config) -> list[Path]:
     curves = ef_curves(fitted, tier1, cfg.fit)
 
     out = cfg.processed / "fit"
+    io.invalidate(out / "manifest.json")
     written = [
         io.write_json(fitted.to_json(), out / "model.json"),
         io.write_json(tier1.to_json(), out / "tier1_model.json"),
@@ -864,14 +862,7 @@ def run(cfg: Config) -> list[Path]:
         io.write_csv(tables["quarantine"], out / "quarantine.csv"),
         io.write_csv(curves, out / "ef_curves.csv"),
     ]
-    fig = ef_figure(curves, cfg.inputs.label)
-    try:
-        written.append(io.write_with(out / "ef_curves.png", lambda p: fig.savefig(
-            p, format="png", dpi=120, metadata={"Software": None})))
-    finally:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+    written.append(io.write_png(ef_figure(curves), out / "ef_curves.png", cfg.inputs.label))
     manifest = {"stage": "fit", "label": cfg.inputs.label, "inputs_sha256": fitted.provenance["inputs_sha256"],
                 "outputs_sha256": {p.name: io.file_sha256(p) for p in written}}
     written.append(io.write_json(manifest, out / "manifest.json"))

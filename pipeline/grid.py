@@ -780,6 +780,12 @@ def run(cfg: Config) -> list[Path]:
     if proxy_path is not None:
         inputs_hash[proxy_path.name] = io.file_sha256(proxy_path)
 
+    est_manifest = cfg.processed / "estimate" / "manifest.json"
+    scope = (io.read_json(est_manifest).get("emission_columns") if est_manifest.exists() else None) \
+        or "the n2o_n_kg_mean column of estimate/county.parquet"
+    io.invalidate(out_dir / "manifest.json")
+    county_totals = values.sum(axis=1)  # (years, crops): what each slab must add up to
+
     written: list[Path] = []
     mass_rows, zonal_rows = [], []
     grids_meta = {}
@@ -799,6 +805,13 @@ def run(cfg: Config) -> list[Path]:
             def slabs() -> Iterator[tuple[int, np.ndarray]]:
                 for i, slab in iter_year_slabs(w, values, gc.years_in_flight, client):
                     totals[i] = slab.reshape(len(crops), -1).sum(axis=1)
+                    # Checked before anything of this year is written (the full table follows).
+                    rel = np.abs(totals[i] - county_totals[i]) / np.maximum(np.abs(county_totals[i]), 1e-300)
+                    if np.any(rel > 1e-9):
+                        from pipeline.errors import ModelError
+
+                        raise ModelError(f"grid {grid.name}, {int(years[i])}: the grid does not add up to the "
+                                         f"county totals (relative difference {rel.max():.3g}). Fix: report this as a bug")
                     if gc.geotiff:
                         year_total = slab.sum(axis=0)
                         written.append(io.write_geotiff(
@@ -813,7 +826,7 @@ def run(cfg: Config) -> list[Path]:
             io.write_netcdf_grid(
                 nc, slabs(), lat=grid.lat, lon=grid.lon, lat_edges=grid.lat_edges, lon_edges=grid.lon_edges,
                 cell_area_m2=cell_area_m2(grid), years=years, crops=crops, var_name="n2o_n",
-                var_attrs={"long_name": "direct cropland N2O-N emission per grid cell",
+                var_attrs={"long_name": f"cropland N2O-N emission per grid cell: {scope}",
                            "units": "kg year-1", "cell_methods": "area: sum time: mean",
                            "cell_measures": "area: cell_area",
                            "comment": "mass of N2O-N emitted in the cell over the calendar year; "

@@ -492,6 +492,7 @@ def run(cfg: Config) -> list[Path]:
 
 def _run(cfg: Config) -> list[Path]:
     out_dir = cfg.processed / "ingest"
+    io.invalidate(out_dir / "manifest.json")
     years = (cfg.ingest.first_year, cfg.ingest.last_year)
 
     obs, quarantine, n_obs_read = ingest_observations(cfg, out_dir / "quarantine.csv")

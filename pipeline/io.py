@@ -238,6 +238,16 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
 
 
+def invalidate(manifest: str | Path) -> None:
+    """Remove a stage's manifest before the stage rewrites its outputs.
+
+    Every file is written atomically, but a stage writes several; without its manifest a stage
+    that failed half-way is visibly incomplete, and ``make`` reruns it.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(manifest)
+
+
 def write_with(target: str | Path, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` and atomically move the result onto ``target``."""
     with atomic_path(target) as tmp:
@@ -248,6 +258,19 @@ def write_with(target: str | Path, writer: Callable[[Path], None]) -> Path:
 def write_parquet(df: pd.DataFrame, target: str | Path) -> Path:
     """Write a frame as Parquet, deterministically (no index, fixed compression)."""
     return write_with(target, lambda p: df.to_parquet(p, index=False, compression="zstd"))
+
+
+def write_png(fig: Any, target: str | Path, label: str = "", dpi: int = 120) -> Path:
+    """Write a matplotlib figure as PNG without a date or software stamp (reproducible bytes),
+    then close it. ``label`` (e.g. "SYNTHETIC demo world") is added as a footer."""
+    import matplotlib.pyplot as plt
+
+    if label:
+        fig.text(0.99, 0.005, label, ha="right", va="bottom", fontsize=7, color="0.35")
+    try:
+        return write_with(target, lambda p: fig.savefig(p, format="png", dpi=dpi, metadata={"Software": None}))
+    finally:
+        plt.close(fig)
 
 
 def write_csv(df: pd.DataFrame, target: str | Path, float_format: str | None = "%.10g") -> Path:

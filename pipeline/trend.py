@@ -281,19 +281,8 @@ def counterfactuals(activity: pd.DataFrame, emissions: EmissionsFn, break_year: 
 # ---------------------------------------------------------------------------------------------
 # Figures (matplotlib Agg, no date in the metadata so bytes are reproducible)
 # ---------------------------------------------------------------------------------------------
-def _save(fig: Any, target: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    def write(p: Path) -> None:
-        fig.savefig(p, format="png", dpi=120, metadata={"Software": None})
-
-    out = io.write_with(target, write)
-    plt.close(fig)
-    return out
-
-
 def figure_national(series: pd.DataFrame, result: dict[str, Any], draws_summary: dict[str, Any] | None,
-                    target: Path) -> Path:
+                    target: Path, label: str = "") -> Path:
     """National trend with MC interval, fitted segments and the break-year intervals."""
     import matplotlib
 
@@ -321,10 +310,10 @@ def figure_national(series: pd.DataFrame, result: dict[str, Any], draws_summary:
     ax.set_title(sc["conclusion"][:90], fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, target)
+    return io.write_png(fig, target, label)
 
 
-def figure_attribution(periods: pd.DataFrame, target: Path) -> Path:
+def figure_attribution(periods: pd.DataFrame, target: Path, label: str = "") -> Path:
     """Bars of the LMDI effects per period (Gg N2O-N)."""
     import matplotlib
 
@@ -342,10 +331,10 @@ def figure_attribution(periods: pd.DataFrame, target: Path) -> Path:
     ax.set_ylabel("contribution to the change (Gg N2O-N / yr)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, target)
+    return io.write_png(fig, target, label)
 
 
-def figure_province_map(boundaries: Any, slopes: pd.DataFrame, target: Path) -> Path:
+def figure_province_map(boundaries: Any, slopes: pd.DataFrame, target: Path, label: str = "") -> Path:
     """Province map of the slope change after the national break (Mg N2O-N / yr^2)."""
     import matplotlib
 
@@ -362,7 +351,7 @@ def figure_province_map(boundaries: Any, slopes: pd.DataFrame, target: Path) -> 
               legend_kwds={"label": "slope after - before (Mg N2O-N / yr²)"})
     ax.set_axis_off()
     fig.tight_layout()
-    return _save(fig, target)
+    return io.write_png(fig, target, label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,6 +391,7 @@ def run(cfg: Config) -> list[Path]:
 
     tcfg = cfg.trend
     out = cfg.processed / "trend"
+    io.invalidate(out / "manifest.json")
     fitted = _read_estimate(cfg.processed / "estimate", required=True)
     tier1 = _read_estimate(cfg.processed / "estimate_tier1", required=False)
     written: list[Path] = []
@@ -491,17 +481,21 @@ def run(cfg: Config) -> list[Path]:
     written.append(io.write_csv(pd.concat(tables, ignore_index=True), out / "breaks.csv"))
     written.append(io.write_json(results, out / "breaks.json"))
 
-    written.append(figure_national(nat, national, draws_summary, out / "national_trend.png"))
-    written.append(figure_attribution(periods[periods["period"] != "all"], out / "attribution.png"))
+    label = cfg.inputs.label
+    written.append(figure_national(nat, national, draws_summary, out / "national_trend.png", label))
+    written.append(figure_attribution(periods[periods["period"] != "all"], out / "attribution.png", label))
     if prov_slopes is not None:
         boundaries = read_boundaries(cfg.path(cfg.inputs.boundaries.path))
-        written.append(figure_province_map(boundaries, prov_slopes, out / "province_slope_change.png"))
+        written.append(figure_province_map(boundaries, prov_slopes, out / "province_slope_change.png", label))
     est = cfg.processed / "estimate"
     manifest = {
-        "stage": "trend",
+        "stage": "trend", "label": cfg.inputs.label,
         "outputs": {p.name: io.file_sha256(p) for p in written},
-        "inputs": {name: io.file_sha256(est / name) for name in ("national.csv", "national_draws.parquet")
-                   if (est / name).exists()},
+        "inputs": {f"{d.name}/{name}": io.file_sha256(d / name)
+                   for d in (est, cfg.processed / "estimate_tier1", cfg.processed / "ingest", cfg.processed / "fit")
+                   for name in ("national.csv", "national_draws.parquet", "province.parquet", "county.parquet",
+                                "activity.parquet", "model.json")
+                   if (d / name).exists()},
         "config": cfg.model_dump(mode="json", include={"trend"}),
     }
     written.append(io.write_json(manifest, out / "manifest.json"))

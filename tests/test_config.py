@@ -52,3 +52,11 @@ def test_config_folder_and_bad_mapping(tmp_path: Path, repo_root: Path) -> None:
         cfg = load_config(repo_root / "config" / "default.yaml", {"inputs.observations.mapping": str(bad)})
         with pytest.raises(ConfigError, match=fragment):
             load_mapping(cfg, cfg.inputs.observations)
+
+
+def test_every_key_is_documented(repo_root: Path) -> None:
+    from pipeline.config import config_keys
+
+    doc = (repo_root / "docs" / "configuration.md").read_text(encoding="utf-8")
+    missing = [key for key, _, _ in config_keys() if f"`{key}`" not in doc]
+    assert not missing, f"docs/configuration.md lacks {missing}"

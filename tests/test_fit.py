@@ -372,6 +372,10 @@ def test_real_kensyn_n_coefficient_and_rice_effect(shared_data, repo_root):
     assert 0.002 < b < 0.01 and b - Z95 * b_se > 0
     assert m.n_records == len(obs) and m.n_groups == obs["study_id"].nunique()
     assert "crop[rice]" in m.coef_names
+    # Wetland rice emits less than upland crops at the same N rate (Stehfest & Bouwman 2006 find a
+    # negative rice class effect): the whole 95 % interval is below zero.
+    j = m.coef_names.index("crop[rice]")
+    assert m.coef[j] + Z95 * se[j] < 0 and np.isfinite(se[j]) and -3.0 < m.coef[j] < 0.0
 
 
 def test_default_demo_world_n_slopes_within_20_percent(tmp_path, repo_root):
