@@ -79,10 +79,9 @@ print((kib("VmHWM:") - base) / 1024)
 def _peak_rss_mb(n_counties: int, years: int, draws: int) -> float:
     """Growth of peak RSS (MB) over the run in a fresh process, one task at a time.
 
-    tracemalloc (benchmarks/memory.py) stopped seeing NumPy's buffers once pandas, dask and
-    pyarrow were imported in this environment (it reported 0.004 MB for a run holding ~50 MB),
-    so the resident-set high-water mark (VmHWM, reset before the run) of a child process is used
-    instead; Linux only.
+    A fresh process measures the stage alone: the kernel's resident-set high-water mark
+    (VmHWM, reset before the run) sees every allocation, whatever earlier benchmarks of this
+    process left behind; Linux only.
     """
     import subprocess
     import sys

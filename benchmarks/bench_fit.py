@@ -52,5 +52,5 @@ def run_benchmarks(quick: bool) -> list[dict]:
     _, sec, mb = measure(lambda: fit.fit_all(obs, cfg))
     rows.append({"stage": "fit", "case": f"fit_all: 5 crops x 2 families + {cfg.cv_folds}-fold leave-site-out CV",
                  "seconds": sec, "peak_mb": mb, "ratio": sec / full,
-                 "note": "ratio = time / sum of single full fits; tracemalloc slows both"})
+                 "note": "ratio = time / sum of single full fits"})
     return rows

@@ -29,7 +29,8 @@ log = logging.getLogger("pipeline")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cropn2o", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="cropn2o", description="Cropland N2O emission inventory: one subcommand per stage.",
+                                epilog="User errors print one line and exit non-zero; see docs/ for methods and data contract.")
     p.add_argument("--config", default="config/default.yaml", help="YAML config (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set estimate.draws=200 (repeatable)")
