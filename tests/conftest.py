@@ -29,6 +29,16 @@ def repo_root() -> Path:
     return REPO
 
 
+DEMO_FILES = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
+              "irrigation": "irrigation.csv", "covariates": "covariates.csv",
+              "boundaries": "boundaries.gpkg", "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif"}
+
+
+def demo_input_overrides(raw: Path) -> dict[str, str]:
+    """Config overrides pointing every input of the default config into ``raw``."""
+    return {f"inputs.{k}.path": str(raw / v) for k, v in DEMO_FILES.items()}
+
+
 DEMO_SLICE_PROVINCES = [41, 43]  # Henan (kg N/mu, UTF-8) and Hunan (kg N/ha, GBK)
 
 
@@ -44,10 +54,7 @@ def demo_slice(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo_slice")
     raw = root / "raw"
-    files = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
-             "irrigation": "irrigation.csv", "covariates": "covariates.csv",
-             "boundaries": "boundaries.gpkg", "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif"}
-    overrides = {f"inputs.{k}.path": str(raw / v) for k, v in files.items()}
+    overrides = demo_input_overrides(raw)
     overrides.update({"processed_dir": str(root / "processed"), "demo.provinces": DEMO_SLICE_PROVINCES,
                       "demo.first_year": 1990, "demo.last_year": 1995})
     cfg = load_config(REPO / "config" / "default.yaml", overrides)

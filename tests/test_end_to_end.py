@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, demo_input_overrides
 
 STAGES = ["demo-data", "ingest", "fit", "estimate", "grid", "trend"]
 
@@ -23,12 +23,9 @@ STAGES = ["demo-data", "ingest", "fit", "estimate", "grid", "trend"]
 def slice_run(tmp_path_factory) -> tuple[list[str], Path]:
     root = tmp_path_factory.mktemp("e2e")
     raw = root / "raw"
-    files = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
-             "irrigation": "irrigation.csv", "covariates": "covariates.csv",
-             "boundaries": "boundaries.gpkg", "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif"}
     args = ["--config", str(REPO / "config" / "default.yaml"), "-q"]
-    for k, v in files.items():
-        args += ["--set", f"inputs.{k}.path={raw / v}"]
+    for key, value in demo_input_overrides(raw).items():
+        args += ["--set", f"{key}={value}"]
     args += ["--set", f"processed_dir={root / 'processed'}", "--set", "demo.provinces=[41, 43]",
              "--set", "demo.first_year=1995", "--set", "demo.last_year=2010",
              "--set", "ingest.first_year=1995", "--set", "ingest.last_year=2010",

@@ -23,7 +23,7 @@ import pytest
 from pipeline import demo, io, trend
 from pipeline.cli import main
 from pipeline.config import load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, demo_input_overrides
 
 STAGES = ["demo-data", "ingest", "fit", "estimate", "trend"]
 
@@ -32,10 +32,7 @@ STAGES = ["demo-data", "ingest", "fit", "estimate", "trend"]
 def demo_trend(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("trend_demo")
     raw = root / "raw"
-    files = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
-             "irrigation": "irrigation.csv", "covariates": "covariates.csv",
-             "boundaries": "boundaries.gpkg", "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif"}
-    overrides = {f"inputs.{k}.path": str(raw / v) for k, v in files.items()}
+    overrides = demo_input_overrides(raw)
     overrides.update({"processed_dir": str(root / "processed"),
                       "demo.first_year": 1990, "demo.last_year": 2014, "ingest.first_year": 1990,
                       "ingest.last_year": 2014, "estimate.draws": 200, "fit.cv_folds": 3, "trend.n_sim": 999})
