@@ -41,14 +41,14 @@ stamps: $(INSTALLED)
 	@$(CLI) -q stamp
 $(STAMP)/%.json: stamps ;
 
-$(DEMO)/MANIFEST.json: $(STAMP)/demo.json pipeline/demo.py pipeline/boundaries.py $(CORE)
+$(DEMO)/MANIFEST.json: $(STAMP)/demo.json pipeline/demo.py pipeline/boundaries.py pipeline/breakpoints.py $(CORE)
 	$(CLI) demo-data
 	@$(CLI) -q stamp
 
 demo-data: $(DEMO)/MANIFEST.json ## Generate the SYNTHETIC demo world under data_raw/demo/
 
 # The demo world is only built when the config points at it.
-RAW_INPUTS := $(if $(findstring data_raw/demo,$(shell grep -h 'path:' $(CONFIG))),$(DEMO)/MANIFEST.json,)
+RAW_INPUTS := $(if $(findstring data_raw/demo,$(shell grep -v '^[[:space:]]*\#' $(CONFIG) | grep -h 'path:')),$(DEMO)/MANIFEST.json,)
 
 $(P)/ingest/manifest.json: $(RAW_INPUTS) $(STAMP)/input_files.json $(STAMP)/inputs.json $(STAMP)/ingest.json pipeline/ingest.py pipeline/crosswalk.py pipeline/boundaries.py $(CORE)
 	$(CLI) ingest

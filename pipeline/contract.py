@@ -30,6 +30,9 @@ CLIMATES: tuple[str, ...] = ("wet", "dry")
 #: vegetables are around 1,000-1,400 kg N/ha; seasonal N2O fluxes above ~100 kg N2O-N/ha are
 #: unheard of.
 MAX_N_RATE_KG_HA = 1500.0
+#: Sown area of all crops in a county-year may exceed its land area (double and triple
+#: cropping) but not three times over.
+MAX_SOWN_PER_LAND_AREA = 3.0
 MIN_FLUX_KG_HA = -10.0
 MAX_FLUX_KG_HA = 200.0
 

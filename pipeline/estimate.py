@@ -390,13 +390,18 @@ def run(cfg: Config) -> list[Path]:
     if not act_path.exists():
         raise StageOrderError(f"{act_path}: no activity table. Fix: run `cropn2o ingest` first")
     activity = io.read_parquet(act_path)
+    # Every run's manifest goes at the end, the fitted one (the Makefile's target) last: a run
+    # that fails leaves no manifest that could pass stale tables of another run as current.
+    out_dirs = {kind: cfg.processed / ("estimate" if kind == "fitted" else f"estimate_{kind}")
+                for kind in cfg.estimate.runs}
+    for out in out_dirs.values():
+        io.invalidate(out / "manifest.json")
     written: list[Path] = []
-    for kind in cfg.estimate.runs:
+    manifests: dict[str, dict] = {}
+    for kind, out in out_dirs.items():
         model = load_model(cfg, kind)
         with dask_context(cfg.dask):
             tables = estimate(activity, model, cfg.estimate, cfg.ipcc.edition)
-        out = cfg.processed / ("estimate" if kind == "fitted" else f"estimate_{kind}")
-        io.invalidate(out / "manifest.json")
         county = add_derived(tables["county"], cfg.estimate.gwp)
         province = _order(add_derived(tables["province"], cfg.estimate.gwp), ["province_code"])
         national = _order(add_derived(tables["national"], cfg.estimate.gwp), [])
@@ -405,10 +410,12 @@ def run(cfg: Config) -> list[Path]:
             io.write_parquet(province, out / "province.parquet"),
             io.write_csv(province, out / "province.csv"),
             io.write_csv(national, out / "national.csv"),
+            io.write_parquet(national, out / "national.parquet"),
             io.write_parquet(tables["national_draws"], out / "national_draws.parquet"),
         ]
-        manifest = {
-            "stage": "estimate", "label": cfg.inputs.label, "model": kind, "units": "kg N2O-N per year (n2o_n_kg_*); kg N2O; kg CO2e",
+        manifests[kind] = {
+            "stage": "estimate", "label": cfg.inputs.label, "model": kind,
+            "units": "kg N2O-N per year (n2o_n_kg_*); kg N2O; kg CO2e",
             "background": cfg.estimate.background,
             "emission_columns": ("fertilizer-induced direct N2O-N (background in background_n2o_n_kg_mean)"
                                  if cfg.estimate.background == "separate" else "direct N2O-N including background")
@@ -419,10 +426,11 @@ def run(cfg: Config) -> list[Path]:
                        "model_provenance": model.provenance},
             "config": cfg.model_dump(mode="json", include={"estimate", "ipcc"}),
         }
-        files.append(io.write_json(manifest, out / "manifest.json"))
         written += files
         nat = national[national["crop"] == "all"]
         log.info("%s: national %d %.1f Gg N2O-N (95%% %.1f-%.1f), %d %.1f Gg", kind,
                  nat["year"].iloc[0], nat["n2o_n_kg_mean"].iloc[0] / 1e6, nat["n2o_n_kg_p2_5"].iloc[0] / 1e6,
                  nat["n2o_n_kg_p97_5"].iloc[0] / 1e6, nat["year"].iloc[-1], nat["n2o_n_kg_mean"].iloc[-1] / 1e6)
+    for kind in sorted(manifests, key=lambda k: k == "fitted"):
+        written.append(io.write_json(manifests[kind], out_dirs[kind] / "manifest.json"))
     return written

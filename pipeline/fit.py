@@ -29,7 +29,7 @@ from scipy.stats import t as student_t
 from pipeline.config import Config, FitConfig
 from pipeline.contract import CROPS
 from pipeline.errors import InputError, ModelError, StageOrderError
-from pipeline.models import Z95, CropModel, InventoryModel, tier1_model
+from pipeline.models import LOG_SMEARING, Z95, CropModel, InventoryModel, tier1_model
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,7 @@ def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropMode
             else:
                 model.smearing = float(np.exp((model.sigma2_group + model.sigma2_resid) / 2.0))
             model.retransform = cfg.retransform
+            _add_log_smearing(model, np.exp(logy - D @ model.coef), groups)
         else:
             raise ModelError(f"family {model.family!r} cannot be fitted. Fix: use glm_gamma or mixed_lognormal")
     # Few sites: widen so that normal intervals (and Monte Carlo draws) match t(G - 1) intervals.
@@ -300,6 +301,36 @@ def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropMode
         raise ModelError(f"crop {model.crop}: the {model.family} covariance is not finite. Fix: "
                          "remove covariates or add records")
     return model
+
+
+def _add_log_smearing(model, ratio: np.ndarray, groups: np.ndarray) -> None:
+    """Make log(smearing) a coefficient with a cluster-robust variance.
+
+    Notes
+    -----
+    The mean of a log-normal model is exp(x'beta) x s. The fixed-effect covariance of REML
+    describes the median (x'beta) only; s estimates how far the mean sits above it and is itself
+    uncertain, mostly through the between-site spread. With r_j = exp(log y_j - x_j'beta) and
+    sites g, Var(s) is estimated as G/(G-1) sum_g (sum_{j in g} (r_j - s))^2 / n^2 (cluster
+    sandwich of a mean, s = mean r_j) and Var(log s) = Var(s) / s^2 (delta method). The new coefficient is
+    uncorrelated with beta: s measures the spread of the residuals around a fit whose level beta
+    already absorbs. Simulated-world check (docs/validation.md): the national interval's width
+    then matches the spread of the estimates across worlds.
+    """
+    n = len(ratio)
+    G = len(np.unique(groups))
+    # The relative variance of the mean of exp(residual) (Duan's factor) also serves the
+    # exp(s2/2) variant: both estimate the same mean-to-median ratio from the same residuals.
+    duan = float(np.mean(ratio))
+    site_sums = pd.Series(ratio - duan).groupby(np.asarray(groups)).sum().to_numpy()
+    var_rel = G / max(G - 1, 1) * float(np.sum(site_sums**2)) / n**2 / duan**2
+    k = len(model.coef)
+    cov = np.zeros((k + 1, k + 1))
+    cov[:k, :k] = model.cov
+    cov[k, k] = var_rel
+    model.coef = np.append(model.coef, np.log(model.smearing))
+    model.coef_names = [*model.coef_names, LOG_SMEARING]
+    model.cov = cov
 
 
 def _fit_mixed(md, k: int):
@@ -540,7 +571,7 @@ def _cv_fold(train: pd.DataFrame, test: pd.DataFrame, crop: str, family: str, cf
     try:
         model = _fit_frame(train, crop, family, cfg, crop_effects, reference_crop)
         # unseen="reference": a regime or crop level present only in the held-out sites
-        return np.exp(model.design(test, unseen="reference") @ model.coef) * model.smearing
+        return np.exp(model.design(test, unseen="reference") @ model.coef) * model.retransform_factor
     except ModelError as e:
         log.info("CV fold for %s/%s failed: %s", crop, family, e)
         return np.full(len(test), np.nan)

@@ -404,6 +404,20 @@ def harmonise_irrigation(irr: pd.DataFrame, prefectures: np.ndarray, years: tupl
     return out[["prefecture_code", "year", "irrigated_fraction", "irrigation_mm", "irrigation_filled"]], unknown
 
 
+def check_sown_vs_land(core: pd.DataFrame, area_km2: dict[int, float], file: str) -> None:
+    """Fail when a county-year's sown area (all crops) exceeds ``MAX_SOWN_PER_LAND_AREA`` x its
+    land area: the sign of a unit mix-up (1000 ha read as ha, ha labelled mu, ...)."""
+    sown = core.groupby(["county_code", "year"])["area_ha"].sum().reset_index()
+    land_ha = sown["county_code"].map(area_km2).to_numpy(dtype=float) * 100.0
+    ratio = sown["area_ha"].to_numpy() / land_ha
+    bad = ratio > C.MAX_SOWN_PER_LAND_AREA
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(file, f"county {sown['county_code'].iloc[i]}, {sown['year'].iloc[i]}: sown area "
+                         f"{sown['area_ha'].iloc[i]:,.0f} ha is {ratio[i]:.1f} x its land area",
+                         "check the area unit (ha, mu, km2, 1000 ha) and the values", column="area")
+
+
 def build_activity(core: pd.DataFrame, irrigation: pd.DataFrame, covariates: pd.DataFrame,
                    covariates_file: str, irrigation_file: str) -> pd.DataFrame:
     """Join activity, irrigation and covariates into the :data:`~pipeline.contract.ACTIVITY` table.
@@ -516,6 +530,8 @@ def _run(cfg: Config) -> list[Path]:
                      "correct the code, or add its history to the crosswalk file (inputs.crosswalk)")
     core = harmonise_activity(n_rate, sown_area, weights, years, cfg.ingest.max_gap_years,
                               str(cfg.inputs.n_rate.path), str(cfg.inputs.sown_area.path))
+
+    check_sown_vs_land(core, area_km2, str(cfg.inputs.sown_area.path))
 
     irrigation_raw = _validated(cfg, "irrigation")
     prefectures = np.unique(core["county_code"].to_numpy() // 100)

@@ -204,8 +204,9 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise InputError(path, "file not found", "run the stage that writes it first (see `make help`)") from None
     except Exception as e:  # pyarrow raises several types for corrupt files
-        raise InputError(path, f"cannot read Parquet ({type(e).__name__})",
-                         "delete it and re-run the stage that writes it") from None
+        raise InputError(path, f"cannot read Parquet ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                         "check permissions and disk; if the file is corrupt, delete it and re-run "
+                         "the stage that writes it") from None
 
 
 def read_json(path: str | Path) -> Any:

@@ -41,6 +41,8 @@ from pipeline.errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 FAMILIES = ("glm_gamma", "mixed_lognormal", "ipcc_tier1")
+#: Coefficient holding log(retransformation factor) of a mixed model; its design column is 1.
+LOG_SMEARING = "log_smearing"
 #: Quantile of the standard normal for a two-sided 95 % interval.
 Z95 = 1.959963984540054
 
@@ -179,7 +181,7 @@ class CropModel:
             cats[var] = values
         for j, name in enumerate(self.coef_names):
             split = _split_level(name)
-            if name == "intercept":
+            if name in ("intercept", LOG_SMEARING):
                 D[:, j] = 1.0
             elif split is not None:
                 var, level = split
@@ -266,15 +268,22 @@ class CropModel:
         Notes
         -----
         Fitted families: ``E = s * exp(x'beta)`` with ``s`` the retransformation factor (1 for
-        the Gamma GLM). Tier 1: ``E = N * EF(row)``.
+        the Gamma GLM; for the mixed model ``log s`` is the coefficient ``log_smearing``, so
+        parameter draws carry its uncertainty). Tier 1: ``E = N * EF(row)``.
         """
         if self.family == "ipcc_tier1":
             ef = self._linear(self._tier1_ef_selector(X), params)
             return ef * self._n_rate(X)
         eta = self._linear(self.design(X), params)
         out = np.exp(eta, out=eta)
-        out *= self.smearing
+        out *= self.retransform_factor
         return out
+
+    @property
+    def retransform_factor(self) -> float:
+        """Factor applied on top of exp(x'beta): the smearing, unless its log is a coefficient
+        (``log_smearing``, drawn with the others in the Monte Carlo) and so already in x'beta."""
+        return 1.0 if LOG_SMEARING in self.coef_names else self.smearing
 
     def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
         """Emission at N = 0 (kg N2O-N/ha per season), shapes as :meth:`mean_emission`.

@@ -357,19 +357,14 @@ def figure_province_map(boundaries: Any, slopes: pd.DataFrame, target: Path, lab
 # ---------------------------------------------------------------------------------------------
 # Orchestration
 # ---------------------------------------------------------------------------------------------
-def _numeric(df: pd.DataFrame) -> pd.DataFrame:
-    # io.read_tables reads every cell as text; the estimate tables are numeric except `crop`.
-    df = df.drop(columns=[c for c in ("_file", "_row") if c in df.columns])
-    return df.apply(lambda c: c if c.name == "crop" else pd.to_numeric(c, errors="coerce"))
-
-
 def _read_estimate(folder: Path, required: bool) -> dict[str, pd.DataFrame] | None:
-    nat = folder / "national.csv"
-    if not nat.exists():
+    """Tables of a completed estimate run (one whose manifest exists), or None."""
+    if not (folder / "manifest.json").exists():
         if required:
-            raise StageOrderError(f"{nat}: no estimate tables. Fix: run `cropn2o estimate` first")
+            raise StageOrderError(f"{folder / 'manifest.json'}: no completed estimate run. "
+                                  "Fix: run `cropn2o estimate` first")
         return None
-    out: dict[str, pd.DataFrame | None] = {"national": _numeric(io.read_tables(nat))}
+    out: dict[str, pd.DataFrame | None] = {"national": io.read_parquet(folder / "national.parquet")}
     for name, file in (("province", "province.parquet"), ("county", "county.parquet"),
                        ("national_draws", "national_draws.parquet")):
         path = folder / file
@@ -393,7 +388,8 @@ def run(cfg: Config) -> list[Path]:
     out = cfg.processed / "trend"
     io.invalidate(out / "manifest.json")
     fitted = _read_estimate(cfg.processed / "estimate", required=True)
-    tier1 = _read_estimate(cfg.processed / "estimate_tier1", required=False)
+    tier1 = (_read_estimate(cfg.processed / "estimate_tier1", required=False)
+             if "tier1" in cfg.estimate.runs else None)
     written: list[Path] = []
 
     series = [build_series(fitted["national"], fitted["province"], "fitted")]
@@ -493,7 +489,7 @@ def run(cfg: Config) -> list[Path]:
         "outputs": {p.name: io.file_sha256(p) for p in written},
         "inputs": {f"{d.name}/{name}": io.file_sha256(d / name)
                    for d in (est, cfg.processed / "estimate_tier1", cfg.processed / "ingest", cfg.processed / "fit")
-                   for name in ("national.csv", "national_draws.parquet", "province.parquet", "county.parquet",
+                   for name in ("national.parquet", "national_draws.parquet", "province.parquet", "county.parquet",
                                 "activity.parquet", "model.json")
                    if (d / name).exists()},
         "config": cfg.model_dump(mode="json", include={"trend"}),

@@ -276,3 +276,12 @@ def test_flux_bounds_apply_after_conversion(world: Path, capsys) -> None:
     assert obs.loc["o005", "flux_kg_n2o_n_ha"] == pytest.approx(12.0)
     q = pd.read_csv(out / "quarantine.csv")
     assert q["row"].tolist() == [10] and "check flux_unit" in q["reason"].iloc[0]
+
+
+def test_sown_area_beyond_three_times_land_area_is_an_error(world: Path, capsys) -> None:
+    """410201 is a 1 x 1 deg square (~1 Mha): 1,000 labelled '1000 ha' is 1 Mha of rice alone,
+    plus wheat, more than three times the land."""
+    path = world.parent / "raw" / "sown_area" / "41.csv"
+    _edit(path, "410201,丙,1992,rice,1000.0,ha", "410201,丙,1992,rice,4000.0,1000 ha", encoding="gbk")
+    code, err = run_cli(world, capsys, "ingest")
+    assert code != 0 and "county 410201, 1992" in err and "land area" in err and "area unit" in err

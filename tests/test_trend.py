@@ -70,7 +70,7 @@ def _write_world(tmp_path, with_tier1=True):
         cols = ["n2o_n_kg_mean", "n2o_n_kg_p2_5", "n2o_n_kg_p97_5", "area_ha"]
         by_crop = county.groupby(["year", "crop"], as_index=False)[cols].sum()
         allc = county.groupby("year", as_index=False)[cols].sum().assign(crop="all")
-        pd.concat([by_crop, allc]).to_csv(d / "national.csv", index=False)
+        pd.concat([by_crop, allc]).to_parquet(d / "national.parquet", index=False)
         prov = county.groupby(["province_code", "year"], as_index=False)[cols].sum().assign(crop="all")
         prov.to_parquet(d / "province.parquet", index=False)
         nat = allc.set_index("year")["n2o_n_kg_mean"]
@@ -78,6 +78,7 @@ def _write_world(tmp_path, with_tier1=True):
                                "n2o_n_kg": nat.to_numpy() * np.exp(rng.normal(0, 0.01, nat.size))})
                  for k in range(60)]
         pd.concat(draws).to_parquet(d / "national_draws.parquet", index=False)
+        (d / "manifest.json").write_text("{}")  # a completed estimate run
     raw = tmp_path / "raw"
     raw.mkdir()
     gpd.GeoDataFrame({"county_code": COUNTIES},

@@ -82,7 +82,7 @@ def test_slopes_match_truth_within_their_intervals(demo_trend):
     fert, truth = _slice_truth(d["raw"], d["cfg"].demo.break_year)
     ls = truth["least_squares"]
     over_draws = res["national"]["break_year_over_draws"]
-    assert over_draws["ci_low"] <= ls["break_year"] <= over_draws["ci_high"] + 0.5
+    assert over_draws["ci_low"] <= ls["break_year"] <= over_draws["ci_high"]
     for name, key in (("slope_before", "slope_before_kg_yr2"), ("slope_after", "slope_after_kg_yr2")):
         interval = over_draws["slopes_per_year"][name]
         print(f"{name}: truth {ls[key] / 1e6:.2f} Gg/yr, draws {interval['median'] / 1e6:.2f} "
