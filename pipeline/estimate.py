@@ -308,34 +308,29 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateConfig,
     county["background_n2o_n_kg_mean"] = cols["background_mean"]
     county = county.sort_values(["county_code", "crop", "year"]).reset_index(drop=True)
 
-    # per-draw sums -> province and national tables
+    # Per-draw sums -> quantiles of province and national totals. Their means are additive and
+    # come from the county table (_attach_activity), so the three tables agree to rounding.
     means_area = activity.assign(n_applied_kg=activity["area_ha"] * activity["n_rate_kg_ha"])
-    prov_rows, nat_rows, draw_rows = [], [], []
+    prov_parts, nat_parts, draw_rows = [], [], []
     for y in years:
         s = by_year[y]  # (draws, provinces, crops)
         for ci, crop in [*enumerate(crops), (None, "all")]:
             per_prov = s[:, :, ci] if ci is not None else s.sum(axis=2)
             nat = per_prov.sum(axis=1)
-            nat_rows.append({"year": y, "crop": crop, **_named(_summarise(nat[:, None]))})
+            prov_parts.append(pd.DataFrame({"province_code": provinces.astype(int), "year": y, "crop": crop,
+                                            **_quantile_columns(per_prov)}))
+            nat_parts.append(pd.DataFrame({"year": [y], "crop": [crop], **_quantile_columns(nat[:, None])}))
             draw_rows.append(pd.DataFrame({"draw": np.arange(len(nat)), "year": y, "crop": crop, "n2o_n_kg": nat}))
-            stats = _summarise(per_prov)
-            for pi, p in enumerate(provinces):
-                prov_rows.append({"province_code": int(p), "year": y, "crop": crop,
-                                  **{k: float(v[pi]) for k, v in _named(stats, keep_array=True).items()}})
-    province = pd.DataFrame(prov_rows)
-    national = pd.DataFrame(nat_rows)
-    # Means are exactly additive: take them from the county table so the tables agree to rounding.
-    province = _attach_activity(province, means_area, ["province_code"], county)
-    national = _attach_activity(national, means_area, [], county)
+    province = _attach_activity(pd.concat(prov_parts, ignore_index=True), means_area, ["province_code"], county)
+    national = _attach_activity(pd.concat(nat_parts, ignore_index=True), means_area, [], county)
     return {"county": county, "province": province, "national": national,
             "national_draws": pd.concat(draw_rows, ignore_index=True)}
 
 
-def _named(stats: dict[str, np.ndarray], keep_array: bool = False) -> dict[str, object]:
-    out = {}
-    for k, v in stats.items():
-        out[f"n2o_n_kg_{k}"] = v if keep_array else float(np.asarray(v).ravel()[0])
-    return out
+def _quantile_columns(values: np.ndarray) -> dict[str, np.ndarray]:
+    """2.5/50/97.5 % quantiles over draws (axis 0) as output columns."""
+    stats = _summarise(values)
+    return {f"n2o_n_kg_{k}": stats[k] for k in ("median", "p2_5", "p97_5")}
 
 
 def _attach_activity(table: pd.DataFrame, activity: pd.DataFrame, keys: list[str], county: pd.DataFrame) -> pd.DataFrame:
@@ -347,9 +342,8 @@ def _attach_activity(table: pd.DataFrame, activity: pd.DataFrame, keys: list[str
 
     act = sums(activity, ["area_ha", "n_applied_kg"])
     means = sums(county, ["n2o_n_kg_mean", "background_n2o_n_kg_mean"])
-    out = table.drop(columns=["n2o_n_kg_mean"]).merge(act, on=[*keys, "year", "crop"], how="left")
-    out = out.merge(means, on=[*keys, "year", "crop"], how="left")
-    return out
+    out = table.merge(act, on=[*keys, "year", "crop"], how="left")
+    return out.merge(means, on=[*keys, "year", "crop"], how="left")
 
 
 def add_derived(table: pd.DataFrame, gwp: str) -> pd.DataFrame:

@@ -799,7 +799,6 @@ def run(cfg: Config) -> list[Path]:
                 proxy_on_grid = resample_proxy(pv, pw, pn, pxr, pyr, grid, nodata)
             w = _weights_for(cfg, gdf, grid, proxy_on_grid)
             totals = np.zeros((len(years), len(crops)))
-            all_crops_total = np.zeros(len(codes))
             geotiffs: list[tuple[int, np.ndarray]] = []
 
             def slabs() -> Iterator[tuple[int, np.ndarray]]:

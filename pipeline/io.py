@@ -274,9 +274,33 @@ def write_png(fig: Any, target: str | Path, label: str = "", dpi: int = 120) -> 
         plt.close(fig)
 
 
-def write_csv(df: pd.DataFrame, target: str | Path, float_format: str | None = "%.10g") -> Path:
-    """Write a frame as UTF-8 CSV."""
-    return write_with(target, lambda p: df.to_csv(p, index=False, float_format=float_format, lineterminator="\n"))
+def write_csv(df: pd.DataFrame, target: str | Path, float_format: str | None = "%.10g",
+              encoding: str = "utf-8") -> Path:
+    """Write a frame as CSV (UTF-8 unless told otherwise, e.g. GBK for statistics-style files)."""
+    return write_with(target, lambda p: df.to_csv(p, index=False, float_format=float_format, lineterminator="\n",
+                                                  encoding=encoding))
+
+
+def write_gpkg(gdf: Any, target: str | Path, layer: str) -> Path:
+    """Write a GeoDataFrame as a GeoPackage, byte-identical for identical content.
+
+    GDAL stamps GeoPackages with the current time; a fixed ``OGR_CURRENT_DATE`` removes it.
+    """
+    import warnings
+
+    import pyogrio
+
+    def write(p: Path) -> None:
+        p.unlink(missing_ok=True)  # the temporary file exists; GDAL must create it itself
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": "2000-01-01T00:00:00.000Z"})
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The filename extension should be 'gpkg'")
+                gdf.to_file(p, driver="GPKG", layer=layer, engine="pyogrio")
+        finally:
+            pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
+
+    return write_with(target, write)
 
 
 def write_json(obj: Any, target: str | Path) -> Path:

@@ -394,7 +394,7 @@ def test_default_demo_world_n_slopes_within_20_percent(tmp_path, repo_root):
     truth = json.loads((tmp_path / "data_raw" / "demo" / "truth" / "truth.json").read_text())["b"]
     inv, tables = fit.fit_all(obs, cfg.fit)
     slopes = {c: float(m.coef[m.coef_names.index("n_rate_kg_ha")]) for c, m in inv.models.items()}
-    print(f"\ndemo world N slopes (chosen model) vs truth: "
+    print("\ndemo world N slopes (chosen model) vs truth: "
           + ", ".join(f"{c} {slopes[c]:.5f}/{truth[c]:.5f}" for c in sorted(slopes)))
     assert set(slopes) == set(truth)
     for crop, b in truth.items():
