@@ -16,10 +16,9 @@ P := $(or $(shell sed -n 's/^processed_dir:[[:space:]]*\([^ #]*\).*/\1/p' $(CONF
 STAMP := $(P)/.stamps
 DEMO := data_raw/demo
 PYTEST_ARGS ?= -n 2
-CORE := pipeline/config.py pipeline/errors.py pipeline/io.py pipeline/units.py pipeline/contract.py pipeline/parallel.py
 
 .DEFAULT_GOAL := help
-.PHONY: help all install test test-all bench demo-data ingest fit estimate grid trend stamps clean clean-all
+.PHONY: help all install test test-all lint bench clean clean-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -35,54 +34,46 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 install: $(INSTALLED) ## Create .venv and install the pinned dependencies
 
-# Stamps: refreshed on every run, rewritten only when their content changes, so a stage reruns
-# when its settings or its input files change and not otherwise.
-stamps: $(INSTALLED)
+# Stamps: refreshed while this Makefile is read (below), rewritten only when their content
+# changes, so a stage reruns when its settings or its input files change and not otherwise. No
+# phony prerequisite: `make -q all` is true right after `make all`, and `make -n` lists only
+# what would run. A stamp that does not exist yet (before .venv) is made by this rule.
+NO_STAMP_GOALS := help install clean clean-all lint test test-all bench
+ifneq ($(filter-out $(NO_STAMP_GOALS),$(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))),)
+ifneq ($(wildcard $(BIN)/cropn2o),)
+STAMP_EXIT := $(shell $(CLI) -q stamp 1>&2; echo $$?)
+ifneq ($(STAMP_EXIT),0)
+$(error `cropn2o --config $(CONFIG) stamp` failed (its message is above))
+endif
+endif
+endif
+$(STAMP)/%.json: | $(INSTALLED)
 	@$(CLI) -q stamp
-$(STAMP)/%.json: stamps ;
-
-$(DEMO)/MANIFEST.json: $(STAMP)/demo.json pipeline/demo.py pipeline/boundaries.py pipeline/breakpoints.py $(CORE)
-	$(CLI) demo-data
-	@$(CLI) -q stamp
-
-demo-data: $(DEMO)/MANIFEST.json ## Generate the SYNTHETIC demo world under data_raw/demo/
 
 # The demo world is only built when the config points at it.
 RAW_INPUTS := $(if $(findstring data_raw/demo,$(shell grep -v '^[[:space:]]*\#' $(CONFIG) | grep -h 'path:')),$(DEMO)/MANIFEST.json,)
 
-$(P)/ingest/manifest.json: $(RAW_INPUTS) $(STAMP)/input_files.json $(STAMP)/inputs.json $(STAMP)/ingest.json pipeline/ingest.py pipeline/crosswalk.py pipeline/boundaries.py $(CORE)
-	$(CLI) ingest
+# The stage rules come from the stage registry (pipeline/stages/registry.py), generated into
+# stages.mk by `cropn2o makefile`; tests/test_architecture.py fails when the two disagree.
+include stages.mk
 
-ingest: $(P)/ingest/manifest.json ## Validate and harmonise the inputs
+# One run manifest per build: provenance, per-stage wall time and peak memory (docs/operations.md).
+$(P)/run_manifest.json: $(STAGE_TARGETS)
+	@$(CLI) -q run-manifest >/dev/null
+	@echo "Outputs are under $(P)/ (one folder per stage, each with a manifest.json; run_manifest.json for the build)"
 
-$(P)/fit/manifest.json: $(P)/ingest/manifest.json $(STAMP)/fit.json $(STAMP)/ipcc.json pipeline/fit.py pipeline/models.py $(CORE)
-	$(CLI) fit
-
-fit: $(P)/fit/manifest.json ## Fit emission-factor models by crop (and the IPCC Tier 1 baseline)
-
-$(P)/estimate/manifest.json: $(P)/fit/manifest.json $(P)/ingest/manifest.json $(STAMP)/estimate.json pipeline/estimate.py pipeline/models.py $(CORE)
-	$(CLI) estimate
-
-estimate: $(P)/estimate/manifest.json ## County x crop x year emissions with Monte Carlo intervals
-
-$(P)/grid/manifest.json: $(P)/estimate/manifest.json $(STAMP)/grid.json $(STAMP)/input_files.json pipeline/grid.py pipeline/boundaries.py $(CORE)
-	$(CLI) grid
-
-grid: $(P)/grid/manifest.json ## Mass-conserving grids at 0.1 deg and 0.01 deg (NetCDF, GeoTIFF)
-
-$(P)/trend/manifest.json: $(P)/estimate/manifest.json $(STAMP)/trend.json pipeline/trend.py pipeline/breakpoints.py pipeline/lmdi.py pipeline/boundaries.py $(CORE)
-	$(CLI) trend
-
-trend: $(P)/trend/manifest.json ## Breakpoints and attribution of the trend
-
-all: $(P)/trend/manifest.json $(P)/grid/manifest.json ## Run the whole pipeline on the configured data
-	@echo "Outputs are under $(P)/: ingest/ fit/ estimate/ estimate_tier1/ grid/ trend/ (each with a manifest.json)"
+all: $(P)/run_manifest.json ## Run the whole pipeline on the configured data
 
 test: $(INSTALLED) ## Run the test suite (fast cases)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -q
 
 test-all: $(INSTALLED) ## Run every test, slow ones included
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -q -m ''
+
+lint: $(INSTALLED) ## Lint and type-check (ruff check, ruff format --check, mypy)
+	$(BIN)/ruff check pipeline tests benchmarks notebooks
+	$(BIN)/ruff format --check pipeline tests benchmarks notebooks
+	$(BIN)/mypy
 
 bench: $(INSTALLED) ## Run the benchmarks and print a table (stage, seconds, peak memory, ratios)
 	$(BIN)/python benchmarks/run.py

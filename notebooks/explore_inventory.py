@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 
 from pipeline import io
 from pipeline.config import load_config
-from pipeline.estimate import expected_emissions, load_model
+from pipeline.methods.montecarlo import expected_emissions
+from pipeline.stages.estimate import load_model
 
 ROOT = Path.cwd() if (Path.cwd() / "config").is_dir() else Path.cwd().parent
 cfg = load_config(ROOT / "config" / "default.yaml")
@@ -28,7 +29,7 @@ ax.set_ylabel("Gg N2O-N / yr")
 ax.legend()
 
 # %% A driver experiment: what if N rates had stayed at their 2003 level?
-from pipeline.trend import counterfactual_activity
+from pipeline.methods.attribution import counterfactual_activity
 
 activity = io.read_parquet(cfg.processed / "ingest" / "activity.parquet")
 model = load_model(cfg, "fitted")

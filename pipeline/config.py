@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.contract import CROPS
 from pipeline.errors import ConfigError
@@ -40,25 +40,162 @@ class ColumnMapping(_Strict):
 
 
 class InputSpec(_Strict):
-    """One input: a file, a folder or a glob of CSV (UTF-8 or GBK), Parquet or XLSX files."""
+    """One source of an input: a file, a folder or a glob of CSV (UTF-8 or GBK), Parquet or XLSX files.
+
+    An input may list several sources (``n_rate: [{path: a.csv}, {path: b.xlsx, sheet: 2}]``),
+    each with its own mapping, encoding, sheet and unit; their rows are concatenated.
+    ``format: nbs`` reads an NBS provincial export (long CSV or English spreadsheet; see
+    docs/nbs.md) instead of a contract-layout table.
+    """
 
     path: str
     encoding: Literal["auto", "utf-8", "gbk", "gb18030"] = "auto"
     sheet: str | int = 0
     mapping: str | None = None  # YAML file with a ColumnMapping, relative to the project root
+    #: One unit for every row of this source, written to the contract's ``unit`` column
+    #: (n_rate, sown_area) when the file has none, e.g. ``mu`` for a province reporting in mu.
+    unit: str | None = None
+    format: Literal["table", "nbs"] = "table"
+
+
+#: The administrative level of the activity units (the ``county_code`` of activity tables).
+UnitLevel = Literal["county", "prefecture", "province"]
+
+_TABULAR_INPUTS = ("observations", "n_rate", "sown_area", "irrigation", "covariates", "crosswalk")
 
 
 class Inputs(_Strict):
-    observations: InputSpec
-    n_rate: InputSpec
-    sown_area: InputSpec
-    irrigation: InputSpec
-    covariates: InputSpec
+    observations: InputSpec | list[InputSpec]
+    n_rate: InputSpec | list[InputSpec]
+    sown_area: InputSpec | list[InputSpec]
+    irrigation: InputSpec | list[InputSpec]
+    #: Optional: without it the soil and climate covariate columns are empty (a model that
+    #: uses them then refuses to run) and the climate is ``ingest.defaults.climate``.
+    covariates: InputSpec | list[InputSpec] | None = None
     boundaries: InputSpec
-    crosswalk: InputSpec
+    #: Optional when every activity code is present-day (in the boundaries).
+    crosswalk: InputSpec | list[InputSpec] | None = None
     proxy: InputSpec | None = None  # cropland-fraction raster for the grid stage
+    #: EDGAR gridded N2O (folder, glob or file of yearly zips/.nc/.txt, any flavour) for compare.
+    edgar: InputSpec | None = None
+    #: EDGAR national table (v4.3.2 .xls, its CSV extract, or an EDGAR 2024+ .xlsx) for compare.
+    edgar_national: InputSpec | None = None
+    #: FAOSTAT synthetic-fertilizer N2O extract (DDF or bulk CSV layout) for compare.
+    faostat: InputSpec | None = None
+    #: Administrative level of the activity units: 6-digit codes of counties, prefectures
+    #: (xxxx00) or provinces (xx0000), matching the boundaries. Recorded in every manifest.
+    unit_level: UnitLevel = "county"
     #: Words carried into every manifest, NetCDF title and figure, e.g. "SYNTHETIC demo world".
     label: str = ""
+
+    def sources(self, name: str) -> list[InputSpec]:
+        """The sources of input ``name`` as a list (empty when the input is not configured)."""
+        spec = getattr(self, name)
+        if spec is None:
+            return []
+        return list(spec) if isinstance(spec, list) else [spec]
+
+
+def _check_years(first: int, last: int, section: str) -> None:
+    if first > last:
+        raise ValueError(f"{section}.first_year ({first}) is after {section}.last_year ({last}); "
+                         "swap them")
+
+
+class PlausibilityLimit(_Strict):
+    """One plausibility limit: its value and what a violation does.
+
+    ``error``: ingest stops (activity) or the row is quarantined (observations) after every
+    violation is listed in ``ingest/violations.csv``; ``warn``: the rows are kept, listed there
+    and counted in the manifest.
+    """
+
+    value: float
+    action: Literal["warn", "error"] = "error"
+
+
+class PlausibilityLimits(_Strict):
+    """Plausibility limits checked after unit conversion (docs/data_contract.md)."""
+
+    #: Highest N rate, kg N/ha (Chinese vegetables reach about 1,000-1,400 kg N/ha).
+    max_n_rate_kg_ha: PlausibilityLimit = PlausibilityLimit(value=1500.0)
+    #: Sown area of all crops in a unit-year over its land area (double and triple cropping
+    #: exceed 1; a unit mix-up exceeds this).
+    max_sown_per_land_area: PlausibilityLimit = PlausibilityLimit(value=3.0)
+    #: Lowest and highest observed flux, kg N2O-N/ha over the measured period.
+    min_flux_kg_n2o_n_ha: PlausibilityLimit = PlausibilityLimit(value=-10.0)
+    max_flux_kg_n2o_n_ha: PlausibilityLimit = PlausibilityLimit(value=200.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial(cls, data: Any) -> Any:
+        """A limit given with only ``action`` (or only ``value``) keeps the other default."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, given in data.items():
+            f = cls.model_fields.get(name)
+            if f is not None and isinstance(given, dict):
+                out[name] = {**f.default.model_dump(), **given}
+        return out
+
+
+class ObservationWindow(_Strict):
+    """Years an observation may be dated (``last_year`` unset: the current year; never later)."""
+
+    first_year: int = 1950
+    last_year: int | None = None
+
+
+class IngestDefaults(_Strict):
+    """Values used when an input does not give them (each documented in docs/data_contract.md)."""
+
+    #: Irrigated share of sown area when an irrigation source has no ``irrigated_fraction``
+    #: column: ``null`` makes the missing column an error (there is no neutral value).
+    irrigated_fraction: float | None = Field(None, ge=0.0, le=1.0)
+    #: Irrigation depth on irrigated land (mm/yr) when a source gives none (NBS gives none).
+    irrigation_mm: float | None = Field(None, ge=0.0, le=3000.0)
+    #: Where ``irrigation_mm`` comes from (required with it).
+    irrigation_mm_source: str = ""
+    #: IPCC 2019 climate class when the covariates give none (or there are no covariates):
+    #: ``null`` makes a missing class an error, because the disaggregated Tier 1 EF depends on it.
+    climate: Literal["wet", "dry"] | None = None
+
+
+class CropIntensitySpec(_Strict):
+    """Relative N intensity of one crop (only ratios matter), with its source."""
+
+    weight: float = Field(ge=0.0)
+    source: str = Field(min_length=1)
+    verified: bool = False
+
+
+class CompoundShareSpec(_Strict):
+    """N share of compound fertilizer's pure nutrient (N + P2O5 + K2O), with its source."""
+
+    value: float = Field(ge=0.0, le=1.0)
+    source: str = Field(min_length=1)
+    verified: bool = False
+
+
+class NAllocation(_Strict):
+    """Top-down allocation of regional fertilizer N to crop N rates (docs/nbs.md).
+
+    ``rate_c = (N_straight + s x C_compound) x w_c / sum_k w_k A_k``; allocated N is checked to
+    sum back to each regional total to ``rtol``.
+    """
+
+    compound_n_share: CompoundShareSpec
+    crop_n_intensity: dict[str, CropIntensitySpec]
+    rtol: float = Field(1e-9, gt=0.0, le=1e-3)
+
+    @model_validator(mode="after")
+    def _known(self) -> NAllocation:
+        unknown = sorted(c for c in self.crop_n_intensity if c not in CROPS)
+        if unknown:
+            raise ValueError(f"ingest.n_allocation: unknown crop(s) {', '.join(unknown)}; the crop classes are "
+                             f"{', '.join(CROPS)}")
+        return self
 
 
 class IngestConfig(_Strict):
@@ -66,6 +203,25 @@ class IngestConfig(_Strict):
     max_gap_years: int = Field(2, ge=0, le=10)
     first_year: int = 1990
     last_year: int = 2014
+    limits: PlausibilityLimits = PlausibilityLimits()
+    observation_years: ObservationWindow = ObservationWindow()
+    defaults: IngestDefaults = IngestDefaults()
+    #: Top-down N allocation (required when ``inputs.n_rate`` is an NBS source).
+    n_allocation: NAllocation | None = None
+    #: Crops without observations of their own that use a copy of another class's records,
+    #: e.g. ``{wheat: other_upland}`` where a source has only a pooled upland class.
+    borrow_observations: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _years(self) -> IngestConfig:
+        _check_years(self.first_year, self.last_year, "ingest")
+        unknown = sorted(f"{k}: {v}" for k, v in self.borrow_observations.items() if k not in CROPS or v not in CROPS)
+        if unknown:
+            raise ValueError(f"ingest.borrow_observations: unknown crop(s) in {', '.join(unknown)}; the crop "
+                             f"classes are {', '.join(CROPS)}")
+        if self.defaults.irrigation_mm is not None and not self.defaults.irrigation_mm_source.strip():
+            raise ValueError("ingest.defaults.irrigation_mm needs ingest.defaults.irrigation_mm_source")
+        return self
 
 
 class DemoCalibration(_Strict):
@@ -99,13 +255,18 @@ class DemoConfig(_Strict):
     raster_resolution_deg: float = Field(0.05, gt=0.0)
     calibration: DemoCalibration | None = None
 
+    @model_validator(mode="after")
+    def _years(self) -> DemoConfig:
+        _check_years(self.first_year, self.last_year, "demo")
+        return self
+
 
 class DaskConfig(_Strict):
     """Where parallel work runs: a local threaded scheduler, or an existing cluster."""
 
     scheduler: str | None = None  # address like tcp://host:8786; None = local
     local: Literal["threads", "processes", "synchronous"] = "threads"
-    n_workers: int | None = None
+    n_workers: int | None = Field(None, ge=1)  # None = one per core
 
 
 class FitConfig(_Strict):
@@ -129,6 +290,17 @@ class FitConfig(_Strict):
     min_sites_per_level: int = Field(2, ge=1)  # a water regime / crop level needs this many sites
     ef_curve_max_n_kg_ha: float = Field(400.0, gt=0.0)
     ef_curve_draws: int = Field(400, ge=10)
+
+    @model_validator(mode="after")
+    def _known_crops(self) -> FitConfig:
+        unknown = sorted(c for c in self.crops if c not in CROPS)
+        for key, crops in (("fit.pin", self.pin), ("fit.pooling", self.pooling)):
+            unknown += [f"{key}.{c}" for c in crops if c not in CROPS]
+        for crop, donors in self.pooling.items():
+            unknown += [f"fit.pooling.{crop}: {d}" for d in (x.strip() for x in donors.split(",")) if d and d not in CROPS]
+        if unknown:
+            raise ValueError(f"unknown crop(s) {', '.join(unknown)}; the crop classes are {', '.join(CROPS)}")
+        return self
 
 
 class IpccConfig(_Strict):
@@ -163,18 +335,46 @@ class GridSpec(_Strict):
     east: float | None = Field(None, ge=-180.0, le=180.0)
     south: float | None = Field(None, ge=-90.0, le=90.0)
     north: float | None = Field(None, ge=-90.0, le=90.0)
+    # 95 % interval layers (cell share x unit bounds, per crop) in this grid's NetCDF
+    intervals: bool = True
+
+    @model_validator(mode="after")
+    def _extent(self) -> GridSpec:
+        for lo, hi in (("west", "east"), ("south", "north")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a >= b:
+                raise ValueError(f"grid {self.name}: {lo} ({a}) must be less than {hi} ({b})")
+        return self
 
 
 class GridConfig(_Strict):
     """Settings of the grid stage (see docs/grid.md)."""
 
     grids: list[GridSpec] = Field(default_factory=lambda: [
-        GridSpec(name="0p1deg", resolution_deg=0.1), GridSpec(name="0p01deg", resolution_deg=0.01)])
+        GridSpec(name="0p1deg", resolution_deg=0.1),
+        GridSpec(name="0p01deg", resolution_deg=0.01, intervals=False)])
     geotiff: bool = True
     use_proxy: bool = True  # weight by inputs.proxy (cropland fraction) when it is configured
     years_in_flight: int = Field(2, ge=1, le=64)  # year slabs held in memory at once (bounds peak memory)
     chunk_cells: int = Field(256, ge=16, le=4096)  # NetCDF/GeoTIFF spatial chunk (tile) edge, cells
-    compression_level: int = Field(4, ge=1, le=9)
+    # NetCDF codec: zlib (DEFLATE, read by every netCDF-4 reader) or zstd (needs netCDF-C >= 4.9
+    # with filter plugins: stock ncdump 4.9.0 and GDAL 3.6 cannot read it)
+    netcdf_compression: Literal["zlib", "zstd"] = "zlib"
+    compression_level: int = Field(1, ge=1, le=22)  # NetCDF level (zlib 1-9, zstd 1-22)
+    netcdf_shuffle: bool = True
+    deflate_engine: Literal["isal", "zlib"] = "isal"  # speed only: both write standard DEFLATE
+    geotiff_compression: Literal["deflate", "zstd", "lzw"] = "deflate"
+    geotiff_level: int = Field(1, ge=1, le=22)
+    geotiff_predictor: bool = True  # floating-point predictor (TIFF predictor 3)
+    write_threads: int = Field(2, ge=1, le=64)  # threads compressing NetCDF chunks and GeoTIFF tiles
+
+    @model_validator(mode="after")
+    def _codec(self) -> GridConfig:
+        if self.netcdf_compression == "zlib" and self.compression_level > 9:
+            raise ValueError(f"grid.compression_level {self.compression_level} is above 9, the highest zlib level")
+        if self.geotiff_compression == "deflate" and self.geotiff_level > 12:
+            raise ValueError(f"grid.geotiff_level {self.geotiff_level} is above 12, the highest DEFLATE level")
+        return self
 
 
 class TrendConfig(_Strict):
@@ -184,6 +384,37 @@ class TrendConfig(_Strict):
     min_segment_years: int = Field(4, ge=2)
     n_sim: int = Field(4000, ge=199)  # null simulations of the sup-F existence tests
     seed: int = 0  # seed of those simulations (and of the second-kink bootstrap)
+
+
+class ReportConfig(_Strict):
+    """Settings of the report stage (see docs/report.md)."""
+
+    map_years: list[int] = Field(default_factory=list)  # empty: first year, break year, last year
+    grid: str | None = None  # name of the grid to map; None: the coarsest grid in grid.grids
+    provinces: list[int] = Field(default_factory=list)  # 2-digit codes for the provincial panels; empty: largest
+    max_provinces: int = Field(12, ge=1, le=40)  # provincial panels when `provinces` is empty
+    embed_svg: bool = False  # also embed each figure's SVG in the HTML (a download link; larger file)
+
+
+class CompareConfig(_Strict):
+    """Settings of the compare stage (see docs/compare.md)."""
+
+    edgar_sector: str = "AGS"  # EDGAR gridded sector read from inputs.edgar (file names and metadata)
+    edgar_national_country: str = "CHN"  # ISO3 code of the national-table rows
+    edgar_national_sectors: list[str] = Field(default_factory=lambda: ["4D1"])  # summed (IPCC-1996 codes)
+    #: share of the EDGAR sector attributed to synthetic N (0-1]; null = compare the whole sector
+    edgar_synthetic_share: float | None = Field(None, gt=0.0, le=1.0)
+    faostat_area_code: int = 351  # FAOSTAT area (351 China, 41 China mainland)
+    grid: str = "0p1deg"  # grid of the grid stage used for the spatial comparison
+    first_year: int | None = None  # None: every year both sides have
+    last_year: int | None = None
+    breakpoints: TrendConfig = TrendConfig()  # breakpoint settings for every compared series
+
+    @model_validator(mode="after")
+    def _years(self) -> CompareConfig:
+        if self.first_year is not None and self.last_year is not None:
+            _check_years(self.first_year, self.last_year, "compare")
+        return self
 
 
 class Config(_Strict):
@@ -198,6 +429,8 @@ class Config(_Strict):
     estimate: EstimateConfig = EstimateConfig()
     grid: GridConfig = GridConfig()
     trend: TrendConfig = TrendConfig()
+    compare: CompareConfig = CompareConfig()
+    report: ReportConfig = ReportConfig()
     processed_dir: str = "data_processed"
 
     root: Path = Field(default=Path("."), exclude=True)
@@ -222,6 +455,9 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
         return f"{path}: unknown key '{key}'. Fix: remove it or check its spelling against config/default.yaml"
     if first["type"] == "missing":
         return f"{path}: required key '{key}' is missing. Fix: add it (see config/default.yaml)"
+    if first["type"] == "value_error":  # a cross-field check: its message names the keys
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        return f"{path}: {key or 'config'}: {msg}. Fix: correct the values"
     return f"{path}: key '{key}': {first['msg']} (got {first.get('input')!r}). Fix: correct the value"
 
 

@@ -12,6 +12,7 @@ line a user sees in an editor, header = 1), so every message can point at the ce
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,16 +26,14 @@ WATER_REGIMES: tuple[str, ...] = ("continuous_flooding", "single_drainage", "mul
 FERTILIZER_TYPES: tuple[str, ...] = ("synthetic", "other", "mixed")
 CLIMATES: tuple[str, ...] = ("wet", "dry")
 
-#: Plausibility bounds checked after unit conversion, so a unit mix-up (kg/ha labelled kg/mu
-#: is x 15) is caught whatever unit the file used. The highest N rates reported for Chinese
-#: vegetables are around 1,000-1,400 kg N/ha; seasonal N2O fluxes above ~100 kg N2O-N/ha are
-#: unheard of.
-MAX_N_RATE_KG_HA = 1500.0
-#: Sown area of all crops in a county-year may exceed its land area (double and triple
-#: cropping) but not three times over.
-MAX_SOWN_PER_LAND_AREA = 3.0
-MIN_FLUX_KG_HA = -10.0
-MAX_FLUX_KG_HA = 200.0
+#: Plausibility limits checked after unit conversion live in the config (``ingest.limits``,
+#: each a value with ``warn`` or ``error``; defaults in :class:`pipeline.config.PlausibilityLimits`):
+#: N rate above 1,500 kg N/ha (the highest rates reported for Chinese vegetables are around
+#: 1,000-1,400), sown area over 3 x the land area of a unit, fluxes outside [-10, 200]
+#: kg N2O-N/ha over the measured period. Every violation is listed in ``ingest/violations.csv``.
+
+#: Administrative levels of activity units and how a 6-digit code of that level looks.
+UNIT_LEVELS: tuple[str, ...] = ("county", "prefecture", "province")
 
 SOURCE_FILE = "_file"
 SOURCE_ROW = "_row"
@@ -116,8 +115,8 @@ OBSERVATIONS_RAW = TableSchema(
         _c("crop", "str", "", "crop class", allowed=CROPS),
         _c("water_regime", "str", "", "rice water management; `upland` for other crops",
            required=False, nullable=True, allowed=WATER_REGIMES),
-        _c("year", "int", "yr", "harvest year of the season measured", required=False,
-           nullable=True, minimum=1950, maximum=2100),
+        _c("year", "int", "yr", "harvest year of the season measured; inside `ingest.observation_years` "
+           "(never after the current year)", required=False, nullable=True),
         _c("n_rate", "float", "see `n_rate_unit`", "N applied; bounded after conversion (`n_rate_kg_ha`)",
            minimum=0.0),
         _c("n_rate_unit", "str", "", "`kg N/ha` or `kg N/mu`"),
@@ -132,6 +131,9 @@ OBSERVATIONS_RAW = TableSchema(
              minimum=c.minimum, maximum=c.maximum) for c in _COVARIATE_COLUMNS),
         _c("irrigation_mm", "float", "mm", "irrigation water over the period; 0 if rain-fed",
            required=False, nullable=True, minimum=0.0, maximum=5000.0),
+        _c("water_input_mm", "float", "mm", "total water input (rain + irrigation) when reported as one "
+           "figure; wins over `precip_mm` + `irrigation_mm`", required=False, nullable=True,
+           minimum=0.0, maximum=11000.0),
         _c("climate", "str", "", "IPCC 2019 climate class (wet/dry)", required=False,
            nullable=True, allowed=CLIMATES),
         _c("lat", "float", "degrees_north", "site latitude", required=False, nullable=True,
@@ -189,7 +191,8 @@ COVARIATES_RAW = TableSchema(
     columns=(
         _c("county_code", "int", "", "6-digit county code", digits=6),
         *_COVARIATE_COLUMNS,
-        _c("climate", "str", "", "IPCC 2019 climate class (wet/dry)", allowed=CLIMATES),
+        _c("climate", "str", "", "IPCC 2019 climate class (wet/dry); default `ingest.defaults.climate`",
+           required=False, nullable=True, allowed=CLIMATES),
     ),
 )
 
@@ -224,14 +227,15 @@ OBSERVATIONS = TableSchema(
         _c("water_regime", "str", "", "`upland` for crops other than rice; empty for rice that reports "
            "none (the fit stage assumes `fit.rice_water_regime`)", allowed=WATER_REGIMES, nullable=True),
         _c("year", "int", "yr", nullable=True),
-        _c("n_rate_kg_ha", "float", "kg N/ha", minimum=0.0, maximum=MAX_N_RATE_KG_HA),
+        _c("n_rate_kg_ha", "float", "kg N/ha", "bounded by `ingest.limits.max_n_rate_kg_ha`", minimum=0.0),
         _c("fertilizer_type", "str", allowed=FERTILIZER_TYPES, nullable=True),
-        _c("flux_kg_n2o_n_ha", "float", "kg N2O-N/ha", "emission over the measured period",
-           minimum=MIN_FLUX_KG_HA, maximum=MAX_FLUX_KG_HA),
+        _c("flux_kg_n2o_n_ha", "float", "kg N2O-N/ha", "emission over the measured period; bounded by "
+           "`ingest.limits.min_flux_kg_n2o_n_ha`/`max_flux_kg_n2o_n_ha`"),
         _c("duration_days", "float", "d", nullable=True),
         *(_c(c.name, c.kind, c.unit, c.description, nullable=True) for c in _COVARIATE_COLUMNS),
         _c("irrigation_mm", "float", "mm", "0 when not reported"),
-        _c("water_input_mm", "float", "mm", "precip_mm + irrigation_mm", nullable=True),
+        _c("water_input_mm", "float", "mm", "the reported total water input, else precip_mm + irrigation_mm",
+           nullable=True),
         _c("climate", "str", allowed=CLIMATES, nullable=True),
         _c("lat", "float", "degrees_north", nullable=True),
         _c("lon", "float", "degrees_east", nullable=True),
@@ -254,15 +258,16 @@ ACTIVITY = TableSchema(
         _c("year", "int", "yr"),
         _c("crop", "str", allowed=CROPS),
         _c("area_ha", "float", "ha", minimum=0.0),
-        _c("n_rate_kg_ha", "float", "kg N/ha", minimum=0.0, maximum=MAX_N_RATE_KG_HA),
+        _c("n_rate_kg_ha", "float", "kg N/ha", "bounded by `ingest.limits.max_n_rate_kg_ha`", minimum=0.0),
         _c("area_filled", "bool", "", "area interpolated over a short gap"),
         _c("n_rate_filled", "bool", "", "N rate interpolated over a short gap"),
         _c("irrigated_fraction", "float", "1", minimum=0.0, maximum=1.0),
         _c("irrigation_mm", "float", "mm/yr", minimum=0.0),
-        _c("irrigation_filled", "bool", "", "irrigation interpolated over a short gap"),
-        *_COVARIATE_COLUMNS,
-        _c("water_input_mm", "float", "mm/yr", "precip_mm + irrigated_fraction x irrigation_mm"),
-        _c("climate", "str", allowed=CLIMATES),
+        _c("irrigation_filled", "bool", "", "irrigation interpolated over a short gap, or a default"),
+        *(_c(c.name, c.kind, c.unit, c.description + "; empty without a covariates input", nullable=True,
+             minimum=c.minimum, maximum=c.maximum) for c in _COVARIATE_COLUMNS),
+        _c("water_input_mm", "float", "mm/yr", "precip_mm + irrigated_fraction x irrigation_mm", nullable=True),
+        _c("climate", "str", "", "from the covariates, else `ingest.defaults.climate`", allowed=CLIMATES),
     ),
 )
 
@@ -299,6 +304,19 @@ class Rejection:
     reason: str
 
 
+def _unit(col: Column) -> str:
+    """' <unit>' for a fixed unit; for a column whose unit is in another column, that column."""
+    if not col.unit or col.unit == "1":
+        return ""
+    if col.unit.startswith("see "):
+        return f" (in the unit of column {col.unit.removeprefix('see ')})"
+    return f" {col.unit}"
+
+
+#: A number written with thousands separators, as spreadsheets export them: 2,650.4 or -1,000.
+_THOUSANDS = r"^\s*[-+]?\d{1,3}(,\d{3})+(\.\d*)?\s*$"
+
+
 def _where(df: pd.DataFrame, index: object) -> tuple[str, int | None]:
     if SOURCE_FILE in df.columns:
         return str(df.at[index, SOURCE_FILE]), int(df.at[index, SOURCE_ROW])
@@ -316,7 +334,11 @@ def _coerce(series: pd.Series, col: Column) -> tuple[pd.Series, pd.Series]:
             str(v).strip().lower()) if not pd.isna(v) else None)
         bad = mapped.isna() & ~missing
         return mapped.astype("boolean"), bad
-    numeric = pd.to_numeric(series.where(~missing), errors="coerce")
+    text = series.where(~missing).astype("string")
+    grouped = text.str.match(_THOUSANDS).fillna(False).astype(bool)
+    if grouped.any():
+        text = text.where(~grouped, text.str.replace(",", "", regex=False))
+    numeric = pd.to_numeric(text, errors="coerce")
     bad = numeric.isna() & ~missing
     if col.kind == "int":
         frac = numeric.notna() & (numeric != np.floor(numeric))
@@ -332,6 +354,7 @@ def ensure_valid(
     schema: TableSchema,
     on_error: Literal["raise", "quarantine"] = "raise",
     source: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check ``df`` against ``schema``; coerce dtypes; raise or quarantine on failure.
 
@@ -347,6 +370,9 @@ def ensure_valid(
         (a missing required column, duplicate keys) still raise.
     source
         File name used in messages when ``df`` has no ``_file`` column.
+    names
+        Contract column -> the user's own header (from the column mapping): messages and the
+        ``column`` of rejects name the user's header.
 
     Returns
     -------
@@ -355,6 +381,12 @@ def ensure_valid(
         ``rejects`` has the failing rows, a ``reason`` and a ``column`` column.
     """
     fallback = source or "<table>"
+    names = dict(names or {})
+
+    def user(col: str) -> str:
+        src = names.get(col, col)
+        return col if src == col else f"{src}"
+
     file_name = str(df[SOURCE_FILE].iloc[0]) if SOURCE_FILE in df.columns and len(df) else fallback
     if len(df) == 0:
         raise InputError(file_name, f"no data rows for table '{schema.name}'",
@@ -365,7 +397,7 @@ def ensure_valid(
             file_name, f"required column missing for table '{schema.name}' "
             f"(columns present: {', '.join(str(c) for c in df.columns if c not in BOOKKEEPING)})",
             "add the column, or map your column name to it under `columns:` in the input's "
-            "mapping in the config", column=missing_cols[0])
+            "mapping in the config", column=user(missing_cols[0]))
 
     out = df.copy()
     rejections: list[Rejection] = []
@@ -391,12 +423,12 @@ def ensure_valid(
             low = (values < col.minimum).fillna(False).to_numpy(dtype=bool)
             for idx in out.index[low]:
                 rejections.append(Rejection(
-                    idx, col.name, f"{values.at[idx]} is below the minimum {col.minimum:g} {col.unit}".rstrip()))
+                    idx, col.name, f"{values.at[idx]:g} is below the minimum {col.minimum:g}{_unit(col)}"))
         if col.maximum is not None:
             high = (values > col.maximum).fillna(False).to_numpy(dtype=bool)
             for idx in out.index[high]:
                 rejections.append(Rejection(
-                    idx, col.name, f"{values.at[idx]} is above the maximum {col.maximum:g} {col.unit}".rstrip()))
+                    idx, col.name, f"{values.at[idx]:g} is above the maximum {col.maximum:g}{_unit(col)}"))
         if col.digits is not None:
             lo, hi = 10 ** (col.digits - 1), 10**col.digits - 1
             wrong = ((values < lo) | (values > hi)).fillna(False).to_numpy(dtype=bool)
@@ -407,15 +439,15 @@ def ensure_valid(
         first = min(rejections, key=lambda r: (_where(out, r.index)[1] or 0))
         file, row = _where(out, first.index)
         raise InputError(file if file != "<table>" else fallback, first.reason, schema.fix_hint,
-                         row=row, column=first.column)
+                         row=row, column=user(first.column))
 
     bad_index = {r.index for r in rejections}
     rejects = out.loc[[i for i in out.index if i in bad_index]].copy()
     reasons: dict[object, list[Rejection]] = {}
     for r in rejections:
         reasons.setdefault(r.index, []).append(r)
-    rejects["column"] = [reasons[i][0].column for i in rejects.index]
-    rejects["reason"] = ["; ".join(f"{r.column}: {r.reason}" for r in reasons[i]) for i in rejects.index]
+    rejects["column"] = [user(reasons[i][0].column) for i in rejects.index]
+    rejects["reason"] = ["; ".join(f"{user(r.column)}: {r.reason}" for r in reasons[i]) for i in rejects.index]
     valid = out.drop(index=list(bad_index))
 
     if schema.key:
@@ -427,7 +459,7 @@ def ensure_valid(
             raise InputError(file if file != "<table>" else fallback,
                              f"duplicate key ({key}) for table '{schema.name}'",
                              "keep one row per key, or sum the duplicates before ingest",
-                             row=row, column=schema.key[0])
+                             row=row, column=user(schema.key[0]))
     keep = schema.names + [c for c in BOOKKEEPING if c in valid.columns]
     return valid[keep], rejects
 

@@ -74,3 +74,13 @@ class StageOrderError(PipelineError):
     """A stage was asked to run before the stage whose outputs it needs."""
 
     exit_code = 5
+
+
+class LockHeldError(PipelineError):
+    """Another run of the pipeline holds the build lock of the processed folder.
+
+    Its exit code, 75 (``EX_TEMPFAIL`` of sysexits.h: try again later), tells cron wrappers and
+    ``make`` that nothing failed: the run was skipped because another one is in progress.
+    """
+
+    exit_code = 75

@@ -8,22 +8,19 @@ writers never leave a half-written file (write to a temporary file in the same f
 from __future__ import annotations
 
 import contextlib
-import csv
 import glob
 import hashlib
-import io as _io
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from pipeline.config import ColumnMapping
-from pipeline.contract import SOURCE_FILE, SOURCE_ROW
 from pipeline.errors import InputError
 
 TABLE_SUFFIXES = (".csv", ".txt", ".parquet", ".pq", ".xlsx", ".xls")
@@ -64,139 +61,6 @@ def inputs_sha256(paths: Sequence[str | Path]) -> dict[str, str]:
     return {Path(p).name: file_sha256(p) for p in paths}
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading tables
-# ---------------------------------------------------------------------------------------------
-def _decode(raw: bytes, path: Path, encoding: str) -> str:
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    candidates = ["utf-8", "gb18030"] if encoding == "auto" else [encoding]
-    for enc in candidates:
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError as e:
-            last = e
-    line = raw[: last.start].count(b"\n") + 1
-    raise InputError(path, f"cannot decode the file as {' or '.join(candidates)} (byte {last.start})",
-                     "save it as UTF-8, or set `encoding:` for this input in the config",
-                     row=line)
-
-
-def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise InputError(path, "the file is empty", "supply a header line and data rows")
-    text = _decode(raw, path, encoding)
-    try:
-        df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
-                         skipinitialspace=True, on_bad_lines="error", engine="c")
-    except pd.errors.ParserError as e:
-        msg = str(e)
-        row = None
-        if "line" in msg:
-            with contextlib.suppress(ValueError, IndexError):
-                row = int(msg.split("line")[1].split(",")[0].strip())
-        raise InputError(path, f"malformed CSV ({msg.strip()})",
-                         "check the delimiter and quoting; a truncated last line is the usual cause",
-                         row=row) from None
-    if df.shape[1] > 1 and df.iloc[:, -1].isna().all() and str(df.columns[-1]).startswith("Unnamed"):
-        df = df.iloc[:, :-1]
-    # A file cut mid-row ends without a newline and its last line has fewer fields than the
-    # header (pandas would pad it with empty cells). A complete last line without a newline is fine.
-    if len(df) and not text.endswith(("\n", "\r")):
-        last_line = text.splitlines()[-1]
-        n_fields = len(next(csv.reader([last_line])))
-        if n_fields < df.shape[1]:
-            raise InputError(path, f"the last line has {n_fields} of {df.shape[1]} fields (file truncated?)",
-                             "re-export or re-download the file", row=len(df) + 1)
-    df[SOURCE_ROW] = np.arange(2, len(df) + 2)
-    return df
-
-
-def _read_one(path: Path, encoding: str = "auto", sheet: str | int = 0) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".txt"):
-        df = _read_csv(path, encoding)
-    elif suffix in (".parquet", ".pq"):
-        try:
-            df = pd.read_parquet(path)
-        except Exception as e:  # pyarrow raises several types for corrupt files
-            raise InputError(path, f"cannot read Parquet ({type(e).__name__}: {str(e).splitlines()[0]})",
-                             "re-write the file; it may be truncated") from None
-        df = df.astype({c: "string" for c in df.columns if df[c].dtype == object})
-        df[SOURCE_ROW] = np.arange(1, len(df) + 1)
-    elif suffix in (".xlsx", ".xls"):
-        try:
-            df = pd.read_excel(path, sheet_name=sheet, dtype=str)
-        except Exception as e:
-            raise InputError(path, f"cannot read the spreadsheet ({type(e).__name__}: {str(e).splitlines()[0]})",
-                             "check the sheet name in the config, or save as CSV") from None
-        df[SOURCE_ROW] = np.arange(2, len(df) + 2)
-    else:
-        raise InputError(path, f"unknown file type '{suffix}'", "use CSV, Parquet or XLSX")
-    if len(df) == 0:
-        raise InputError(path, "the file has a header but no data rows", "supply at least one data row")
-    df[SOURCE_FILE] = str(path)
-    return df
-
-
-def read_tables(
-    path: str | Path,
-    encoding: str = "auto",
-    sheet: str | int = 0,
-    mapping: ColumnMapping | None = None,
-) -> pd.DataFrame:
-    """Read one file, a folder or a glob of tables into one frame, in parallel with Dask.
-
-    Every cell is read as text (typing is the contract's job, so errors can name the cell).
-    The column mapping, when given, is applied to each file before concatenation.
-    """
-    import dask
-
-    files = expand_paths(path)
-    tasks = [dask.delayed(_read_one)(f, encoding, sheet) for f in files]
-    frames = list(dask.compute(*tasks)) if len(tasks) > 1 else [_read_one(files[0], encoding, sheet)]
-    if mapping is not None:
-        frames = [apply_mapping(f, mapping) for f in frames]
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
-    return df
-
-
-def apply_mapping(df: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame:
-    """Rename, recode, rescale and complete a foreign table into contract names.
-
-    See :class:`pipeline.config.ColumnMapping`. The user's file is not modified.
-    """
-    file = str(df[SOURCE_FILE].iloc[0]) if SOURCE_FILE in df.columns and len(df) else "<table>"
-    missing = [src for src in mapping.columns.values() if src not in df.columns]
-    if missing:
-        raise InputError(file, f"column '{missing[0]}' named in the column mapping is not in the file",
-                         "correct `columns:` in the mapping file", column=missing[0])
-    # Unmapped columns stay (the contract ignores columns it does not know); one source column
-    # may feed several contract columns (e.g. a study id used as site id too).
-    out = df.copy()
-    for target, src in mapping.columns.items():
-        out[target] = df[src]
-    for target, value in mapping.constants.items():
-        out[target] = str(value)
-    for target, recode in mapping.values.items():
-        if target in out.columns:
-            out[target] = out[target].astype("string").replace(recode)
-    for target, factor in mapping.scale.items():
-        if target in out.columns:
-            num = pd.to_numeric(out[target], errors="coerce")
-            out[target] = (num * factor).where(num.notna(), out[target])
-    for target, src in mapping.default_from.items():
-        if target not in out.columns:
-            out[target] = out[src]
-        else:
-            out[target] = out[target].where(out[target].notna(), out[src])
-    if mapping.id_from_row:
-        stem = Path(file).stem
-        out[mapping.id_from_row] = [f"{stem}:{r}" for r in df[SOURCE_ROW]]
-    return out
-
-
 def read_parquet(path: str | Path) -> pd.DataFrame:
     """Read a Parquet table written by this pipeline (a clear error if missing or corrupt)."""
     try:
@@ -222,12 +86,20 @@ def read_json(path: str | Path) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Atomic writers
 # ---------------------------------------------------------------------------------------------
+#: Temporary files of :func:`atomic_path` are ``.<target name>.<random>.tmp`` beside the target.
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; move it onto ``target`` only on success."""
+    """Yield a temporary path beside ``target``; move it onto ``target`` only on success.
+
+    A process killed with SIGKILL cannot remove its temporary file
+    (``.<name>.<random>.tmp``); :func:`remove_temp_files` does so when the stage next starts.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -237,6 +109,24 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the leftover temporary files of :func:`atomic_path` under ``folder`` (recursively).
+
+    Called when a stage starts (the build lock keeps another run from writing there at the
+    same time); returns the files removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for f in sorted(folder.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")):
+        if f.is_file() and f.name.startswith(TEMP_PREFIX):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                removed.append(f)
+    return removed
 
 
 def invalidate(manifest: str | Path) -> None:
@@ -262,16 +152,14 @@ def write_parquet(df: pd.DataFrame, target: str | Path) -> Path:
 
 
 def write_png(fig: Any, target: str | Path, label: str = "", dpi: int = 120) -> Path:
-    """Write a matplotlib figure as PNG without a date or software stamp (reproducible bytes),
-    then close it. ``label`` (e.g. "SYNTHETIC demo world") is added as a footer."""
-    import matplotlib.pyplot as plt
+    """Write a matplotlib Figure as PNG without a date or software stamp (reproducible bytes).
 
+    ``label`` (e.g. "SYNTHETIC demo world") is added as a footer. Figures are built with
+    :class:`matplotlib.figure.Figure`, not pyplot, so there is nothing to close.
+    """
     if label:
         fig.text(0.99, 0.005, label, ha="right", va="bottom", fontsize=7, color="0.35")
-    try:
-        return write_with(target, lambda p: fig.savefig(p, format="png", dpi=dpi, metadata={"Software": None}))
-    finally:
-        plt.close(fig)
+    return write_with(target, lambda p: fig.savefig(p, format="png", dpi=dpi, metadata={"Software": None}))
 
 
 def write_csv(df: pd.DataFrame, target: str | Path, float_format: str | None = "%.10g",
@@ -404,6 +292,176 @@ def write_geotiff(values: np.ndarray, bounds: tuple[float, float, float, float],
     return write_with(target, _write)
 
 
+#: ``_FillValue`` of float32 grids and nodata of the GeoTIFFs: netCDF's default float fill, so
+#: readers that ignore the attribute still see the netCDF convention.
+GRID_FILL_F4 = 9.969209968386869e36
+
+#: EPSG:4326 (WGS 84, latitude-longitude) as GDAL writes it in WKT 1; stored verbatim in the
+#: NetCDF ``crs`` variable (``crs_wkt`` and GDAL's ``spatial_ref``) so the bytes never depend on
+#: the PROJ version of the machine.
+WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,'
+             'AUTHORITY["EPSG","7030"]],AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,'
+             'AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],'
+             'AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]')
+
+
+@dataclass(frozen=True)
+class NetcdfCodec:
+    """How the NetCDF grids are compressed (``grid.netcdf_*`` in the config).
+
+    Attributes
+    ----------
+    compression
+        ``"zlib"`` (DEFLATE, HDF5 filter 1: every netCDF-4 reader, e.g. stock ``ncdump`` 4.9 and
+        GDAL 3.6) or ``"zstd"`` (HDF5 filter 32015: needs netCDF-C >= 4.9 *with* its filter
+        plugins; Debian's ``ncdump`` 4.9.0 and GDAL 3.6 fail with "undefined filter").
+    level
+        Compression level (zlib 1-9; zstd 1-22).
+    shuffle
+        HDF5 byte shuffle before compression (smaller files for float32 fields).
+    deflate_engine
+        Library producing the DEFLATE stream for ``"zlib"``: ``"isal"`` (Intel ISA-L, levels
+        0-3, several times faster) or ``"zlib"`` (the standard library). Both write standard
+        zlib streams (RFC 1950) that any reader decodes; only speed and size differ.
+    threads
+        Threads compressing chunks at once (the compressors release the GIL).
+    """
+
+    compression: Literal["zlib", "zstd"] = "zlib"
+    level: int = 1
+    shuffle: bool = True
+    deflate_engine: Literal["isal", "zlib"] = "isal"
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class GeotiffCodec:
+    """How the Cloud-Optimised GeoTIFFs are compressed (``grid.geotiff_*`` in the config).
+
+    Attributes
+    ----------
+    compression
+        GDAL ``COMPRESS``: ``"deflate"`` (every TIFF reader), ``"zstd"`` (GDAL >= 2.3, e.g. 3.6;
+        not every non-GDAL reader) or ``"lzw"``.
+    level
+        ``LEVEL`` (deflate 1-12, zstd 1-22; ignored by lzw).
+    predictor
+        Floating-point predictor (``PREDICTOR=FLOATING_POINT``, TIFF predictor 3).
+    threads
+        GDAL ``NUM_THREADS`` for compressing tiles.
+    """
+
+    compression: Literal["deflate", "zstd", "lzw"] = "deflate"
+    level: int = 1
+    predictor: bool = True
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class GridVariable:
+    """One float32 (time, lat, lon) variable of :func:`write_netcdf_grid`: name and attributes."""
+
+    name: str
+    attrs: dict[str, str]
+
+
+def write_cog(values: np.ndarray, bounds: tuple[float, float, float, float], target: str | Path, *,
+              band_names: Sequence[str], band_units: str, nodata: float = GRID_FILL_F4,
+              tags: dict[str, str] | None = None, codec: GeotiffCodec = GeotiffCodec(),
+              tile: int = 256) -> Path:
+    """Write (bands, nlat, nlon) south-up float32 layers as one Cloud-Optimised GeoTIFF.
+
+    Parameters
+    ----------
+    values
+        Layers with rows south to north (as the grids are computed); written north-up.
+    bounds
+        (west, south, east, north), degrees, EPSG:4326.
+    band_names, band_units
+        Band descriptions (one per band) and the udunits string of every band.
+    nodata
+        Value of cells outside the domain (also the TIFF nodata tag).
+    tags, codec, tile
+        Dataset metadata, compression and the tile edge (cells, multiple of 16).
+
+    Notes
+    -----
+    GDAL's COG driver writes tiles, then overviews (``AVERAGE`` of the finer cells, nodata
+    ignored: an overview pixel shows the mean per-cell mass of the fine cells it covers, not
+    their sum), with the IFDs at the start of the file. No timestamp tag is written, so
+    identical arrays give identical bytes.
+    """
+    import rasterio
+    import rasterio.shutil
+    from rasterio.transform import Affine
+
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    n, h, w = arr.shape
+    if len(band_names) != n:
+        raise ValueError(f"{len(band_names)} band names for {n} bands")
+    west, south, east, north = bounds
+    block = max(128, (min(tile, 4096) // 16) * 16)  # the COG driver's smallest block is 128
+    options = {"COMPRESS": codec.compression.upper(), "BLOCKSIZE": block, "OVERVIEWS": "AUTO",
+               "OVERVIEW_RESAMPLING": "AVERAGE", "NUM_THREADS": max(1, codec.threads),
+               "PREDICTOR": "FLOATING_POINT" if codec.predictor else "NO", "BIGTIFF": "IF_SAFER"}
+    if codec.compression != "lzw":
+        options["LEVEL"] = codec.level
+
+    def _write(p: Path) -> None:
+        with rasterio.open(f"/vsimem/cog-{p.name}", "w", driver="MEM", height=h, width=w, count=n,
+                           dtype="float32", crs="EPSG:4326", nodata=nodata,
+                           transform=Affine((east - west) / w, 0.0, west, 0.0, -(north - south) / h, north)) as src:
+            for b in range(n):
+                src.write(np.ascontiguousarray(arr[b, ::-1]), b + 1)
+                src.set_band_description(b + 1, str(band_names[b]))
+            src.units = tuple(band_units for _ in range(n))
+            if tags:
+                src.update_tags(**tags)
+            p.unlink(missing_ok=True)  # GDAL must create the file itself
+            rasterio.shutil.copy(src, p, driver="COG", **options)
+
+    return write_with(target, _write)
+
+
+def _deflate_function(codec: NetcdfCodec) -> Callable[[bytes], bytes]:
+    """zlib-stream compressor of ``codec`` (ISA-L when installed and asked for, else zlib)."""
+    if codec.deflate_engine == "isal":
+        try:
+            from isal import isal_zlib
+        except ImportError:  # pragma: no cover - isal is a declared dependency
+            pass
+        else:
+            level = min(max(codec.level, 0), 3)
+            return lambda b: isal_zlib.compress(b, level)
+    import zlib
+
+    return lambda b: zlib.compress(b, codec.level)
+
+
+def shuffle_bytes(chunk: np.ndarray) -> bytes:
+    """HDF5 byte shuffle of a contiguous array: all first bytes of the elements, then the second...
+
+    Notes
+    -----
+    Equals the HDF5 shuffle filter (H5Z_FILTER_SHUFFLE) with element size ``itemsize``: byte
+    ``k`` of element ``i`` (memory order) moves to position ``k * n + i``.
+    """
+    a = np.ascontiguousarray(chunk)
+    return np.ascontiguousarray(a.view(np.uint8).reshape(-1, a.itemsize).T).tobytes()
+
+
+def _chunk_origins(domain: np.ndarray | None, shape: tuple[int, int], ch: tuple[int, int]) -> list[tuple[int, int]]:
+    """Origins (row, col) of the chunks holding at least one domain cell, row-major."""
+    nlat, nlon = shape
+    origins = [(r, c) for r in range(0, nlat, ch[0]) for c in range(0, nlon, ch[1])]
+    if domain is None:
+        return origins
+    d = np.asarray(domain, dtype=bool)
+    return [(r, c) for r, c in origins if d[r:r + ch[0], c:c + ch[1]].any()]
+
+
 def write_netcdf_grid(
     target: str | Path,
     slabs: Iterator[tuple[int, np.ndarray]],
@@ -414,33 +472,46 @@ def write_netcdf_grid(
     lon_edges: np.ndarray,
     cell_area_m2: np.ndarray,
     years: Sequence[int],
-    crops: Sequence[str],
-    var_name: str,
-    var_attrs: dict[str, str],
+    variables: Sequence[GridVariable],
     global_attrs: dict[str, str],
+    domain: np.ndarray | None = None,
     chunk: int = 256,
-    complevel: int = 4,
+    codec: NetcdfCodec = NetcdfCodec(),
 ) -> Path:
-    """Stream yearly (crop, lat, lon) slabs into a CF-1.8 NetCDF-4 file, atomically.
+    """Stream yearly stacks of 2-D layers into a CF-1.8 NetCDF-4 file, atomically.
 
     Parameters
     ----------
     slabs
-        Iterator of ``(year_index, array)`` with arrays of shape (len(crops), nlat, nlon), rows
-        south to north; each is written as soon as it arrives, so only one slab is held here.
+        Iterator of ``(year_index, stack)``; ``stack`` is float32 (len(variables), nlat, nlon),
+        rows south to north, cells outside ``domain`` already set to :data:`GRID_FILL_F4`. Each
+        stack is written before the next one is requested (the caller may then reuse it).
     lat, lon, lat_edges, lon_edges
         Cell centres and edges, degrees (ascending).
     cell_area_m2
         Cell area per row (nlat,) or per cell (nlat, nlon), m2; stored as ``cell_area`` (lat, lon).
     years
         Calendar years; ``time`` is the middle of each year in days since 1970-01-01, with
-        ``time_bnds`` from 1 January to 1 January of the next year.
-    var_name, var_attrs
-        Name and attributes of the data variable (float32, dims time, crop, lat, lon).
+        ``time_bnds`` from 1 January to 1 January of the next year; ``year(time)`` is an
+        auxiliary coordinate.
+    variables
+        Name and attributes of each (time, lat, lon) float32 variable, in stack order; each gets
+        ``_FillValue``, ``grid_mapping = "crs"`` and ``coordinates = "year"``.
     global_attrs
         Global attributes (no wall-clock time should appear in them: outputs are reproducible).
-    chunk, complevel
-        Spatial chunk edge (cells) and zlib level; chunks are (1, 1, chunk, chunk).
+    domain
+        (nlat, nlon) bool, True where a unit covers the cell; chunks without a domain cell are
+        not stored at all (readers return ``_FillValue``).
+    chunk, codec
+        Spatial chunk edge (cells; chunks are (1, chunk, chunk)) and compression.
+
+    Notes
+    -----
+    The file layout (dimensions, coordinates, the ``crs`` grid mapping, attributes) is written
+    by netCDF-C. With ``codec.compression == "zlib"`` the data chunks are then shuffled and
+    compressed in ``codec.threads`` threads and stored with HDF5 direct chunk writes (h5py), in
+    a fixed order, so the bytes do not depend on thread timing; the result is the file
+    netCDF-C would write with ``zlib=True, shuffle=True`` (any netCDF-4 reader opens it).
     """
     import netCDF4
 
@@ -452,57 +523,112 @@ def write_netcdf_grid(
     area = np.asarray(cell_area_m2, dtype=np.float64)
     if area.ndim == 1:
         area = np.broadcast_to(area[:, None], (nlat, nlon))
+    ch = (min(chunk, nlat), min(chunk, nlon))
+    names = [v.name for v in variables]
+    direct = codec.compression == "zlib"
+    if direct:
+        comp = {"zlib": True, "complevel": min(max(codec.level, 1), 9), "shuffle": codec.shuffle}
+    else:
+        comp = {"compression": codec.compression, "complevel": codec.level, "shuffle": codec.shuffle}
+
+    def _layout(ds: Any) -> None:
+        for k in sorted(global_attrs):
+            ds.setncattr(k, global_attrs[k])
+        ds.createDimension("time", len(years))
+        ds.createDimension("lat", nlat)
+        ds.createDimension("lon", nlon)
+        ds.createDimension("nv", 2)
+        t = ds.createVariable("time", "f8", ("time",))
+        t.setncatts({"standard_name": "time", "long_name": "time", "units": "days since 1970-01-01 00:00:00",
+                     "calendar": "standard", "bounds": "time_bnds", "axis": "T"})
+        t[:] = 0.5 * (starts + ends)
+        tb = ds.createVariable("time_bnds", "f8", ("time", "nv"))
+        tb[:] = np.stack([starts, ends], axis=1)
+        yv = ds.createVariable("year", "i4", ("time",))
+        yv.setncatts({"long_name": "calendar year", "units": "1"})
+        yv[:] = np.asarray(years, dtype=np.int32)
+        la = ds.createVariable("lat", "f8", ("lat",))
+        la.setncatts({"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
+                      "axis": "Y", "bounds": "lat_bnds"})
+        la[:] = lat
+        lb = ds.createVariable("lat_bnds", "f8", ("lat", "nv"))
+        lb[:] = np.stack([lat_edges[:-1], lat_edges[1:]], axis=1)
+        lo = ds.createVariable("lon", "f8", ("lon",))
+        lo.setncatts({"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
+                      "axis": "X", "bounds": "lon_bnds"})
+        lo[:] = lon
+        lob = ds.createVariable("lon_bnds", "f8", ("lon", "nv"))
+        lob[:] = np.stack([lon_edges[:-1], lon_edges[1:]], axis=1)
+        crs = ds.createVariable("crs", "i4", ())
+        crs.setncatts({"grid_mapping_name": "latitude_longitude", "long_name": "WGS 84 (EPSG:4326)",
+                       "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563,
+                       "longitude_of_prime_meridian": 0.0, "crs_wkt": WGS84_WKT, "spatial_ref": WGS84_WKT})
+        ca = ds.createVariable("cell_area", "f8", ("lat", "lon"), chunksizes=ch, zlib=True, complevel=1, shuffle=True)
+        ca.setncatts({"standard_name": "cell_area", "long_name": "area of the grid cell", "units": "m2",
+                      "grid_mapping": "crs",
+                      "comment": "area of the cell on the authalic sphere (R = 6371007.181 m)"})
+        ca[:] = area
+        for var in variables:
+            v = ds.createVariable(var.name, "f4", ("time", "lat", "lon"), chunksizes=(1, *ch),
+                                  fill_value=np.float32(GRID_FILL_F4), **comp)
+            v.setncatts({**var.attrs, "grid_mapping": "crs", "coordinates": "year"})
+
+    def _check_stack(i: int, stack: np.ndarray) -> np.ndarray:
+        s = np.asarray(stack)
+        if s.dtype != np.float32 or s.shape != (len(names), nlat, nlon):
+            raise ValueError(f"year {i}: stack must be float32 {(len(names), nlat, nlon)}, got {s.dtype} {s.shape}")
+        return s
 
     def _write(p: Path) -> None:
+        done = np.zeros(len(years), dtype=bool)
         ds = netCDF4.Dataset(p, "w", format="NETCDF4")
         try:
-            for k in sorted(global_attrs):
-                ds.setncattr(k, global_attrs[k])
-            ds.createDimension("time", len(years))
-            ds.createDimension("crop", len(crops))
-            ds.createDimension("lat", nlat)
-            ds.createDimension("lon", nlon)
-            ds.createDimension("nv", 2)
-            t = ds.createVariable("time", "f8", ("time",))
-            t.setncatts({"standard_name": "time", "units": "days since 1970-01-01 00:00:00",
-                         "calendar": "standard", "bounds": "time_bnds", "axis": "T"})
-            t[:] = 0.5 * (starts + ends)
-            tb = ds.createVariable("time_bnds", "f8", ("time", "nv"))
-            tb[:] = np.stack([starts, ends], axis=1)
-            yv = ds.createVariable("year", "i4", ("time",))
-            yv.long_name = "calendar year"
-            yv[:] = np.asarray(years, dtype=np.int32)
-            cv = ds.createVariable("crop", str, ("crop",))
-            cv.long_name = "crop class"
-            for i, c in enumerate(crops):
-                cv[i] = str(c)
-            la = ds.createVariable("lat", "f8", ("lat",))
-            la.setncatts({"standard_name": "latitude", "units": "degrees_north", "axis": "Y", "bounds": "lat_bnds"})
-            la[:] = lat
-            lb = ds.createVariable("lat_bnds", "f8", ("lat", "nv"))
-            lb[:] = np.stack([lat_edges[:-1], lat_edges[1:]], axis=1)
-            lo = ds.createVariable("lon", "f8", ("lon",))
-            lo.setncatts({"standard_name": "longitude", "units": "degrees_east", "axis": "X", "bounds": "lon_bnds"})
-            lo[:] = lon
-            lob = ds.createVariable("lon_bnds", "f8", ("lon", "nv"))
-            lob[:] = np.stack([lon_edges[:-1], lon_edges[1:]], axis=1)
-            ch = (min(chunk, nlat), min(chunk, nlon))
-            ca = ds.createVariable("cell_area", "f8", ("lat", "lon"), zlib=True, complevel=complevel,
-                                   shuffle=True, chunksizes=ch)
-            ca.setncatts({"standard_name": "cell_area", "units": "m2",
-                          "comment": "area of the cell on the authalic sphere (R = 6371007.181 m)"})
-            ca[:] = area
-            v = ds.createVariable(var_name, "f4", ("time", "crop", "lat", "lon"), zlib=True,
-                                  complevel=complevel, shuffle=True, chunksizes=(1, 1, *ch), fill_value=False)
-            v.setncatts(var_attrs)
-            done = np.zeros(len(years), dtype=bool)
-            for i, slab in slabs:
-                v[i] = np.asarray(slab, dtype=np.float32)
-                done[i] = True
-            if not done.all():
-                raise RuntimeError(f"NetCDF {Path(target).name}: years not written: "
-                                   f"{[y for y, d in zip(years, done) if not d]}")
+            _layout(ds)
+            if not direct:
+                for i, stack in slabs:
+                    s = _check_stack(i, stack)
+                    for j, name in enumerate(names):
+                        ds[name][i] = s[j]
+                    done[i] = True
         finally:
             ds.close()
+        if direct:
+            _write_chunks_direct(p, slabs, names, (nlat, nlon), ch, domain, codec, _check_stack, done)
+        if not done.all():
+            raise RuntimeError(f"NetCDF {Path(target).name}: years not written: "
+                               f"{[y for y, d in zip(years, done) if not d]}")
 
     return write_with(target, _write)
+
+
+def _write_chunks_direct(path: Path, slabs: Iterator[tuple[int, np.ndarray]], names: Sequence[str],
+                         shape: tuple[int, int], ch: tuple[int, int], domain: np.ndarray | None,
+                         codec: NetcdfCodec, check: Callable[[int, np.ndarray], np.ndarray],
+                         done: np.ndarray) -> None:
+    """Shuffle + DEFLATE every domain chunk in threads; store them in order with H5Dwrite_chunk."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import h5py
+
+    deflate = _deflate_function(codec)
+    origins = _chunk_origins(domain, shape, ch)
+    pad = np.full(ch, GRID_FILL_F4, dtype=np.float32)
+
+    def encode(block: np.ndarray) -> bytes:
+        if block.shape != ch:  # edge chunk: HDF5 stores full chunks; the padding is never read
+            full = pad.copy()
+            full[:block.shape[0], :block.shape[1]] = block
+            block = full
+        raw = shuffle_bytes(block) if codec.shuffle else np.ascontiguousarray(block).tobytes()
+        return deflate(raw)
+
+    with h5py.File(path, "r+") as f, ThreadPoolExecutor(max(1, codec.threads)) as pool:
+        dsets = [f[n] for n in names]
+        for i, stack in slabs:
+            s = check(i, stack)
+            for j, d in enumerate(dsets):
+                layer = s[j]
+                blocks = (layer[r:r + ch[0], c:c + ch[1]] for r, c in origins)
+                for (r, c), data in zip(origins, pool.map(encode, blocks)):
+                    d.id.write_direct_chunk((i, r, c), data, filter_mask=0)
+            done[i] = True

@@ -25,6 +25,16 @@ M2_PER_HA = 10_000.0
 #: GWP100 of N2O by IPCC assessment report; the name is written next to every CO2e figure.
 GWP100_N2O = {"AR4": 298.0, "AR5": 265.0, "AR6": 273.0}
 DAYS_PER_YEAR = 365.0
+#: Authalic radius of the GRS80/WGS84 ellipsoid, m (sphere of equal surface area; Snyder 1987).
+EARTH_RADIUS_M = 6_371_007.181
+#: Seconds per day.
+SECONDS_PER_DAY = 86_400.0
+#: Days per year for flux -> annual mass (365-day year, 31 536 000 s).
+DEFAULT_DAYS_PER_YEAR = DAYS_PER_YEAR
+#: kg per tonne (t = Mg).
+KG_PER_T = 1_000.0
+#: kg per kt (kt = Gg).
+KG_PER_KT = 1_000_000.0
 
 
 def _normalise(unit: str) -> str:
@@ -135,6 +145,21 @@ def n_rate_to_kg_ha(value: np.ndarray, unit: np.ndarray | str) -> np.ndarray:
 def n2o_n_to_n2o(n2o_n: np.ndarray | float) -> np.ndarray | float:
     """Mass of N2O from mass of N2O-N (x 44/28)."""
     return np.asarray(n2o_n) * N2O_PER_N2O_N if np.ndim(n2o_n) else float(n2o_n) * N2O_PER_N2O_N
+
+
+def n2o_to_n2o_n(n2o: np.ndarray | float) -> np.ndarray | float:
+    """Mass of N2O-N from mass of N2O (x 28/44)."""
+    return np.asarray(n2o) / N2O_PER_N2O_N if np.ndim(n2o) else float(n2o) / N2O_PER_N2O_N
+
+
+def n2o_t_to_n2o_n_kg(n2o_t: np.ndarray | float) -> np.ndarray | float:
+    """kg N2O-N from tonnes N2O (EDGAR grids): x 1000 x 28/44."""
+    return n2o_to_n2o_n(np.asarray(n2o_t, dtype=float) * KG_PER_T if np.ndim(n2o_t) else float(n2o_t) * KG_PER_T)
+
+
+def n2o_kt_to_n2o_n_kg(n2o_kt: np.ndarray | float) -> np.ndarray | float:
+    """kg N2O-N from kt (= Gg) N2O (EDGAR and FAOSTAT national tables): x 1e6 x 28/44."""
+    return n2o_to_n2o_n(np.asarray(n2o_kt, dtype=float) * KG_PER_KT if np.ndim(n2o_kt) else float(n2o_kt) * KG_PER_KT)
 
 
 def n2o_n_to_co2e(n2o_n: np.ndarray | float, gwp: str) -> np.ndarray | float:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+
+from pipeline.stages.context import VOLATILE_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,6 +27,20 @@ def shared_data() -> Path:
     return d
 
 
+def reproducible_bytes(path: Path) -> bytes:
+    """A file's bytes, with the manifest keys that change by design (wall times) removed.
+
+    Every output must be byte-identical on rerun; a manifest's ``timings`` are the one
+    documented exception (pipeline.stages.context.VOLATILE_KEYS)."""
+    data = path.read_bytes()
+    if path.name != "manifest.json":
+        return data
+    doc = json.loads(data)
+    for key in VOLATILE_KEYS:
+        doc.pop(key, None)
+    return json.dumps(doc, sort_keys=True).encode()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
@@ -31,7 +48,8 @@ def repo_root() -> Path:
 
 DEMO_FILES = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
               "irrigation": "irrigation.csv", "covariates": "covariates.csv",
-              "boundaries": "boundaries.gpkg", "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif"}
+              "boundaries": "boundaries.gpkg", "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif",
+              "edgar": "edgar", "faostat": "faostat_synthetic_fertilizers_n2o.csv"}
 
 
 def demo_input_overrides(raw: Path) -> dict[str, str]:

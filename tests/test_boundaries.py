@@ -6,8 +6,12 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import box
 
-from pipeline.boundaries import county_index, load_cnmaps_counties, read_boundaries
 from pipeline.errors import InputError
+from pipeline.readers.boundaries import (
+    county_index,
+    load_cnmaps_counties,
+    read_boundaries,
+)
 
 
 def test_index_lists_county_level_units_including_prefecture_cities_without_counties() -> None:

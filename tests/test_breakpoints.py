@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import breakpoints as bp
 from pipeline.errors import ModelError
+from pipeline.methods import breakpoints as bp
+from pipeline.methods import mean_shift, slope_change
 
 YEARS = np.arange(1990, 2015)
 N_SEEDS = 100
@@ -42,12 +43,12 @@ def _level_shift(rng, last_old=2002, jump=3.0):
 # --- Bai (1997) distribution ----------------------------------------------------------------
 def test_pargmax_symmetric_case_matches_known_quantile():
     # Homoskedastic case: the 97.5 % quantile of argmax(W(s) - |s|/2) is 11.03 (Bai 1997, Table).
-    assert bp._argmax_quantile(0.975, 1, 1, 1) == pytest.approx(11.03, abs=0.01)
+    assert mean_shift._argmax_quantile(0.975, 1, 1, 1) == pytest.approx(11.03, abs=0.01)
     x = np.linspace(-60, 60, 241)
-    cdf = bp.pargmax_v(x, 1.3, 1.0, 1.7)
+    cdf = mean_shift.pargmax_v(x, 1.3, 1.0, 1.7)
     assert np.all(np.diff(cdf) >= -1e-12)
-    assert bp.pargmax_v(-500.0, 1.3, 1.0, 1.7) < 1e-6 and bp.pargmax_v(500.0, 1.3, 1.0, 1.7) > 1 - 1e-6
-    sym = bp.pargmax_v(x, 1, 1, 1)
+    assert mean_shift.pargmax_v(-500.0, 1.3, 1.0, 1.7) < 1e-6 and mean_shift.pargmax_v(500.0, 1.3, 1.0, 1.7) > 1 - 1e-6
+    sym = mean_shift.pargmax_v(x, 1, 1, 1)
     np.testing.assert_allclose(sym, 1 - sym[::-1], atol=1e-9)
 
 
@@ -55,8 +56,8 @@ def test_pargmax_symmetric_case_matches_known_quantile():
 def test_segment_rss_matches_brute_force():
     rng = np.random.default_rng(3)
     y = rng.normal(size=20) * 5 + 100
-    X = bp.design_matrix(20, "trend")
-    rss = bp.segment_rss(y, X, 3)
+    X = mean_shift.design_matrix(20, "trend")
+    rss = mean_shift.segment_rss(y, X, 3)
     for i, j in [(0, 19), (2, 9), (5, 7), (12, 19)]:
         beta, *_ = np.linalg.lstsq(X[i:j + 1], y[i:j + 1], rcond=None)
         assert rss[i, j] == pytest.approx(float(((y[i:j + 1] - X[i:j + 1] @ beta) ** 2).sum()), rel=1e-8)
@@ -66,10 +67,10 @@ def test_segment_rss_matches_brute_force():
 def test_optimal_partition_matches_exhaustive_search():
     rng = np.random.default_rng(5)
     y = np.r_[rng.normal(0, 1, 8), rng.normal(3, 1, 7), rng.normal(-1, 1, 9)]
-    X = bp.design_matrix(y.size, "mean")
+    X = mean_shift.design_matrix(y.size, "mean")
     h = 3
-    rss = bp.segment_rss(y, X, h)
-    parts = bp.optimal_partition(rss, 2, h)
+    rss = mean_shift.segment_rss(y, X, h)
+    parts = mean_shift.optimal_partition(rss, 2, h)
     best = min(((b1, b2) for b1, b2 in itertools.combinations(range(y.size), 2)
                 if b1 >= h - 1 and b2 - b1 >= h and y.size - 1 - b2 >= h),
                key=lambda b: rss[0, b[0]] + rss[b[0] + 1, b[1]] + rss[b[1] + 1, y.size - 1])
@@ -125,7 +126,7 @@ def test_straight_line_gives_no_break_and_says_so():
     runs = _runs(_line)
     none = [r for r in runs if r["n_breaks"] == 0]
     assert len(none) >= 0.9 * N_SEEDS
-    assert all(bp.NO_BREAK_TEXT in r["conclusion"] for r in runs if not r["significant"])
+    assert all(mean_shift.NO_BREAK_TEXT in r["conclusion"] for r in runs if not r["significant"])
 
 
 def test_level_shift_found_by_mean_shift_method():
@@ -143,14 +144,14 @@ def test_existence_tests_false_positive_rate_near_nominal():
     # sup-F test must reject about 5 % of them (binomial sd 0.5 %).
     rng = np.random.default_rng(777)
     Y = 3 + 0.2 * (YEARS - 1990) + rng.normal(0, 1, (2000, YEARS.size))
-    stat = bp._sup_f_kink(YEARS.astype(float), Y, bp.kink_grid(YEARS.astype(float), 1, 4))
-    null = bp._null_sup_f_kink(tuple(float(v) for v in YEARS), 4, 4000, 0)
-    p = np.array([bp._mc_pvalue(s, null) for s in stat])
+    stat = slope_change._sup_f_kink(YEARS.astype(float), Y, slope_change.kink_grid(YEARS.astype(float), 1, 4))
+    null = slope_change._null_sup_f_kink(tuple(float(v) for v in YEARS), 4, 4000, 0)
+    p = np.array([mean_shift.mc_pvalue(s, null) for s in stat])
     assert 0.035 <= np.mean(p < 0.05) <= 0.065
     Z = 10 + rng.normal(0, 1, (2000, YEARS.size))
-    statm = bp._sup_f_shift(Z, bp.design_matrix(YEARS.size, "mean"), 4)
-    nullm = bp._null_sup_f_shift(YEARS.size, "mean", 4, 4000, 0)
-    pm = np.array([bp._mc_pvalue(s, nullm) for s in statm])
+    statm = mean_shift._sup_f_shift(Z, mean_shift.design_matrix(YEARS.size, "mean"), 4)
+    nullm = mean_shift._null_sup_f_shift(YEARS.size, "mean", 4, 4000, 0)
+    pm = np.array([mean_shift.mc_pvalue(s, nullm) for s in statm])
     assert 0.035 <= np.mean(pm < 0.05) <= 0.065
 
 
@@ -165,7 +166,7 @@ def test_deterministic_and_json_ready():
 def test_muggeo_failure_falls_back_to_profile_optimum(monkeypatch):
     y = _kink(np.random.default_rng(2))
     ref = bp.segmented_breaks(YEARS, y, max_breaks=1)
-    monkeypatch.setattr(bp, "_muggeo", lambda *a, **k: None)
+    monkeypatch.setattr(slope_change, "_muggeo", lambda *a, **k: None)
     r = bp.segmented_breaks(YEARS, y, max_breaks=1)
     assert r["converged"] is False and r["n_breaks"] == 1
     assert r["breaks"][0]["break_year"] == pytest.approx(ref["breaks"][0]["break_year"], abs=0.051)
@@ -175,7 +176,7 @@ def test_muggeo_failure_falls_back_to_profile_optimum(monkeypatch):
 def test_draw_break_years_match_single_fit():
     rng = np.random.default_rng(4)
     draws = np.stack([_kink(rng) for _ in range(50)])
-    yrs = bp.kink_year_draws(YEARS, draws)
+    yrs = slope_change.kink_year_draws(YEARS, draws)
     singles = [bp.segmented_breaks(YEARS, d, max_breaks=1)["breaks"][0]["break_year"] for d in draws[:5]]
     np.testing.assert_allclose(yrs[:5], singles, atol=0.051)
 

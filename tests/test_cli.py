@@ -10,8 +10,8 @@ from pipeline.cli import STAGES, main
 def test_every_stage_module_has_run() -> None:
     import importlib
 
-    for module, _ in STAGES.values():
-        assert callable(importlib.import_module(module).run)
+    for st in STAGES.values():
+        assert callable(importlib.import_module(st.module).run)
 
 
 def test_missing_config_is_one_line(capsys, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.crosswalk import resolve, standardise_areacodes, successor_graph
+from pipeline.methods.crosswalk import resolve, successor_graph
+from pipeline.readers.crosswalk import standardise_areacodes
 
 
 def _xw(rows):

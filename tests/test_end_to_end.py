@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import REPO, demo_input_overrides
+from tests.conftest import REPO, demo_input_overrides, reproducible_bytes
 
 STAGES = ["demo-data", "ingest", "fit", "estimate", "grid", "trend"]
 
@@ -59,7 +59,8 @@ def test_totals_are_consistent_across_stages(slice_run) -> None:
 def test_rerun_is_byte_identical(slice_run) -> None:
     args, root = slice_run
     processed = root / "processed"
-    before = {p.relative_to(processed): p.read_bytes() for p in processed.rglob("*") if p.is_file() and ".stamps" not in p.parts}
+    before = {p.relative_to(processed): reproducible_bytes(p) for p in processed.rglob("*")
+              if p.is_file() and ".stamps" not in p.parts}
     shutil.rmtree(processed)
     # A fresh process with another hash seed: set or dict ordering must not reach any output.
     exe = Path(sys.executable).parent / "cropn2o"
@@ -67,7 +68,8 @@ def test_rerun_is_byte_identical(slice_run) -> None:
     for stage in STAGES[1:]:
         r = subprocess.run([str(exe), *args, stage], capture_output=True, text=True, env=env)
         assert r.returncode == 0, (stage, r.stderr[-2000:])
-    after = {p.relative_to(processed): p.read_bytes() for p in processed.rglob("*") if p.is_file() and ".stamps" not in p.parts}
+    after = {p.relative_to(processed): reproducible_bytes(p) for p in processed.rglob("*")
+             if p.is_file() and ".stamps" not in p.parts}
     assert sorted(after) == sorted(before)
     changed = [str(k) for k in before if before[k] != after[k]]
     assert not changed, changed

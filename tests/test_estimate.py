@@ -7,8 +7,13 @@ import pandas as pd
 import pytest
 
 from pipeline.config import EstimateConfig
-from pipeline.estimate import emission_draws, estimate, expected_emissions, lognormal_multiplier
-from pipeline.models import CropModel, InventoryModel, tier1_model
+from pipeline.methods.models import FittedModel, InventoryModel, tier1_model
+from pipeline.methods.montecarlo import (
+    emission_draws,
+    expected_emissions,
+    lognormal_multiplier,
+)
+from pipeline.stages.estimate import estimate
 
 
 def _activity(n_counties: int = 30, years=range(2000, 2004), seed: int = 0) -> pd.DataFrame:
@@ -30,7 +35,7 @@ def _model(sd: float = 0.05) -> InventoryModel:
     models = {}
     for crop, a, b in (("rice", -0.5, 0.004), ("wheat", -0.2, 0.005)):
         cov = np.diag([sd**2, (sd * 0.02) ** 2, (sd * 0.1) ** 2])
-        models[crop] = CropModel(crop=crop, family="glm_gamma", terms=["n_rate_kg_ha", "mean_temp_c"],
+        models[crop] = FittedModel(crop=crop, family="glm_gamma", terms=["n_rate_kg_ha", "mean_temp_c"],
                                  coef_names=["intercept", "n_rate_kg_ha", "mean_temp_c"],
                                  coef=np.array([a, b, 0.03]), cov=cov, center={"mean_temp_c": 12.0})
     return InventoryModel(models=models, kind="fitted")
@@ -152,7 +157,7 @@ def test_non_psd_covariance_is_refused() -> None:
 
 def test_province_sums_match_a_direct_sum_over_draws() -> None:
     """Per-draw province sums (reduceat over province runs) equal the naive loop on the same draws."""
-    from pipeline.estimate import make_draws
+    from pipeline.methods.montecarlo import make_draws
 
     act = _activity(12, years=[2001])
     act["province_code"] = np.where(act["county_code"] % 3 == 0, 41, np.where(act["county_code"] % 3 == 1, 43, 45))
@@ -215,7 +220,7 @@ def _coverage_run(n_worlds: int, n_sites: int, family: str, draws: int) -> tuple
     import dask
 
     from pipeline.config import FitConfig
-    from pipeline.fit import fit_crop
+    from pipeline.methods.fitting import fit_crop
 
     act = _coverage_activity()
     truth = _true_national(act)

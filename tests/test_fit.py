@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import fit
 from pipeline.config import Config, FitConfig, Inputs, InputSpec
 from pipeline.errors import InputError, ModelError, StageOrderError
-from pipeline.models import Z95
+from pipeline.methods import fitting as fit
+from pipeline.methods.models import Z95
+from pipeline.stages import fit as fit_stage
+from tests.conftest import reproducible_bytes
 
 TRUTH_A = {  # world A (coverage), per crop: intercept a, N slope b
     "wheat": {"a": -0.4, "b": 0.0045},
@@ -158,7 +160,7 @@ def test_recovery_on_second_world_all_crops():
     """World B (other seed, other coefficients, five crops, rice water regimes) via fit_all."""
     obs = simulate(777, TRUTH_B, G_PH_B, G_W_B, n_sites=30)
     cfg = FitConfig(covariates=COVS, crops=list(TRUTH_B))
-    inv, tables = fit.fit_all(obs, cfg)
+    inv, tables = fit_stage.fit_all(obs, cfg)
     for fam in ("glm_gamma", "mixed_lognormal"):
         coefs = tables["coefficients"].query("family == @fam")
         for crop, t in TRUTH_B.items():
@@ -218,14 +220,14 @@ def test_cross_validate_metrics_on_original_scale():
 
 def test_choice_by_cv_rmse_or_pin():
     obs = simulate(9, TRUTH_A, G_PH, G_W)
-    _, tables = fit.fit_all(obs, _cfg())
+    _, tables = fit_stage.fit_all(obs, _cfg())
     d = tables["diagnostics"]
     assert d["chosen"].sum() == 1
     best = d.loc[d["cv_rmse_kg_ha"].idxmin(), "family"]
     assert d.loc[d["chosen"], "family"].item() == best
     assert "CV RMSE" in d.loc[d["chosen"], "reason"].item()
     loser = "glm_gamma" if best == "mixed_lognormal" else "mixed_lognormal"
-    inv, tables = fit.fit_all(obs, _cfg(pin={"wheat": loser}))
+    inv, tables = fit_stage.fit_all(obs, _cfg(pin={"wheat": loser}))
     assert inv.models["wheat"].family == loser
     assert "pinned" in tables["diagnostics"].query("chosen")["reason"].item()
     for col in ("n_records", "n_sites", "cv_rmse_kg_ha", "cv_bias_kg_ha", "cv_r2", "r2_insample"):
@@ -243,7 +245,7 @@ def _with_nonpositive(obs: pd.DataFrame) -> pd.DataFrame:
 
 def test_nonpositive_flux_floor_is_counted():
     obs = _with_nonpositive(simulate(3, TRUTH_A, G_PH, G_W))
-    _, tables = fit.fit_all(obs, _cfg(nonpositive_flux="floor", flux_floor_kg_ha=0.01))
+    _, tables = fit_stage.fit_all(obs, _cfg(nonpositive_flux="floor", flux_floor_kg_ha=0.01))
     d = tables["diagnostics"]
     assert (d["n_nonpositive_floored"] == 3).all() and (d["n_nonpositive_quarantined"] == 0).all()
     assert (d["n_records"] == len(obs)).all()
@@ -253,7 +255,7 @@ def test_nonpositive_flux_floor_is_counted():
 
 def test_nonpositive_flux_quarantine_is_reported():
     obs = _with_nonpositive(simulate(3, TRUTH_A, G_PH, G_W))
-    _, tables = fit.fit_all(obs, _cfg(nonpositive_flux="quarantine"))
+    _, tables = fit_stage.fit_all(obs, _cfg(nonpositive_flux="quarantine"))
     assert len(tables["quarantine"]) == 3
     assert tables["quarantine"]["reason"].str.contains("flux <= 0").all()
     d = tables["diagnostics"]
@@ -265,7 +267,7 @@ def test_too_few_records_is_a_clear_error():
     with pytest.raises(ModelError, match=r"crop wheat has 20 usable records at 4 sites.*fit\.pooling"):
         fit.fit_crop(obs, "wheat", "glm_gamma", _cfg())
     with pytest.raises(ModelError, match="vegetables has 0"):
-        fit.fit_all(simulate(4, TRUTH_A, G_PH, G_W), _cfg(crops=["wheat", "vegetables"]))
+        fit_stage.fit_all(simulate(4, TRUTH_A, G_PH, G_W), _cfg(crops=["wheat", "vegetables"]))
 
 
 def test_pooling_shares_slopes_and_is_logged(caplog):
@@ -273,7 +275,7 @@ def test_pooling_shares_slopes_and_is_logged(caplog):
     obs = simulate(12, world, G_PH, G_W, n_sites=25)
     few_veg = obs[(obs["crop"] == "other_upland") | obs["site_id"].isin([f"vegetables-{i:03d}" for i in range(4)])]
     cfg = _cfg(crops=["vegetables"], pooling={"vegetables": "other_upland"})
-    with caplog.at_level("WARNING", logger="pipeline.fit"):
+    with caplog.at_level("WARNING", logger="pipeline.methods.fitting"):
         m = fit.fit_crop(few_veg, "vegetables", "mixed_lognormal", cfg)
     assert "pooled with other_upland" in caplog.text
     assert m.pooled_with == ["other_upland"]
@@ -287,17 +289,17 @@ def test_pooling_shares_slopes_and_is_logged(caplog):
 def test_bad_tables_raise_input_errors_naming_file_row_column():
     obs = simulate(2, TRUTH_A, G_PH, G_W)
     with pytest.raises(InputError, match="column 'flux_kg_n2o_n_ha'"):
-        fit.fit_all(obs.drop(columns="flux_kg_n2o_n_ha"), _cfg())
+        fit_stage.fit_all(obs.drop(columns="flux_kg_n2o_n_ha"), _cfg())
     broken = obs.copy()
     broken.loc[7, "flux_kg_n2o_n_ha"] = np.nan
     with pytest.raises(InputError, match=r"sim\.csv, row 9, column 'flux_kg_n2o_n_ha'.*Fix"):
-        fit.fit_all(broken, _cfg())
+        fit_stage.fit_all(broken, _cfg())
     broken = obs.copy()
     broken.loc[3, "crop"] = "soybean"
     with pytest.raises(InputError, match="soybean"):
-        fit.fit_all(broken, _cfg())
+        fit_stage.fit_all(broken, _cfg())
     with pytest.raises(InputError, match="no rows"):
-        fit.fit_all(obs.iloc[0:0], _cfg())
+        fit_stage.fit_all(obs.iloc[0:0], _cfg())
     with pytest.raises(ModelError, match="same N rate"):
         fit.fit_crop(obs.assign(n_rate_kg_ha=100.0), "wheat", "glm_gamma", _cfg())
 
@@ -314,20 +316,21 @@ def _project(tmp_path, obs: pd.DataFrame | None, **fit_kw) -> Config:
                  fit=FitConfig(**{"covariates": COVS, "crops": ["wheat", "rice"], **fit_kw}), root=tmp_path)
     if obs is not None:
         io.write_parquet(obs, cfg.processed / "ingest" / "observations.parquet")
+        io.write_json({}, cfg.processed / "ingest" / "manifest.json")  # a completed ingest run
     return cfg
 
 
 def test_run_writes_outputs_deterministically(tmp_path):
     obs = simulate(21, {"wheat": TRUTH_B["wheat"], "rice": TRUTH_B["rice"]}, G_PH_B, G_W_B, n_sites=12)
     cfg = _project(tmp_path, obs)
-    paths = fit.run(cfg)
+    paths = fit_stage.run(cfg)
     names = [p.name for p in paths]
     for expected in ("model.json", "tier1_model.json", "coefficients.csv", "covariance.csv", "diagnostics.csv",
                      "ef_curves.csv", "ef_curves.png", "manifest.json"):
         assert expected in names
     assert names[-1] == "manifest.json"
-    first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
-    second = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in fit.run(cfg)}
+    first = {p.name: hashlib.sha256(reproducible_bytes(p)).hexdigest() for p in paths}
+    second = {p.name: hashlib.sha256(reproducible_bytes(p)).hexdigest() for p in fit_stage.run(cfg)}
     assert first == second
     model = json.loads((cfg.processed / "fit" / "model.json").read_text())
     sha = hashlib.sha256((cfg.processed / "ingest" / "observations.parquet").read_bytes()).hexdigest()
@@ -345,12 +348,13 @@ def test_run_writes_outputs_deterministically(tmp_path):
 def test_run_errors_before_ingest_and_on_corrupt_parquet(tmp_path):
     cfg = _project(tmp_path, None)
     with pytest.raises(StageOrderError, match="ingest"):
-        fit.run(cfg)
+        fit_stage.run(cfg)
     target = cfg.processed / "ingest" / "observations.parquet"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"PAR1 this is not parquet")
+    (target.parent / "manifest.json").write_text("{}")
     with pytest.raises(InputError, match="observations.parquet"):
-        fit.run(cfg)
+        fit_stage.run(cfg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,8 +362,8 @@ def test_run_errors_before_ingest_and_on_corrupt_parquet(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def test_real_kensyn_n_coefficient_and_rice_effect(shared_data, repo_root):
     """The same code on the real 985-record KenSyn compilation via the foundation's mapping."""
-    from pipeline import ingest
     from pipeline.config import load_config
+    from pipeline.stages import ingest
 
     csv = shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv"
     cfg = load_config(repo_root / "config" / "examples" / "kensyn.yaml", {"inputs.observations.path": str(csv)})
@@ -385,14 +389,15 @@ def test_real_kensyn_n_coefficient_and_rice_effect(shared_data, repo_root):
 
 def test_default_demo_world_n_slopes_within_20_percent(tmp_path, repo_root):
     """The default demo world (pipeline.demo, its own generator): chosen N slope per crop vs truth."""
-    from pipeline import demo, ingest
+    from pipeline import demo
     from pipeline.config import load_config
+    from pipeline.stages import ingest
 
     cfg = load_config(repo_root / "config" / "default.yaml", {"root": str(tmp_path)})
     demo.run(cfg)
     obs, _, _ = ingest.ingest_observations(cfg)
     truth = json.loads((tmp_path / "data_raw" / "demo" / "truth" / "truth.json").read_text())["b"]
-    inv, tables = fit.fit_all(obs, cfg.fit)
+    inv, tables = fit_stage.fit_all(obs, cfg.fit)
     slopes = {c: float(m.coef[m.coef_names.index("n_rate_kg_ha")]) for c, m in inv.models.items()}
     print("\ndemo world N slopes (chosen model) vs truth: "
           + ", ".join(f"{c} {slopes[c]:.5f}/{truth[c]:.5f}" for c in sorted(slopes)))

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import ingest
 from pipeline.cli import main
 from pipeline.config import load_config
+from pipeline.methods import harmonise
+from pipeline.stages import ingest
 from tests import mini_world
+from tests.conftest import reproducible_bytes
 
 
 @pytest.fixture()
@@ -65,10 +67,10 @@ def test_ingest_mini_world(world: Path, capsys) -> None:
 def test_ingest_is_byte_identical(world: Path, capsys) -> None:
     assert run_cli(world, capsys, "ingest")[0] == 0
     out = world.parent / "processed" / "ingest"
-    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    first = {p.name: reproducible_bytes(p) for p in out.iterdir()}
     shutil.rmtree(out)
     assert run_cli(world, capsys, "ingest")[0] == 0
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert {p.name: reproducible_bytes(p) for p in out.iterdir()} == first
 
 
 def _edit(path: Path, old: str, new: str, encoding: str = "utf-8") -> None:
@@ -130,7 +132,7 @@ def test_wrong_encoding_is_named(world: Path, capsys) -> None:
 
 def test_undecodable_bytes_fail_in_auto_mode(world: Path, capsys) -> None:
     path = world.parent / "raw" / "irrigation.csv"
-    path.write_bytes(path.read_bytes().replace(b"4101,1990", "4101,1990".encode() + b"\xff", 1))
+    path.write_bytes(path.read_bytes().replace(b"4101,1990", b"4101,1990" + b"\xff", 1))
     code, err = run_cli(world, capsys, "ingest")
     assert code != 0 and "irrigation.csv" in err and "row 2" in err and "UTF-8" in err
 
@@ -193,20 +195,20 @@ def test_crop_absent_from_a_reported_county_year_is_not_sown(world: Path, capsys
 def test_fill_gaps_interior_and_edges() -> None:
     wide = pd.DataFrame([[1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 7.0],
                          [np.nan, 2.0, 3.0, 4.0, 5.0, 6.0, np.nan]], columns=range(2000, 2007))
-    filled, flag = ingest.fill_gaps(wide, max_gap=2, edges=True)
+    filled, flag = harmonise.fill_gaps(wide, max_gap=2, edges=True)
     assert filled.iloc[0, 1] == 2.0 and flag.iloc[0, 1]
     assert np.isnan(filled.iloc[0, 3])  # a three-year gap stays open
     assert filled.iloc[1, 0] == 2.0 and filled.iloc[1, 6] == 6.0 and flag.iloc[1, [0, 6]].all()
-    interior_only, _ = ingest.fill_gaps(wide, max_gap=2, edges=False)
+    interior_only, _ = harmonise.fill_gaps(wide, max_gap=2, edges=False)
     assert np.isnan(interior_only.iloc[1, 0])
 
 
 def test_harmonise_observations_keeps_nonpositive_fluxes(world: Path) -> None:
     cfg = load_config(world)
-    raw = ingest.read_input(cfg, "observations")
+    raw = ingest.read_input(cfg, "observations").frame
     raw.loc[0, "flux"] = "-0.05"
     raw.loc[1, "flux"] = "0"
-    obs, q = ingest.harmonise_observations(raw)
+    obs, q, _ = ingest.harmonise_observations(raw)
     assert len(q) == 0 and (obs["flux_kg_n2o_n_ha"] <= 0).sum() == 2
 
 
@@ -214,11 +216,14 @@ def test_kensyn_ingests_through_its_mapping(shared_data: Path, repo_root: Path) 
     """The real 985-record KenSyn table: every row accepted or quarantined with a reason."""
     cfg = load_config(repo_root / "config" / "examples" / "kensyn.yaml",
                       {"inputs.observations.path": str(shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv")})
-    obs, quarantine, n_read = ingest.ingest_observations(cfg)
+    obs, quarantine, _, n_read = ingest.ingest_observations(cfg)
     assert n_read == 985
     assert len(obs) + len(quarantine) == 985
     assert len(obs) == 848 and (obs["crop"] == "rice").sum() == 76
-    assert quarantine["reason"].str.startswith("crop:").all()
+    # reasons and columns name KenSyn's own header, records keep its row as read
+    assert quarantine["reason"].str.startswith("crop_type:").all()
+    assert (quarantine["column"] == "crop_type").all()
+    assert all('"Ref_num"' in r for r in quarantine["record"])
     # KenSyn's Carbon_content is in %: 1 % = 10 g/kg
     raw = pd.read_csv(shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv")
     first = obs.iloc[0]
@@ -262,7 +267,8 @@ def test_unit_mix_up_in_activity_is_caught_after_conversion(world: Path, capsys)
     """150 labelled kg N/mu is 2,250 kg N/ha: implausible, whatever the raw bound."""
     _edit(world.parent / "raw" / "n_rate.csv", "410201,1990,rice,150.0,kg N/ha", "410201,1990,rice,150.0,kg N/mu")
     code, err = run_cli(world, capsys, "ingest")
-    assert code != 0 and "row 3" in err and "2250 kg N/ha" in err and "kg N/ha vs kg N/mu" in err
+    assert code != 0 and "row 3" in err and "2250 kg N/ha" in err and "max_n_rate_kg_ha" in err
+    assert "violations.csv" in err and "1 row(s)" in err
 
 
 def test_flux_bounds_apply_after_conversion(world: Path, capsys) -> None:
@@ -284,4 +290,20 @@ def test_sown_area_beyond_three_times_land_area_is_an_error(world: Path, capsys)
     path = world.parent / "raw" / "sown_area" / "41.csv"
     _edit(path, "410201,丙,1992,rice,1000.0,ha", "410201,丙,1992,rice,4000.0,1000 ha", encoding="gbk")
     code, err = run_cli(world, capsys, "ingest")
-    assert code != 0 and "county 410201, 1992" in err and "land area" in err and "area unit" in err
+    # one line: the count, the limit, the report; every row of that county-year is listed
+    assert code != 0 and "2 row(s)" in err and "max_sown_per_land_area" in err and len(err.strip().splitlines()) == 1
+    report = pd.read_csv(world.parent / "processed" / "ingest" / "violations.csv")
+    assert len(report) == 2 and (report["limit"] == "ingest.limits.max_sown_per_land_area").all()
+    assert set(report["row"]) == {int(err.split("row ")[1].split(",")[0]), *report["row"]}
+    assert (report["value"] > 3.0).all() and (report["column"] == "area").all()
+    assert not (world.parent / "processed" / "ingest" / "manifest.json").exists()
+
+
+def test_sown_area_limit_as_warning_keeps_the_rows(world: Path, capsys) -> None:
+    path = world.parent / "raw" / "sown_area" / "41.csv"
+    _edit(path, "410201,丙,1992,rice,1000.0,ha", "410201,丙,1992,rice,4000.0,1000 ha", encoding="gbk")
+    code, err = run_cli(world, capsys, "--set", "ingest.limits.max_sown_per_land_area.action=warn", "ingest")
+    assert code == 0, err
+    out = world.parent / "processed" / "ingest"
+    assert len(pd.read_csv(out / "violations.csv")) == 2
+    assert yaml.safe_load((out / "manifest.json").read_text())["counts"]["limit_violations"] == 2

@@ -8,6 +8,7 @@ import pytest
 from pipeline import io
 from pipeline.config import ColumnMapping
 from pipeline.errors import InputError
+from pipeline.readers import tables
 
 
 def test_folder_of_files_in_mixed_encodings_and_formats(tmp_path: Path) -> None:
@@ -17,11 +18,11 @@ def test_folder_of_files_in_mixed_encodings_and_formats(tmp_path: Path) -> None:
     (d / "b.csv").write_bytes("county_code,name\n430101,长沙\n".encode("gbk"))
     pd.DataFrame({"county_code": ["510101"], "name": ["成都"]}).to_parquet(d / "c.parquet")
     pd.DataFrame({"county_code": ["520101"], "name": ["贵阳"]}).to_excel(d / "d.xlsx", index=False)
-    df = io.read_tables(d)
+    df = tables.read_tables(d)
     assert df["name"].tolist() == ["郑州", "长沙", "成都", "贵阳"]
     assert df["_row"].tolist() == [2, 2, 1, 2]
     assert [Path(f).name for f in df["_file"]] == ["a.csv", "b.csv", "c.parquet", "d.xlsx"]
-    assert len(io.read_tables(tmp_path / "in" / "*.csv")) == 2
+    assert len(tables.read_tables(tmp_path / "in" / "*.csv")) == 2
 
 
 def test_mapping(tmp_path: Path) -> None:
@@ -31,19 +32,19 @@ def test_mapping(tmp_path: Path) -> None:
                       values={"crop": {"Wetland_rice": "rice"}}, scale={"soc_g_kg": 10.0},
                       constants={"flux_unit": "kg N2O-N/ha"}, default_from={"study_id": "site_id"},
                       id_from_row="obs_id")
-    df = io.read_tables(f, mapping=m)
+    df = tables.read_tables(f, mapping=m)
     assert df["crop"].iloc[0] == "rice" and pd.isna(df["crop"].iloc[1])
     assert df["soc_g_kg"].tolist() == [25.0, 10.0] and df["study_id"].tolist() == ["7", "8"]
     assert df["obs_id"].tolist() == ["t:2", "t:3"] and (df["flux_unit"] == "kg N2O-N/ha").all()
     with pytest.raises(InputError, match="column 'Nope' named in the column mapping"):
-        io.read_tables(f, mapping=ColumnMapping(columns={"site_id": "Nope"}))
+        tables.read_tables(f, mapping=ColumnMapping(columns={"site_id": "Nope"}))
 
 
 def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="file not found"):
-        io.read_tables(tmp_path / "nope.csv")
+        tables.read_tables(tmp_path / "nope.csv")
     with pytest.raises(InputError, match="no input files"):
-        io.read_tables(tmp_path / "*.csv")
+        tables.read_tables(tmp_path / "*.csv")
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
@@ -71,10 +72,10 @@ def test_json_is_canonical(tmp_path: Path) -> None:
 def test_complete_last_line_without_newline_is_not_truncated(tmp_path: Path) -> None:
     f = tmp_path / "t.csv"
     f.write_text("a,b,c\n1,2,3\n4,,6")
-    assert io.read_tables(f)["b"].isna().tolist() == [False, True]
+    assert tables.read_tables(f)["b"].isna().tolist() == [False, True]
     f.write_text("a,b,c\n1,2,3\n4,5")
     with pytest.raises(InputError, match="2 of 3 fields"):
-        io.read_tables(f)
+        tables.read_tables(f)
 
 
 def test_corrupt_intermediate_is_a_clear_error(tmp_path: Path) -> None:

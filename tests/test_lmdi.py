@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import lmdi
+from pipeline.methods import lmdi
 
 
 def _intensity(n, w):

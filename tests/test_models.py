@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import ConfigError, ModelError
-from pipeline.models import CropModel, InventoryModel, tier1_model
+from pipeline.methods.models import CropModel, FittedModel, InventoryModel, tier1_model
 
 
 def _activity(n: int = 4, **extra) -> pd.DataFrame:
@@ -20,8 +20,8 @@ def _activity(n: int = 4, **extra) -> pd.DataFrame:
     return X
 
 
-def _fitted_like(family: str = "mixed_lognormal") -> CropModel:
-    return CropModel(
+def _fitted_like(family: str = "mixed_lognormal") -> FittedModel:
+    return FittedModel(
         crop="rice", family=family, terms=["n_rate_kg_ha", "soil_ph", "water_regime"],
         coef_names=["intercept", "n_rate_kg_ha", "soil_ph", "water_regime[continuous_flooding]"],
         coef=np.array([-0.5, 0.004, 0.2, -0.3]),

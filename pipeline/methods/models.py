@@ -1,8 +1,10 @@
 """Emission model objects shared by every stage: fitted exponential models and IPCC Tier 1.
 
-A :class:`CropModel` maps rows of activity or observation data to the expected direct N2O
-emission in kg N2O-N/ha per season. Three families share one interface
-(:meth:`CropModel.mean_emission`, :meth:`CropModel.background`, :meth:`CropModel.draw_params`):
+A crop's model maps rows of activity or observation data to the expected direct N2O emission
+in kg N2O-N/ha per season. :class:`CropModel` holds the data every family shares (coefficients,
+covariance, centring, JSON); :class:`FittedModel` and :class:`Tier1Model` implement the
+emission interface :class:`EmissionModel` (mean emission, background, parameter draws, the N
+coefficient); the family names are :class:`Family`:
 
 ``glm_gamma``
     E[y] = exp(x'beta), fitted on the original scale (Gamma GLM, log link).
@@ -30,7 +32,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -40,7 +43,33 @@ from pipeline.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("glm_gamma", "mixed_lognormal", "ipcc_tier1")
+class Family(StrEnum):
+    """Every model family, by the name written in model.json and the tables."""
+
+    GLM_GAMMA = "glm_gamma"
+    MIXED_LOGNORMAL = "mixed_lognormal"
+    IPCC_TIER1 = "ipcc_tier1"
+
+
+#: Families fitted to observations (log-linear in their coefficients).
+FITTED_FAMILIES: tuple[Family, ...] = (Family.GLM_GAMMA, Family.MIXED_LOGNORMAL)
+FAMILIES: tuple[str, ...] = tuple(f.value for f in Family)
+
+
+class EmissionModel(Protocol):
+    """What the estimate, trend and fit stages need of a crop's emission model."""
+
+    crop: str
+    family: str
+    coef: np.ndarray
+    cov: np.ndarray
+    coef_names: list[str]
+
+    def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray: ...
+    def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray: ...
+    def draw_params(self, rng: np.random.Generator, n: int) -> np.ndarray: ...
+    def n_coef_index(self) -> int | None: ...
+    def to_json(self) -> dict[str, Any]: ...
 #: Coefficient holding log(retransformation factor) of a mixed model; its design column is 1.
 LOG_SMEARING = "log_smearing"
 #: Quantile of the standard normal for a two-sided 95 % interval.
@@ -202,7 +231,152 @@ class CropModel:
                 D[:, j] = x - self.center.get(name, 0.0)
         return D
 
+
+
+    def _linear(self, D: np.ndarray, params: np.ndarray | None) -> np.ndarray:
+        if params is None:
+            return D @ self.coef
+        P = np.atleast_2d(np.asarray(params, dtype=float))
+        if P.shape[1] != self.k:
+            raise ModelError(f"crop {self.crop}: params have {P.shape[1]} columns, the model has "
+                             f"{self.k} coefficients. Fix: draw them with draw_params()")
+        return P @ D.T
+
+
+
+
+
+    # The emission interface (:class:`EmissionModel`), implemented by each family's class.
+    def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+        """Expected emission, kg N2O-N/ha per season (see the subclasses)."""
+        raise NotImplementedError(f"{type(self).__name__} has no emission form; use FittedModel or Tier1Model")
+
+    def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+        """Emission at N = 0, kg N2O-N/ha per season (see the subclasses)."""
+        raise NotImplementedError(f"{type(self).__name__} has no emission form; use FittedModel or Tier1Model")
+
+    def draw_params(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Parameter draws, shape (n, k) (see the subclasses)."""
+        raise NotImplementedError(f"{type(self).__name__} has no parameter distribution")
+
+    def n_coef_index(self) -> int | None:
+        """Index of the N-rate coefficient in a log-linear model, None otherwise."""
+        raise NotImplementedError(type(self).__name__)
+
+    def standard_errors(self) -> np.ndarray:
+        """Square roots of the diagonal of :attr:`cov`."""
+        return np.sqrt(np.clip(np.diag(self.cov), 0.0, None))
+
     # ------------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """A plain-JSON dict of the model."""
+        return {
+            "crop": self.crop, "family": self.family, "terms": list(self.terms),
+            "coef_names": list(self.coef_names), "coef": [float(v) for v in self.coef],
+            "cov": [[float(v) for v in row] for row in self.cov],
+            "center": {k: float(v) for k, v in self.center.items()},
+            "fill": {k: float(v) for k, v in self.fill.items()},
+            "reference": dict(self.reference), "merged": {k: list(v) for k, v in self.merged.items()},
+            "defaults": dict(self.defaults), "retransform": self.retransform,
+            "smearing": float(self.smearing), "sigma2_group": _num(self.sigma2_group),
+            "sigma2_resid": _num(self.sigma2_resid), "dispersion": _num(self.dispersion),
+            "n_records": int(self.n_records), "n_groups": int(self.n_groups),
+            "pooled_with": list(self.pooled_with),
+            "ranges": {k: [float(a) for a in v] for k, v in self.ranges.items()},
+            "tier1_rule": self.tier1_rule, "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CropModel:
+        """Rebuild a model written by :meth:`to_json`."""
+        d = dict(d)
+        for key in ("sigma2_group", "sigma2_resid", "dispersion"):
+            d[key] = float("nan") if d.get(key) is None else float(d[key])
+        target = cls
+        if cls is CropModel:  # dispatch on the family written in the JSON
+            target = Tier1Model if d.get("family") == Family.IPCC_TIER1 else FittedModel
+        try:
+            return target(**d)
+        except TypeError as e:
+            raise ModelError(f"model JSON for crop {d.get('crop')!r} is malformed ({e}). "
+                             "Fix: re-run `cropn2o fit`") from None
+
+
+@dataclass
+class FittedModel(CropModel):
+    """A log-linear model fitted to observations (``glm_gamma`` or ``mixed_lognormal``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.family not in FITTED_FAMILIES:
+            raise ModelError(f"crop {self.crop}: {self.family!r} is not a fitted family. "
+                             f"Fix: use one of {', '.join(FITTED_FAMILIES)}")
+
+    def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+        """Expected emission, kg N2O-N/ha per season, for each row of X.
+
+        Parameters
+        ----------
+        X
+            Activity or observation rows (``n_rate_kg_ha`` in kg N/ha and the model's terms).
+        params
+            ``None`` for the point estimate, or an (n_draws, k) array of coefficient draws.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n_rows,) without ``params``; (n_draws, n_rows) with them.
+
+        Notes
+        -----
+        ``E = s * exp(x'beta)`` with ``s`` the retransformation factor (1 for the Gamma GLM; for
+        the mixed model ``log s`` is the coefficient ``log_smearing``, so parameter draws carry
+        its uncertainty).
+        """
+        eta = self._linear(self.design(X), params)
+        out = np.exp(eta, out=eta)
+        out *= self.retransform_factor
+        return out
+
+    @property
+    def retransform_factor(self) -> float:
+        """Factor applied on top of exp(x'beta): the smearing, unless its log is a coefficient
+        (``log_smearing``, drawn with the others in the Monte Carlo) and so already in x'beta."""
+        return 1.0 if LOG_SMEARING in self.coef_names else self.smearing
+
+    def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+        """Emission at N = 0 (kg N2O-N/ha per season), shapes as :meth:`mean_emission`."""
+        X0 = X.copy()
+        X0["n_rate_kg_ha"] = 0.0
+        return self.mean_emission(X0, params)
+
+    def draw_params(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw ``n`` coefficient vectors from N(coef, cov), shape (n, k).
+
+        The retransformation factor (unless it is the ``log_smearing`` coefficient) and the
+        variance components are held at their estimates.
+        """
+        return rng.multivariate_normal(self.coef, self.cov, size=n, method="svd")
+
+    def n_coef_index(self) -> int | None:
+        """Index of the N-rate coefficient; N must enter only as that one linear term."""
+        if "n_rate_kg_ha" not in self.coef_names or sum("n_rate" in name for name in self.coef_names) != 1:
+            raise ModelError(f"crop {self.crop}: the estimate stage needs N rate to enter the model as one "
+                             f"linear term 'n_rate_kg_ha' (terms: {', '.join(self.coef_names)}). "
+                             "Fix: re-fit without N interactions")
+        return self.coef_names.index("n_rate_kg_ha")
+
+
+@dataclass
+class Tier1Model(CropModel):
+    """IPCC Tier 1: E = N x EF (no background), EF by edition and (2019) disaggregation rule."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.family != Family.IPCC_TIER1:
+            raise ModelError(f"crop {self.crop}: a Tier 1 model has family ipcc_tier1, not {self.family!r}. "
+                             "Fix: rebuild it with tier1_model()")
+
     def _tier1_ef_selector(self, X: pd.DataFrame) -> np.ndarray:
         """(n, k) 0/1 matrix choosing which EF of :attr:`coef` applies to each row."""
         n = len(X)
@@ -241,117 +415,37 @@ class CropModel:
             raise ModelError("the table passed to the model has no 'n_rate_kg_ha' column. Fix: add it")
         return pd.to_numeric(X["n_rate_kg_ha"], errors="coerce").to_numpy(dtype=float)
 
-    def _linear(self, D: np.ndarray, params: np.ndarray | None) -> np.ndarray:
-        if params is None:
-            return D @ self.coef
-        P = np.atleast_2d(np.asarray(params, dtype=float))
-        if P.shape[1] != self.k:
-            raise ModelError(f"crop {self.crop}: params have {P.shape[1]} columns, the model has "
-                             f"{self.k} coefficients. Fix: draw them with draw_params()")
-        return P @ D.T
-
     def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
-        """Expected emission, kg N2O-N/ha per season, for each row of X.
-
-        Parameters
-        ----------
-        X
-            Activity or observation rows (``n_rate_kg_ha`` in kg N/ha and the model's terms).
-        params
-            ``None`` for the point estimate, or an (n_draws, k) array of coefficient draws.
-
-        Returns
-        -------
-        numpy.ndarray
-            (n_rows,) without ``params``; (n_draws, n_rows) with them.
-
-        Notes
-        -----
-        Fitted families: ``E = s * exp(x'beta)`` with ``s`` the retransformation factor (1 for
-        the Gamma GLM; for the mixed model ``log s`` is the coefficient ``log_smearing``, so
-        parameter draws carry its uncertainty). Tier 1: ``E = N * EF(row)``.
-        """
-        if self.family == "ipcc_tier1":
-            ef = self._linear(self._tier1_ef_selector(X), params)
-            return ef * self._n_rate(X)
-        eta = self._linear(self.design(X), params)
-        out = np.exp(eta, out=eta)
-        out *= self.retransform_factor
-        return out
-
-    @property
-    def retransform_factor(self) -> float:
-        """Factor applied on top of exp(x'beta): the smearing, unless its log is a coefficient
-        (``log_smearing``, drawn with the others in the Monte Carlo) and so already in x'beta."""
-        return 1.0 if LOG_SMEARING in self.coef_names else self.smearing
+        """Emission, kg N2O-N/ha per season: ``E = N * EF(row)`` (shapes as for fitted models)."""
+        ef = self._linear(self._tier1_ef_selector(X), params)
+        return ef * self._n_rate(X)
 
     def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
-        """Emission at N = 0 (kg N2O-N/ha per season), shapes as :meth:`mean_emission`.
-
-        Tier 1 has no background term, so it returns zeros.
-        """
-        if self.family == "ipcc_tier1":
-            n = len(X)
-            return np.zeros(n) if params is None else np.zeros((np.atleast_2d(params).shape[0], n))
-        X0 = X.copy()
-        X0["n_rate_kg_ha"] = 0.0
-        return self.mean_emission(X0, params)
+        """Tier 1 has no background term: zeros of the shape of :meth:`mean_emission`."""
+        n = len(X)
+        return np.zeros(n) if params is None else np.zeros((np.atleast_2d(params).shape[0], n))
 
     def draw_params(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Draw ``n`` coefficient vectors from the sampling distribution, shape (n, k).
+        """Draw ``n`` EF vectors, shape (n, k).
 
         Notes
         -----
-        Fitted families: multivariate normal N(coef, cov) (the retransformation factor and
-        variance components are held at their estimates). Tier 1: each EF independently from a
-        split normal whose median is the IPCC default and whose 2.5 % and 97.5 % quantiles are
-        the ends of the IPCC range (``x = c + z * (c - low) / 1.96`` for ``z < 0``, ``c + z *
-        (high - c) / 1.96`` otherwise, ``z ~ N(0, 1)``), truncated at 0 because an EF cannot be
-        negative. IPCC ranges are read as 95 % intervals (2006 Guidelines Vol. 1 Ch. 3).
+        Each EF independently from a split normal whose median is the IPCC default and whose
+        2.5 % and 97.5 % quantiles are the ends of the IPCC range (``x = c + z * (c - low) / 1.96``
+        for ``z < 0``, ``c + z * (high - c) / 1.96`` otherwise, ``z ~ N(0, 1)``), truncated at 0
+        because an EF cannot be negative. IPCC ranges are read as 95 % intervals (2006 Guidelines
+        Vol. 1 Ch. 3).
         """
-        if self.family == "ipcc_tier1":
-            z = rng.standard_normal((n, self.k))
-            c = self.coef
-            lo = np.array([self.ranges[name][0] for name in self.coef_names])
-            hi = np.array([self.ranges[name][1] for name in self.coef_names])
-            x = np.where(z < 0, c + z * (c - lo) / Z95, c + z * (hi - c) / Z95)
-            return np.maximum(x, 0.0)
-        return rng.multivariate_normal(self.coef, self.cov, size=n, method="svd")
+        z = rng.standard_normal((n, self.k))
+        c = self.coef
+        lo = np.array([self.ranges[name][0] for name in self.coef_names])
+        hi = np.array([self.ranges[name][1] for name in self.coef_names])
+        x = np.where(z < 0, c + z * (c - lo) / Z95, c + z * (hi - c) / Z95)
+        return np.maximum(x, 0.0)
 
-    def standard_errors(self) -> np.ndarray:
-        """Square roots of the diagonal of :attr:`cov`."""
-        return np.sqrt(np.clip(np.diag(self.cov), 0.0, None))
-
-    # ------------------------------------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
-        """A plain-JSON dict of the model."""
-        return {
-            "crop": self.crop, "family": self.family, "terms": list(self.terms),
-            "coef_names": list(self.coef_names), "coef": [float(v) for v in self.coef],
-            "cov": [[float(v) for v in row] for row in self.cov],
-            "center": {k: float(v) for k, v in self.center.items()},
-            "fill": {k: float(v) for k, v in self.fill.items()},
-            "reference": dict(self.reference), "merged": {k: list(v) for k, v in self.merged.items()},
-            "defaults": dict(self.defaults), "retransform": self.retransform,
-            "smearing": float(self.smearing), "sigma2_group": _num(self.sigma2_group),
-            "sigma2_resid": _num(self.sigma2_resid), "dispersion": _num(self.dispersion),
-            "n_records": int(self.n_records), "n_groups": int(self.n_groups),
-            "pooled_with": list(self.pooled_with),
-            "ranges": {k: [float(a) for a in v] for k, v in self.ranges.items()},
-            "tier1_rule": self.tier1_rule, "notes": list(self.notes),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> CropModel:
-        """Rebuild a model written by :meth:`to_json`."""
-        d = dict(d)
-        for key in ("sigma2_group", "sigma2_resid", "dispersion"):
-            d[key] = float("nan") if d.get(key) is None else float(d[key])
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise ModelError(f"model JSON for crop {d.get('crop')!r} is malformed ({e}). "
-                             "Fix: re-run `cropn2o fit`") from None
+    def n_coef_index(self) -> int | None:
+        """None: the Tier 1 emission is proportional to N, not log-linear in it."""
+        return None
 
 
 def _num(v: float) -> float | None:
@@ -435,7 +529,7 @@ def _tier1_crop(crop: str, names: list[str], table: dict[str, tuple[float, float
     sd = np.array([(table[n][2] - table[n][1]) / (2 * Z95) for n in names])
     terms = ["n_rate_kg_ha"] + (["climate", "fertilizer_type"] if rule == "climate_fertilizer" else
                                 ["water_regime"] if rule == "water_regime" else [])
-    return CropModel(crop=crop, family="ipcc_tier1", terms=terms, coef_names=list(names), coef=coef,
+    return Tier1Model(crop=crop, family=Family.IPCC_TIER1.value, terms=terms, coef_names=list(names), coef=coef,
                      cov=np.diag(sd**2), ranges=ranges, tier1_rule=rule, defaults=dict(defaults))
 
 

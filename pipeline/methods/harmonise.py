@@ -21,28 +21,49 @@ import numpy as np
 import pandas as pd
 
 from pipeline import contract as C
-from pipeline import io, units
-from pipeline.boundaries import read_boundaries
-from pipeline.config import Config, InputSpec, load_mapping
-from pipeline.crosswalk import apply_crosswalk, resolve, standardise_areacodes, successor_graph
+from pipeline import units
 from pipeline.errors import InputError, TooManyRejectionsError
+from pipeline.methods.crosswalk import apply_crosswalk
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = C.QUARANTINE.names
 
 
+
 # ---------------------------------------------------------------------------------------------
 # Observations
 # ---------------------------------------------------------------------------------------------
-def _quarantine_rows(rejects: pd.DataFrame, table: str, root: Path | None = None) -> pd.DataFrame:
-    """Rejected rows in the quarantine format (file, line, column, reason, the row as JSON)."""
+def quarantine_rows(rejects: pd.DataFrame, table: str, root: Path | None = None,
+                    originals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rejected rows in the quarantine format (file, line, column, reason, the row as JSON).
+
+    Parameters
+    ----------
+    rejects
+        Rejected rows with ``_file``, ``_row``, ``column`` and ``reason``.
+    table
+        Input name written in the ``table`` column.
+    root
+        Project root (file names are written relative to it).
+    originals
+        The rows as read, before the column mapping, with ``_file`` and ``_row``: the
+        ``record`` then holds the user's own columns and values (text, as in the file).
+        Without it, the record is the row in contract columns.
+    """
     if rejects.empty:
         return pd.DataFrame(columns=QUARANTINE_COLUMNS)
-    data_cols = [c for c in rejects.columns if c not in (*C.BOOKKEEPING, "reason", "column")]
+    if originals is not None and len(originals):
+        orig = originals.drop_duplicates(list(C.BOOKKEEPING)).set_index(list(C.BOOKKEEPING))
+        data_cols = [c for c in orig.columns if c not in C.BOOKKEEPING]
+        keys = list(zip(rejects[C.SOURCE_FILE].astype(str), rejects[C.SOURCE_ROW].astype(int), strict=True))
+        rows = [orig.loc[k, data_cols].to_dict() if k in orig.index else {} for k in keys]
+    else:
+        data_cols = [c for c in rejects.columns if c not in (*C.BOOKKEEPING, "reason", "column")]
+        rows = rejects[data_cols].to_dict(orient="records")
     records = [json.dumps({k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
-                           for k, v in row.items()}, ensure_ascii=False, sort_keys=True, default=str)
-               for row in rejects[data_cols].to_dict(orient="records")]
+                           for k, v in row.items()}, ensure_ascii=False, sort_keys=False, default=str)
+               for row in rows]
     return pd.DataFrame({
         "table": table,
         "file": [_relative(f, root) for f in rejects[C.SOURCE_FILE]],
@@ -51,6 +72,28 @@ def _quarantine_rows(rejects: pd.DataFrame, table: str, root: Path | None = None
         "reason": rejects["reason"].to_numpy(),
         "record": records,
     })
+
+
+VIOLATION_COLUMNS = ["table", "file", "row", "column", "value", "unit", "limit", "limit_value", "action"]
+
+
+def violations_frame(rows: pd.DataFrame, table: str, column: str, values: np.ndarray, unit: str,
+                     limit: str, limit_value: float, action: str, root: Path | None = None) -> pd.DataFrame:
+    """Rows over a plausibility limit in the violation-report format (:data:`VIOLATION_COLUMNS`).
+
+    ``rows`` carries ``_file``/``_row``; ``column`` is the user's header of the checked value.
+    """
+    return pd.DataFrame({
+        "table": table,
+        "file": [_relative(f, root) for f in rows[C.SOURCE_FILE]],
+        "row": rows[C.SOURCE_ROW].astype(int).to_numpy(),
+        "column": column,
+        "value": np.asarray(values, dtype=float),
+        "unit": unit,
+        "limit": limit,
+        "limit_value": float(limit_value),
+        "action": action,
+    }, columns=VIOLATION_COLUMNS)
 
 
 def _relative(path: str, root: Path | None) -> str:
@@ -66,7 +109,13 @@ def _relative(path: str, root: Path | None) -> str:
 def harmonise_observations(
     raw: pd.DataFrame,
     root: Path | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    *,
+    flux_limits: tuple[float, float, str, str] = (-10.0, 200.0, "error", "error"),
+    max_n_rate_kg_ha: tuple[float, str] = (1500.0, "error"),
+    years: tuple[int, int] = (1950, 2100),
+    names: dict[str, str] | None = None,
+    originals: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Validate raw observation rows and convert them to the processed units.
 
     Parameters
@@ -76,20 +125,37 @@ def harmonise_observations(
         :func:`pipeline.io.read_tables` (every cell text, with ``_file``/``_row``).
     root
         Project root, to store source files as relative paths.
+    flux_limits
+        (min, max, action of min, action of max) of the converted flux, kg N2O-N/ha
+        (``ingest.limits``); ``error`` quarantines the row, ``warn`` keeps it.
+    max_n_rate_kg_ha
+        (value, action) of the converted N rate.
+    years
+        First and last year an observation may be dated (``ingest.observation_years``);
+        rows outside are quarantined.
+    names
+        Contract column -> the user's header, for the quarantine's ``column``.
+    originals
+        The rows as read (before the mapping), for the quarantine records.
 
     Returns
     -------
-    observations, quarantine
+    observations, quarantine, violations
         ``observations`` follows :data:`pipeline.contract.OBSERVATIONS`; ``quarantine`` lists
-        every rejected row with its reason. Zero and negative fluxes are kept: how a model
-        treats them is the fit stage's documented rule.
+        every rejected row with its reason; ``violations`` every row over a plausibility limit
+        (:data:`VIOLATION_COLUMNS`). Zero and negative fluxes are kept: how a model treats
+        them is the fit stage's documented rule.
 
     Notes
     -----
     Flux totals: kg N2O-N/ha over the measured period = value x unit factor (x duration in
     days for rate units); see :func:`pipeline.units.flux_to_kg_n2o_n_ha`.
     """
-    valid, rejects = C.ensure_valid(raw, C.OBSERVATIONS_RAW, on_error="quarantine")
+    names = dict(names or {})
+    valid, rejects = C.ensure_valid(raw, C.OBSERVATIONS_RAW, on_error="quarantine", names=names)
+    lo_year, hi_year = years
+    out_of_window = valid["year"].notna() & ((valid["year"] < lo_year) | (valid["year"] > hi_year))
+    out_of_window = out_of_window.fillna(False).astype(bool)
     # Unit strings and the duration they may need are row-level checks.
     bad_n_unit = ~valid["n_rate_unit"].map(units.is_n_rate_unit).astype(bool)
     bad_flux_unit = ~valid["flux_unit"].map(units.is_flux_unit).astype(bool)
@@ -100,14 +166,16 @@ def harmonise_observations(
         (bad_n_unit, "n_rate_unit", lambda v: f"unknown N-rate unit '{v['n_rate_unit']}' (use kg N/ha or kg N/mu)"),
         (bad_flux_unit, "flux_unit", lambda v: f"unknown flux unit '{v['flux_unit']}' (accepted: {', '.join(units.FLUX_UNITS)})"),
         (no_duration, "duration_days", lambda v: f"flux unit '{v['flux_unit']}' is a rate and needs duration_days"),
+        (out_of_window, "year", lambda v: f"year {v['year']} is outside the measurement window {lo_year}-{hi_year} "
+         "(ingest.observation_years; never after the current year)"),
     ]
     extra = []
     for mask, column, why in problems:
         rows = valid[mask.to_numpy()]
         if len(rows):
             r = rows.copy()
-            r["column"] = column
-            r["reason"] = [f"{column}: {why(v)}" for _, v in rows.iterrows()]
+            r["column"] = names.get(column, column)
+            r["reason"] = [f"{names.get(column, column)}: {why(v)}" for _, v in rows.iterrows()]
             extra.append(r)
     if extra:
         more = pd.concat(extra)
@@ -126,37 +194,61 @@ def harmonise_observations(
     obs["flux_kg_n2o_n_ha"] = units.flux_to_kg_n2o_n_ha(
         obs["flux"].to_numpy(dtype=float), obs["flux_unit"].to_numpy(dtype=object),
         obs["duration_days"].to_numpy(dtype=float, na_value=np.nan))
-    obs, implausible = _implausible_after_conversion(obs)
+    obs, implausible, violations = _implausible_after_conversion(obs, flux_limits, max_n_rate_kg_ha, names, root)
     if len(implausible):
         rejects = pd.concat([rejects, implausible])
     obs["irrigation_mm"] = obs["irrigation_mm"].fillna(0.0)
-    obs["water_input_mm"] = obs["precip_mm"] + obs["irrigation_mm"]
+    reported = pd.to_numeric(obs["water_input_mm"], errors="coerce").astype("Float64")
+    obs["water_input_mm"] = reported.where(reported.notna(), obs["precip_mm"] + obs["irrigation_mm"])
     obs["source_file"] = [_relative(f, root) for f in obs[C.SOURCE_FILE]]
     obs["source_row"] = obs[C.SOURCE_ROW].astype("Int64")
     out = _conform(obs, C.OBSERVATIONS)
-    return out.sort_values("obs_id", kind="stable").reset_index(drop=True), _quarantine_rows(rejects, "observations", root)
+    return (out.sort_values("obs_id", kind="stable").reset_index(drop=True),
+            quarantine_rows(rejects, "observations", root, originals), violations)
 
 
-def _implausible_after_conversion(obs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off rows whose converted N rate or flux is outside the contract's bounds."""
+def _implausible_after_conversion(
+    obs: pd.DataFrame, flux_limits: tuple[float, float, str, str], max_n: tuple[float, str],
+    names: dict[str, str], root: Path | None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Rows whose converted N rate or flux is outside the plausibility limits.
+
+    Returns the kept rows, the rows quarantined (limits with action ``error``) and the
+    violation report of every row over a limit (both actions).
+    """
+    lo, hi, lo_action, hi_action = flux_limits
     checks = [
-        ("n_rate_kg_ha", "n_rate_unit", C.OBSERVATIONS.column("n_rate_kg_ha")),
-        ("flux_kg_n2o_n_ha", "flux_unit", C.OBSERVATIONS.column("flux_kg_n2o_n_ha")),
+        ("n_rate_kg_ha", "n_rate", "n_rate_unit", "kg N/ha", "max_n_rate_kg_ha", obs["n_rate_kg_ha"] > max_n[0],
+         max_n[0], max_n[1], "above"),
+        ("flux_kg_n2o_n_ha", "flux", "flux_unit", "kg N2O-N/ha", "min_flux_kg_n2o_n_ha", obs["flux_kg_n2o_n_ha"] < lo,
+         lo, lo_action, "below"),
+        ("flux_kg_n2o_n_ha", "flux", "flux_unit", "kg N2O-N/ha", "max_flux_kg_n2o_n_ha", obs["flux_kg_n2o_n_ha"] > hi,
+         hi, hi_action, "above"),
     ]
     bad = pd.Series(False, index=obs.index)
     reasons = pd.Series("", index=obs.index, dtype=object)
     columns = pd.Series("", index=obs.index, dtype=object)
-    for converted, unit_col, col in checks:
-        v = obs[converted]
-        out = ((v < col.minimum) | (v > col.maximum)) & ~bad
-        reasons[out] = [f"{converted}: {x:g} {col.unit} after conversion is outside [{col.minimum:g}, "
-                        f"{col.maximum:g}] (check {unit_col} '{u}')" for x, u in zip(v[out], obs.loc[out, unit_col])]
-        columns[out] = unit_col
-        bad |= out
+    reports = []
+    for converted, raw_col, unit_col, unit, limit, mask, value, action, side in checks:
+        mask = mask.fillna(False).astype(bool)
+        if not mask.any():
+            continue
+        user = names.get(raw_col, raw_col)
+        reports.append(violations_frame(obs[mask], "observations", user, obs.loc[mask, converted].to_numpy(float),
+                                        unit, f"ingest.limits.{limit}", value, action, root))
+        if action != "error":
+            continue
+        new = mask & ~bad
+        reasons[new] = [f"{user}: {x:g} {unit} after conversion is {side} the limit {value:g} {unit} "
+                        f"(ingest.limits.{limit}; check {names.get(unit_col, unit_col)} '{u}')"
+                        for x, u in zip(obs.loc[new, converted], obs.loc[new, unit_col], strict=True)]
+        columns[new] = user
+        bad |= new
     rejected = obs[bad].copy()
     rejected["reason"] = reasons[bad]
     rejected["column"] = columns[bad]
-    return obs[~bad].copy(), rejected
+    report = pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(columns=VIOLATION_COLUMNS)
+    return obs[~bad].copy(), rejected, report
 
 
 def _conform(df: pd.DataFrame, schema: C.TableSchema) -> pd.DataFrame:
@@ -319,14 +411,6 @@ def harmonise_activity(
     a = _in_years(sown_area, years, area_file)
     n["n_rate_kg_ha"] = units.n_rate_to_kg_ha(n["n_rate"].to_numpy(dtype=float, na_value=np.nan),
                                               n["unit"].to_numpy(dtype=object))
-    too_high = n["n_rate_kg_ha"] > C.MAX_N_RATE_KG_HA
-    if too_high.any():
-        i = n.index[too_high.to_numpy()][0]
-        raise InputError(n.at[i, C.SOURCE_FILE] if C.SOURCE_FILE in n.columns else n_rate_file,
-                         f"N rate {n.at[i, 'n_rate']:g} {n.at[i, 'unit']} = {n.at[i, 'n_rate_kg_ha']:g} kg N/ha "
-                         f"is above the plausible maximum {C.MAX_N_RATE_KG_HA:g} kg N/ha",
-                         "check the unit column (kg N/ha vs kg N/mu) and the value",
-                         row=int(n.at[i, C.SOURCE_ROW]) if C.SOURCE_ROW in n.columns else None, column="n_rate")
     a["area_ha"] = units.area_to_ha(a["area"].to_numpy(dtype=float, na_value=np.nan), a["unit"].to_numpy(dtype=object))
     a = _fill_raw_series(a[[*keys, "year", "area_ha"]], "area_ha", keys, max_gap)
     n = _fill_raw_series(n[[*keys, "year", "n_rate_kg_ha"]], "n_rate_kg_ha", keys, max_gap)
@@ -404,28 +488,68 @@ def harmonise_irrigation(irr: pd.DataFrame, prefectures: np.ndarray, years: tupl
     return out[["prefecture_code", "year", "irrigated_fraction", "irrigation_mm", "irrigation_filled"]], unknown
 
 
-def check_sown_vs_land(core: pd.DataFrame, area_km2: dict[int, float], file: str) -> None:
-    """Fail when a county-year's sown area (all crops) exceeds ``MAX_SOWN_PER_LAND_AREA`` x its
-    land area: the sign of a unit mix-up (1000 ha read as ha, ha labelled mu, ...)."""
-    sown = core.groupby(["county_code", "year"])["area_ha"].sum().reset_index()
-    land_ha = sown["county_code"].map(area_km2).to_numpy(dtype=float) * 100.0
-    ratio = sown["area_ha"].to_numpy() / land_ha
-    bad = ratio > C.MAX_SOWN_PER_LAND_AREA
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(file, f"county {sown['county_code'].iloc[i]}, {sown['year'].iloc[i]}: sown area "
-                         f"{sown['area_ha'].iloc[i]:,.0f} ha is {ratio[i]:.1f} x its land area",
-                         "check the area unit (ha, mu, km2, 1000 ha) and the values", column="area")
+def n_rate_violations(n_rate: pd.DataFrame, limit_kg_ha: float, action: str, column: str,
+                      root: Path | None = None) -> pd.DataFrame:
+    """Rows of an N-rate input whose rate, converted to kg N/ha, is above ``limit_kg_ha``.
+
+    Notes
+    -----
+    kg N/mu x 15 = kg N/ha (:func:`pipeline.units.n_rate_to_kg_ha`), so a rate in kg/ha
+    labelled kg/mu shows up here whatever unit the file used.
+    """
+    kg_ha = units.n_rate_to_kg_ha(n_rate["n_rate"].to_numpy(dtype=float, na_value=np.nan),
+                                  n_rate["unit"].to_numpy(dtype=object))
+    bad = np.nan_to_num(kg_ha, nan=-np.inf) > limit_kg_ha
+    return violations_frame(n_rate[bad], "n_rate", column, kg_ha[bad], "kg N/ha",
+                            "ingest.limits.max_n_rate_kg_ha", limit_kg_ha, action, root)
 
 
-def build_activity(core: pd.DataFrame, irrigation: pd.DataFrame, covariates: pd.DataFrame,
-                   covariates_file: str, irrigation_file: str) -> pd.DataFrame:
+def sown_land_violations(sown_area: pd.DataFrame, area_km2: dict[int, float], limit_ratio: float, action: str,
+                         column: str, root: Path | None = None) -> pd.DataFrame:
+    """Every input row of a unit-year whose sown area (all crops) exceeds ``limit_ratio`` x its land area.
+
+    Parameters
+    ----------
+    sown_area
+        Validated sown-area rows (any unit) with ``_file``/``_row``. Rows whose code is not in
+        ``area_km2`` (retired codes, re-keyed later) are not checked here.
+    area_km2
+        Land area of each present-day unit, km2 (from the boundaries, equal-area projection).
+
+    Notes
+    -----
+    ratio = sum over crops of area_ha / (100 x land area km2); double and triple cropping make
+    it exceed 1, a unit mix-up (1000 ha read as ha, ha labelled mu) makes it exceed the limit.
+    The reported value of each row is its unit-year's ratio.
+    """
+    df = sown_area.copy()
+    df["_area_ha"] = units.area_to_ha(df["area"].to_numpy(dtype=float, na_value=np.nan), df["unit"].to_numpy(dtype=object))
+    df = df[df["county_code"].astype(int).isin(list(area_km2))]
+    total = df.groupby(["county_code", "year"])["_area_ha"].transform("sum")
+    land_ha = df["county_code"].astype(int).map(area_km2).to_numpy(dtype=float) * 100.0
+    ratio = total.to_numpy(dtype=float) / land_ha
+    bad = ratio > limit_ratio
+    return violations_frame(df[bad], "sown_area", column, ratio[bad], "sown ha per ha of land",
+                            "ingest.limits.max_sown_per_land_area", limit_ratio, action, root)
+
+
+def build_activity(core: pd.DataFrame, irrigation: pd.DataFrame, covariates: pd.DataFrame | None,
+                   covariates_file: str, irrigation_file: str, climate_default: str | None = None) -> pd.DataFrame:
     """Join activity, irrigation and covariates into the :data:`~pipeline.contract.ACTIVITY` table.
+
+    Parameters
+    ----------
+    covariates
+        Validated covariates per present-day unit, or ``None`` (no covariates input: the
+        soil and weather columns stay empty).
+    climate_default
+        IPCC climate class for units whose covariates give none (``ingest.defaults.climate``);
+        ``None`` makes a missing class an error.
 
     Notes
     -----
     Water input (mm/yr) = precip_mm + irrigated_fraction x irrigation_mm: the irrigation water of
-    the irrigated share is spread over the sown area of the county.
+    the irrigated share is spread over the sown area of the unit.
     """
     df = core.copy()
     df["prefecture_code"] = df["county_code"] // 100
@@ -436,144 +560,23 @@ def build_activity(core: pd.DataFrame, irrigation: pd.DataFrame, covariates: pd.
         raise InputError(irrigation_file, f"no irrigation for prefecture {bad['prefecture_code']} "
                          f"(nor any prefecture of province {bad['province_code']}) in {bad['year']}",
                          "add the prefecture's series to the irrigation input", column="prefecture_code")
-    cov = covariates.drop(columns=[c for c in C.BOOKKEEPING if c in covariates.columns])
-    df = df.merge(cov, on="county_code", how="left")
-    if df["soil_ph"].isna().any():
-        code = int(df.loc[df["soil_ph"].isna(), "county_code"].iloc[0])
-        raise InputError(covariates_file, f"no covariates for county {code}, which has activity data",
-                         "add a row for it to the covariates input", column="county_code")
+    if covariates is not None:
+        cov = covariates.drop(columns=[c for c in C.BOOKKEEPING if c in covariates.columns])
+        df = df.merge(cov, on="county_code", how="left")
+        if df["soil_ph"].isna().any():
+            code = int(df.loc[df["soil_ph"].isna(), "county_code"].iloc[0])
+            raise InputError(covariates_file, f"no covariates for unit {code}, which has activity data",
+                             "add a row for it to the covariates input", column="county_code")
+    else:
+        for col in ("soil_ph", "soc_g_kg", "clay_pct", "mean_temp_c", "precip_mm", "climate"):
+            df[col] = np.nan
+    df["climate"] = df["climate"].astype(object).where(df["climate"].notna(), climate_default)
+    if df["climate"].isna().any():
+        code = int(df.loc[df["climate"].isna(), "county_code"].iloc[0])
+        why = "the covariates give no climate class for unit" if covariates is not None else \
+            "there is no covariates input, so no climate class for unit"
+        raise InputError(covariates_file if covariates is not None else "inputs.covariates",
+                         f"{why} {code} (the disaggregated IPCC Tier 1 EF depends on it)",
+                         "add a `climate` column (wet or dry), or set ingest.defaults.climate", column="climate")
     df["water_input_mm"] = df["precip_mm"] + df["irrigated_fraction"] * df["irrigation_mm"]
     return _conform(df, C.ACTIVITY).sort_values(["county_code", "crop", "year"]).reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Orchestration
-# ---------------------------------------------------------------------------------------------
-def read_input(cfg: Config, name: str, spec: InputSpec | None = None) -> pd.DataFrame:
-    """Read a configured tabular input with its column mapping."""
-    spec = spec or getattr(cfg.inputs, name)
-    mapping = load_mapping(cfg, spec)
-    return io.read_tables(cfg.path(spec.path), encoding=spec.encoding, sheet=spec.sheet, mapping=mapping)
-
-
-def ingest_observations(cfg: Config, quarantine_to: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """Read, validate and harmonise the configured observations; returns (obs, quarantine, n_read).
-
-    When more rows are quarantined than ``ingest.max_reject_fraction`` allows, the quarantine
-    table is written to ``quarantine_to`` (if given) and :class:`TooManyRejectionsError` raised.
-    """
-    raw = read_input(cfg, "observations")
-    obs, quarantine = harmonise_observations(raw, cfg.root)
-    log.info("observations: %d rows read, %d accepted, %d quarantined", len(raw), len(obs), len(quarantine))
-    if quarantine_to is not None and len(quarantine) / max(len(raw), 1) > cfg.ingest.max_reject_fraction:
-        # The reasons are what the user needs to fix the input: write them (whole) before failing.
-        io.write_csv(quarantine, quarantine_to)
-    check_rejections(len(quarantine), len(raw), cfg.ingest.max_reject_fraction, cfg.inputs.observations.path)
-    return obs, quarantine, len(raw)
-
-
-def _validated(cfg: Config, name: str) -> pd.DataFrame:
-    raw = read_input(cfg, name)
-    valid, _ = C.ensure_valid(raw, C.INPUT_SCHEMAS[name], on_error="raise")
-    return valid
-
-
-def _check_units(df: pd.DataFrame, checker, what: str) -> None:
-    bad = ~df["unit"].map(checker).astype(bool)
-    if bad.any():
-        i = df.index[bad.to_numpy()][0]
-        raise InputError(df.at[i, C.SOURCE_FILE], f"unknown {what} unit '{df.at[i, 'unit']}'",
-                         "use one of the units listed in docs/data_contract.md, or set `constants: {unit: ...}` in the mapping",
-                         row=int(df.at[i, C.SOURCE_ROW]), column="unit")
-
-
-def _check_codes(df: pd.DataFrame, known: set[int], problem: str, fix: str) -> None:
-    """Raise for the first row whose county_code is not in ``known``."""
-    bad = ~df["county_code"].isin(known)
-    if bad.any():
-        i = df.index[bad.to_numpy()][0]
-        raise InputError(df.at[i, C.SOURCE_FILE], f"unknown county code {df.at[i, 'county_code']} ({problem})",
-                         fix, row=int(df.at[i, C.SOURCE_ROW]), column="county_code")
-
-
-def run(cfg: Config) -> list[Path]:
-    """Run the ingest stage and return the files written."""
-    from pipeline.parallel import dask_context
-
-    with dask_context(cfg.dask):
-        return _run(cfg)
-
-
-def _run(cfg: Config) -> list[Path]:
-    out_dir = cfg.processed / "ingest"
-    io.invalidate(out_dir / "manifest.json")
-    years = (cfg.ingest.first_year, cfg.ingest.last_year)
-
-    obs, quarantine, n_obs_read = ingest_observations(cfg, out_dir / "quarantine.csv")
-
-    boundaries = read_boundaries(cfg.path(cfg.inputs.boundaries.path))
-    present = set(boundaries["county_code"].astype(int))
-    area_km2 = dict(zip(boundaries["county_code"].astype(int),
-                        boundaries.to_crs("EPSG:6933").area.to_numpy() / 1e6))
-
-    crosswalk_raw = read_input(cfg, "crosswalk")
-    crosswalk, _ = C.ensure_valid(standardise_areacodes(crosswalk_raw), C.CROSSWALK_RAW, on_error="raise")
-    n_rate = _validated(cfg, "n_rate")
-    sown_area = _validated(cfg, "sown_area")
-    _check_units(n_rate, units.is_n_rate_unit, "N-rate")
-    _check_units(sown_area, units.is_area_unit, "area")
-    codes = np.union1d(n_rate["county_code"].astype(int).unique(), sown_area["county_code"].astype(int).unique())
-    weights = resolve(codes, present, successor_graph(crosswalk), area_km2)
-    resolvable = set(weights["code"])
-    for table in (n_rate, sown_area):
-        _check_codes(table, resolvable, "not in the boundaries, and no successor in the crosswalk",
-                     "correct the code, or add its history to the crosswalk file (inputs.crosswalk)")
-    core = harmonise_activity(n_rate, sown_area, weights, years, cfg.ingest.max_gap_years,
-                              str(cfg.inputs.n_rate.path), str(cfg.inputs.sown_area.path))
-
-    check_sown_vs_land(core, area_km2, str(cfg.inputs.sown_area.path))
-
-    irrigation_raw = _validated(cfg, "irrigation")
-    prefectures = np.unique(core["county_code"].to_numpy() // 100)
-    irrigation, unknown_pref = harmonise_irrigation(irrigation_raw, prefectures, years, cfg.ingest.max_gap_years)
-    if unknown_pref:
-        rows = irrigation_raw[irrigation_raw["prefecture_code"].isin(unknown_pref)].copy()
-        rows["column"] = "prefecture_code"
-        rows["reason"] = "prefecture_code: no present-day county with activity data in this prefecture"
-        quarantine = pd.concat([quarantine, _quarantine_rows(rows, "irrigation", cfg.root)], ignore_index=True)
-    covariates = _validated(cfg, "covariates")
-    _check_codes(covariates, present, "covariates must use the boundary file's present-day codes",
-                 "use the present-day code of the county")
-    activity = build_activity(core, irrigation, covariates, str(cfg.inputs.covariates.path),
-                              str(cfg.inputs.irrigation.path))
-
-    mapping_log = weights[weights["code"] != weights["county_code"]].copy()
-    written = [
-        io.write_parquet(obs, out_dir / "observations.parquet"),
-        io.write_parquet(activity, out_dir / "activity.parquet"),
-        io.write_csv(quarantine.sort_values(["table", "file", "row"], kind="stable"), out_dir / "quarantine.csv"),
-        io.write_csv(mapping_log, out_dir / "code_mapping.csv"),
-    ]
-    input_files = [f for name in ("observations", "n_rate", "sown_area", "irrigation", "covariates", "crosswalk")
-                   for f in io.expand_paths(cfg.path(getattr(cfg.inputs, name).path))]
-    input_files.append(cfg.path(cfg.inputs.boundaries.path))
-    manifest = {
-        "stage": "ingest",
-        "label": cfg.inputs.label,
-        "outputs": {p.name: io.file_sha256(p) for p in written},
-        "inputs": io.inputs_sha256(input_files),
-        "counts": {
-            "observations_read": n_obs_read,
-            "observations_accepted": len(obs),
-            "quarantined_rows": len(quarantine),
-            "activity_rows": len(activity),
-            "counties_with_activity": int(activity["county_code"].nunique()),
-            "historical_codes_remapped": int(mapping_log["code"].nunique()),
-            "area_cells_filled": int(activity["area_filled"].sum()),
-            "n_rate_cells_filled": int(activity["n_rate_filled"].sum()),
-        },
-        "config": cfg.model_dump(mode="json", include={"ingest", "inputs"}),
-    }
-    written.append(io.write_json(manifest, out_dir / "manifest.json"))
-    log.info("ingest: %s", manifest["counts"])
-    return written

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline import io, units
-from pipeline.config import Config, EstimateConfig
-from pipeline.errors import ModelError, StageOrderError
-from pipeline.models import CropModel, InventoryModel, tier1_model
+from pipeline import units
+from pipeline.errors import ModelError
+from pipeline.methods.models import CropModel, InventoryModel
+from pipeline.methods.options import EstimateOptions
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def lognormal_multiplier(rng: np.random.Generator, rel_error: float, shape: tupl
 
 
 def make_draws(model: InventoryModel, provinces: np.ndarray, crops: tuple[str, ...],
-               cfg: EstimateConfig) -> Draws:
+               cfg: EstimateOptions) -> Draws:
     """Draw model parameters and activity errors for ``cfg.draws`` Monte Carlo iterations.
 
     Raises
@@ -94,27 +93,34 @@ def make_draws(model: InventoryModel, provinces: np.ndarray, crops: tuple[str, .
 
 
 def _check_covariance(m: CropModel) -> None:
-    """Raise :class:`ModelError` unless ``m.cov`` is finite, symmetric and positive semi-definite."""
-    cov = m.cov
-    ok = bool(np.all(np.isfinite(cov))) and np.allclose(cov, cov.T, rtol=1e-8, atol=0.0)
-    if ok and cov.size:
-        eig = np.linalg.eigvalsh((cov + cov.T) / 2.0)
-        ok = eig.min() >= -1e-8 * max(eig.max(), 0.0)
-    if not ok:
-        raise ModelError(f"crop {m.crop}: the {m.family} coefficient covariance is not positive "
-                         "semi-definite, so its Monte Carlo draws are meaningless (a failed fit). "
+    """Raise :class:`ModelError` unless ``m.cov`` is finite, symmetric and positive semi-definite.
+
+    Notes
+    -----
+    Both tolerances are relative to the scale of the matrix, ``s = max |cov_ij|``: symmetric when
+    ``max |cov - cov^T| <= 1e-8 s`` (an elementwise relative test fails on entries near 1e-22 that
+    differ only by rounding), positive semi-definite when the smallest eigenvalue of the
+    symmetric part is ``>= -1e-8 s``. The message names the test that failed.
+    """
+    cov = np.asarray(m.cov, dtype=float)
+    problem = None
+    if not np.all(np.isfinite(cov)):
+        problem = "has non-finite entries"
+    elif cov.size:
+        scale = float(np.max(np.abs(cov)))
+        asym = float(np.max(np.abs(cov - cov.T)))
+        if asym > 1e-8 * scale:
+            problem = (f"is not symmetric (largest |cov - cov^T| = {asym:.3g}, more than 1e-8 x the "
+                       f"largest entry {scale:.3g})")
+        else:
+            eig_min = float(np.linalg.eigvalsh((cov + cov.T) / 2.0).min())
+            if eig_min < -1e-8 * scale:
+                problem = (f"is not positive semi-definite (smallest eigenvalue {eig_min:.3g}, below "
+                           f"-1e-8 x the largest entry {scale:.3g})")
+    if problem is not None:
+        raise ModelError(f"crop {m.crop}: the {m.family} coefficient covariance {problem}, so its Monte "
+                         "Carlo draws are meaningless (a failed fit). "
                          f"Fix: re-run `cropn2o fit`, or pin the other family in fit.pin.{m.crop}")
-
-
-def _n_coef_index(m: CropModel) -> int | None:
-    """Index of the N-rate coefficient (None for Tier 1); N must enter only as that one term."""
-    if m.family == "ipcc_tier1":
-        return None
-    if "n_rate_kg_ha" not in m.coef_names or sum("n_rate" in name for name in m.coef_names) != 1:
-        raise ModelError(f"crop {m.crop}: the estimate stage needs N rate to enter the model as one "
-                         f"linear term 'n_rate_kg_ha' (terms: {', '.join(m.coef_names)}). "
-                         "Fix: re-fit without N interactions")
-    return m.coef_names.index("n_rate_kg_ha")
 
 
 def emission_draws(m: CropModel, X: pd.DataFrame, params: np.ndarray, n_mult: np.ndarray,
@@ -147,7 +153,7 @@ def emission_draws(m: CropModel, X: pd.DataFrame, params: np.ndarray, n_mult: np
     """
     e_nominal = m.mean_emission(X, params)
     e0 = m.background(X, params)
-    j = _n_coef_index(m)
+    j = m.n_coef_index()
     if j is None:
         e = e_nominal * n_mult
     else:
@@ -228,6 +234,11 @@ def _task(X: pd.DataFrame, block: _Block, m: CropModel, params: np.ndarray, n_mu
     return stats, pi[starts], prov_sums
 
 
+def _rows(X: pd.DataFrame, rows: slice) -> pd.DataFrame:
+    """The rows of one task (taken where the task runs)."""
+    return X.iloc[rows]
+
+
 def _blocks(activity: pd.DataFrame, crops: tuple[str, ...], provinces: np.ndarray, n_draws: int,
             max_cells: int) -> list[_Block]:
     """Tasks of one year, one crop and at most ``max_cells // n_draws`` rows (memory flat in draws).
@@ -248,7 +259,7 @@ def _blocks(activity: pd.DataFrame, crops: tuple[str, ...], provinces: np.ndarra
     return blocks
 
 
-def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateConfig,
+def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions,
              edition: str = "2019") -> dict[str, pd.DataFrame]:
     """Monte Carlo inventory of ``activity`` under ``model``.
 
@@ -283,12 +294,18 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateConfig,
     provinces = np.sort(activity["province_code"].unique())
     draws = make_draws(model, provinces, crops, cfg)
     blocks = _blocks(activity, crops, provinces, cfg.draws, cfg.max_cells_per_task)
+    # Shared inputs enter the graph once (one key each, sliced by the tasks), so a distributed
+    # client can scatter them to the workers instead of copying them into every task.
+    activity_d = dask.delayed(activity, pure=False)
+    per_crop = {c: tuple(dask.delayed(a, pure=False) for a in (
+        draws.params[c], np.ascontiguousarray(draws.n_mult[:, :, i]), np.ascontiguousarray(draws.area_mult[:, :, i])))
+        for i, c in enumerate(crops)}
     tasks = []
     for b in blocks:
         crop = crops[b.crop_index]
+        params_d, n_mult_d, a_mult_d = per_crop[crop]
         tasks.append(dask.delayed(_task)(
-            activity.iloc[b.rows], b, model.for_crop(crop), draws.params[crop],
-            draws.n_mult[:, :, b.crop_index], draws.area_mult[:, :, b.crop_index],
+            dask.delayed(_rows)(activity_d, b.rows), b, model.for_crop(crop), params_d, n_mult_d, a_mult_d,
             cfg.background, edition, cfg.indirect))
     with threadpool_limits(limits=1, user_api="blas"):
         results = dask.compute(*tasks)
@@ -359,72 +376,10 @@ COLUMN_ORDER = ["area_ha", "n_applied_kg", "n2o_n_kg_mean", "n2o_n_kg_median", "
                 "n2o_n_kg_p97_5", "background_n2o_n_kg_mean", "n2o_kg_mean", "co2e_kg_mean", "gwp"]
 
 
-def _order(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def order_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     crop_order = {c: i for i, c in enumerate(["all", "rice", "wheat", "maize", "vegetables", "other_upland"])}
     t = table.assign(_c=table["crop"].map(crop_order).fillna(99))
     t = t.sort_values([*keys, "year", "_c", "crop"]).drop(columns="_c")
     return t[[*keys, "year", "crop", *[c for c in COLUMN_ORDER if c in t.columns]]].reset_index(drop=True)
 
 
-def load_model(cfg: Config, kind: str) -> InventoryModel:
-    """The fitted model from the fit stage, or the IPCC Tier 1 model of the configured edition."""
-    if kind == "tier1":
-        return tier1_model(cfg.ipcc.edition, cfg.ipcc.disaggregated, cfg.fit.rice_water_regime)
-    path = cfg.processed / "fit" / "model.json"
-    if not path.exists():
-        raise StageOrderError(f"{path}: no fitted model. Fix: run `cropn2o fit` (or `make fit`) first")
-    return InventoryModel.from_json(io.read_json(path))
-
-
-def run(cfg: Config) -> list[Path]:
-    """Estimate with the fitted model (``estimate/``) and with IPCC Tier 1 (``estimate_tier1/``)."""
-    from pipeline.parallel import dask_context
-
-    act_path = cfg.processed / "ingest" / "activity.parquet"
-    if not act_path.exists():
-        raise StageOrderError(f"{act_path}: no activity table. Fix: run `cropn2o ingest` first")
-    activity = io.read_parquet(act_path)
-    # Every run's manifest goes at the end, the fitted one (the Makefile's target) last: a run
-    # that fails leaves no manifest that could pass stale tables of another run as current.
-    out_dirs = {kind: cfg.processed / ("estimate" if kind == "fitted" else f"estimate_{kind}")
-                for kind in cfg.estimate.runs}
-    for out in out_dirs.values():
-        io.invalidate(out / "manifest.json")
-    written: list[Path] = []
-    manifests: dict[str, dict] = {}
-    for kind, out in out_dirs.items():
-        model = load_model(cfg, kind)
-        with dask_context(cfg.dask):
-            tables = estimate(activity, model, cfg.estimate, cfg.ipcc.edition)
-        county = add_derived(tables["county"], cfg.estimate.gwp)
-        province = _order(add_derived(tables["province"], cfg.estimate.gwp), ["province_code"])
-        national = _order(add_derived(tables["national"], cfg.estimate.gwp), [])
-        files = [
-            io.write_parquet(county, out / "county.parquet"),
-            io.write_parquet(province, out / "province.parquet"),
-            io.write_csv(province, out / "province.csv"),
-            io.write_csv(national, out / "national.csv"),
-            io.write_parquet(national, out / "national.parquet"),
-            io.write_parquet(tables["national_draws"], out / "national_draws.parquet"),
-        ]
-        manifests[kind] = {
-            "stage": "estimate", "label": cfg.inputs.label, "model": kind,
-            "units": "kg N2O-N per year (n2o_n_kg_*); kg N2O; kg CO2e",
-            "background": cfg.estimate.background,
-            "emission_columns": ("fertilizer-induced direct N2O-N (background in background_n2o_n_kg_mean)"
-                                 if cfg.estimate.background == "separate" else "direct N2O-N including background")
-            + (" + indirect N2O-N" if cfg.estimate.indirect else ""),
-            "outputs": {p.name: io.file_sha256(p) for p in files},
-            "inputs": {"activity.parquet": io.file_sha256(act_path),
-                       **({"model.json": io.file_sha256(cfg.processed / "fit" / "model.json")} if kind == "fitted" else {}),
-                       "model_provenance": model.provenance},
-            "config": cfg.model_dump(mode="json", include={"estimate", "ipcc"}),
-        }
-        written += files
-        nat = national[national["crop"] == "all"]
-        log.info("%s: national %d %.1f Gg N2O-N (95%% %.1f-%.1f), %d %.1f Gg", kind,
-                 nat["year"].iloc[0], nat["n2o_n_kg_mean"].iloc[0] / 1e6, nat["n2o_n_kg_p2_5"].iloc[0] / 1e6,
-                 nat["n2o_n_kg_p97_5"].iloc[0] / 1e6, nat["year"].iloc[-1], nat["n2o_n_kg_mean"].iloc[-1] / 1e6)
-    for kind in sorted(manifests, key=lambda k: k == "fitted"):
-        written.append(io.write_json(manifests[kind], out_dirs[kind] / "manifest.json"))
-    return written

@@ -1,0 +1,1 @@
+"""methods layer of cropn2o (see docs/architecture.md)."""

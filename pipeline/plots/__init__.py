@@ -1,0 +1,1 @@
+"""plots layer of cropn2o (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""readers layer of cropn2o (see docs/architecture.md)."""

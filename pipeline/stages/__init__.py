@@ -1,0 +1,1 @@
+"""stages layer of cropn2o (see docs/architecture.md)."""

@@ -1,0 +1,43 @@
+"""The FIT stage: emission-factor models by crop class, and the IPCC Tier 1 baseline.
+
+Reads ``ingest.observations``; the methods are in :mod:`pipeline.methods.fitting` (science and
+rules in ``docs/fit.md``), the figure in :mod:`pipeline.plots.fit`. Writes ``fit/``: model.json,
+tier1_model.json, coefficients, covariance, diagnostics, cv_predictions, quarantine, ef_curves
+(CSV and PNG) and manifest.json (last).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import statsmodels
+
+from pipeline import io
+from pipeline.config import Config
+from pipeline.methods.fitting import ef_curves, fit_all
+from pipeline.methods.models import tier1_model
+from pipeline.parallel import dask_context
+from pipeline.plots.fit import ef_figure
+from pipeline.stages.context import StageRun
+
+
+def run(cfg: Config) -> list[Path]:
+    """Fit every configured crop, cross-validate, choose; write ``fit/``."""
+    stage = StageRun(cfg, "fit")
+    src = stage.upstream("ingest.observations")
+    obs = io.read_parquet(src)
+    with dask_context(cfg.dask):
+        fitted, tables = fit_all(obs, cfg.fit, source=str(src))
+    fitted.provenance["inputs_sha256"] = {src.name: io.file_sha256(src)}
+    fitted.provenance["statsmodels"] = statsmodels.__version__
+    tier1 = tier1_model(cfg.ipcc.edition, cfg.ipcc.disaggregated, cfg.fit.rice_water_regime)
+    curves = ef_curves(fitted, tier1, cfg.fit)
+    written = [
+        io.write_json(fitted.to_json(), stage.output("model")),
+        io.write_json(tier1.to_json(), stage.output("tier1_model")),
+        *(io.write_csv(tables[name], stage.output(name))
+          for name in ("coefficients", "covariance", "diagnostics", "cv_predictions", "quarantine")),
+        io.write_csv(curves, stage.output("ef_curves")),
+        io.write_png(ef_figure(curves), stage.output("ef_curves_png"), cfg.inputs.label),
+    ]
+    return stage.finish(written)
