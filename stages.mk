@@ -6,13 +6,16 @@ $(DEMO)/MANIFEST.json: $(STAMP)/demo.json \
     pipeline/config.py \
     pipeline/contract.py \
     pipeline/demo/__init__.py \
+    pipeline/demo/edgar.py \
+    pipeline/demo/spatial.py \
+    pipeline/demo/truth.py \
+    pipeline/demo/writers.py \
     pipeline/errors.py \
     pipeline/io.py \
     pipeline/methods/breakpoint_common.py \
-    pipeline/methods/breakpoints.py \
-    pipeline/methods/mean_shift.py \
     pipeline/methods/slope_change.py \
     pipeline/readers/boundaries.py \
+    pipeline/readers/edgar.py \
     pipeline/units.py
 	$(CLI) demo-data
 	@$(CLI) -q stamp
@@ -28,16 +31,21 @@ $(P)/ingest/manifest.json: $(RAW_INPUTS) \
     pipeline/contract.py \
     pipeline/errors.py \
     pipeline/io.py \
+    pipeline/methods/allocation.py \
     pipeline/methods/crosswalk.py \
     pipeline/methods/harmonise.py \
     pipeline/methods/models.py \
+    pipeline/methods/response_forms.py \
     pipeline/parallel.py \
+    pipeline/readers/__init__.py \
     pipeline/readers/boundaries.py \
     pipeline/readers/crosswalk.py \
+    pipeline/readers/nbs.py \
     pipeline/readers/tables.py \
     pipeline/stages/context.py \
     pipeline/stages/ingest.py \
     pipeline/stages/registry.py \
+    pipeline/stamps.py \
     pipeline/units.py
 	$(CLI) ingest
 
@@ -51,14 +59,19 @@ $(P)/fit/manifest.json: $(P)/ingest/manifest.json \
     pipeline/contract.py \
     pipeline/errors.py \
     pipeline/io.py \
+    pipeline/methods/__init__.py \
     pipeline/methods/fitting.py \
     pipeline/methods/models.py \
     pipeline/methods/options.py \
+    pipeline/methods/response_forms.py \
     pipeline/parallel.py \
+    pipeline/plots/__init__.py \
     pipeline/plots/fit.py \
+    pipeline/plots/style.py \
     pipeline/stages/context.py \
     pipeline/stages/fit.py \
-    pipeline/stages/registry.py
+    pipeline/stages/registry.py \
+    pipeline/stamps.py
 	$(CLI) fit
 
 fit: $(P)/fit/manifest.json ## Fit emission-factor models by crop (and the IPCC Tier 1 baseline)
@@ -74,10 +87,12 @@ $(P)/estimate/manifest.json: $(P)/ingest/manifest.json \
     pipeline/methods/models.py \
     pipeline/methods/montecarlo.py \
     pipeline/methods/options.py \
+    pipeline/methods/response_forms.py \
     pipeline/parallel.py \
     pipeline/stages/context.py \
     pipeline/stages/estimate.py \
     pipeline/stages/registry.py \
+    pipeline/stamps.py \
     pipeline/units.py
 	$(CLI) estimate
 
@@ -94,11 +109,13 @@ $(P)/grid/manifest.json: $(P)/estimate/manifest.json \
     pipeline/methods/gridding.py \
     pipeline/methods/models.py \
     pipeline/methods/options.py \
+    pipeline/methods/response_forms.py \
     pipeline/parallel.py \
     pipeline/readers/boundaries.py \
     pipeline/stages/context.py \
     pipeline/stages/grid.py \
-    pipeline/stages/registry.py
+    pipeline/stages/registry.py \
+    pipeline/stamps.py
 	$(CLI) grid
 
 grid: $(P)/grid/manifest.json ## Mass-conserving grids at 0.1 deg and 0.01 deg (NetCDF, GeoTIFF)
@@ -121,6 +138,7 @@ $(P)/trend/manifest.json: $(P)/ingest/manifest.json \
     pipeline/methods/models.py \
     pipeline/methods/montecarlo.py \
     pipeline/methods/options.py \
+    pipeline/methods/response_forms.py \
     pipeline/methods/slope_change.py \
     pipeline/parallel.py \
     pipeline/plots/trend.py \
@@ -129,11 +147,79 @@ $(P)/trend/manifest.json: $(P)/ingest/manifest.json \
     pipeline/stages/context.py \
     pipeline/stages/registry.py \
     pipeline/stages/trend.py \
+    pipeline/stamps.py \
     pipeline/units.py
 	$(CLI) trend
 
 trend: $(P)/trend/manifest.json ## Breakpoints and attribution of the trend
 
-STAGE_TARGETS := $(P)/ingest/manifest.json $(P)/fit/manifest.json $(P)/estimate/manifest.json $(P)/grid/manifest.json $(P)/trend/manifest.json
-ALL_TARGETS := $(P)/grid/manifest.json $(P)/trend/manifest.json
-.PHONY: demo-data ingest fit estimate grid trend
+$(P)/compare/manifest.json: $(P)/estimate/manifest.json \
+    $(P)/grid/manifest.json \
+    $(STAMP)/input_files.json \
+    $(STAMP)/compare.json \
+    pipeline/__init__.py \
+    pipeline/config.py \
+    pipeline/contract.py \
+    pipeline/errors.py \
+    pipeline/io.py \
+    pipeline/methods/__init__.py \
+    pipeline/methods/breakpoint_common.py \
+    pipeline/methods/breakpoints.py \
+    pipeline/methods/compare.py \
+    pipeline/methods/davies.py \
+    pipeline/methods/gridding.py \
+    pipeline/methods/kink_interval.py \
+    pipeline/methods/mean_shift.py \
+    pipeline/methods/models.py \
+    pipeline/methods/options.py \
+    pipeline/methods/response_forms.py \
+    pipeline/methods/slope_change.py \
+    pipeline/plots/__init__.py \
+    pipeline/plots/compare.py \
+    pipeline/plots/style.py \
+    pipeline/readers/boundaries.py \
+    pipeline/readers/edgar.py \
+    pipeline/readers/faostat.py \
+    pipeline/stages/compare.py \
+    pipeline/stages/context.py \
+    pipeline/stages/registry.py \
+    pipeline/stamps.py \
+    pipeline/units.py
+	$(CLI) compare
+
+compare: $(P)/compare/manifest.json ## Scope-matched comparison with EDGAR and FAOSTAT: totals, trends, maps and the bridge
+
+$(P)/report/manifest.json: $(P)/ingest/manifest.json \
+    $(P)/fit/manifest.json \
+    $(P)/estimate/manifest.json \
+    $(P)/grid/manifest.json \
+    $(P)/trend/manifest.json \
+    $(P)/compare/manifest.json \
+    $(STAMP)/input_files.json \
+    $(STAMP)/report.json \
+    pipeline/__init__.py \
+    pipeline/config.py \
+    pipeline/contract.py \
+    pipeline/errors.py \
+    pipeline/io.py \
+    pipeline/methods/lmdi.py \
+    pipeline/methods/models.py \
+    pipeline/methods/response_forms.py \
+    pipeline/plots/__init__.py \
+    pipeline/plots/coverage.py \
+    pipeline/plots/emissions.py \
+    pipeline/plots/maps.py \
+    pipeline/plots/report_html.py \
+    pipeline/plots/style.py \
+    pipeline/readers/boundaries.py \
+    pipeline/stages/context.py \
+    pipeline/stages/registry.py \
+    pipeline/stages/report.py \
+    pipeline/stamps.py
+	$(CLI) report
+
+report: $(P)/report/manifest.json ## Self-contained HTML report with every figure (PNG + SVG)
+
+STAGE_TARGETS := $(P)/ingest/manifest.json $(P)/fit/manifest.json $(P)/estimate/manifest.json $(P)/grid/manifest.json $(P)/trend/manifest.json $(P)/compare/manifest.json $(P)/report/manifest.json
+ALL_TARGETS := $(P)/report/manifest.json
+.PHONY: demo-data ingest fit estimate grid trend compare report

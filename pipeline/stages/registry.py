@@ -81,14 +81,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                   "coefficients": "fit/coefficients.csv", "covariance": "fit/covariance.csv",
                   "diagnostics": "fit/diagnostics.csv", "cv_predictions": "fit/cv_predictions.csv",
                   "quarantine": "fit/quarantine.csv", "ef_curves": "fit/ef_curves.csv",
-                  "ef_curves_png": "fit/ef_curves.png"}),
+                  "ef_curves_png": "fit/ef_curves.png", "response_forms": "fit/response_forms.json",
+                  "form_cv": "fit/form_cv.csv", "paired_ef": "fit/paired_ef.csv",
+                  "paired_ef_png": "fit/paired_ef.png"}),
     Stage("estimate", "pipeline.stages.estimate", "unit x crop x year emissions with Monte Carlo intervals",
           sections=("estimate",), reads=("fit.model", "ingest.activity"),
-          writes={f"{run}_{table}": f"{folder}/{table}.{ext}"
+          writes={f"{run}_{name}": f"{folder}/{file}"
                   for run, folder in (("fitted", "estimate"), ("tier1", "estimate_tier1"))
-                  for table, ext in (("county", "parquet"), ("province", "parquet"), ("province_csv", "csv"),
-                                     ("national_csv", "csv"), ("national", "parquet"),
-                                     ("national_draws", "parquet"))}),
+                  for name, file in (("county", "county.parquet"), ("province", "province.parquet"),
+                                     ("province_csv", "province.csv"), ("national_csv", "national.csv"),
+                                     ("national", "national.parquet"), ("national_draws", "national_draws.parquet"))}),
     Stage("grid", "pipeline.stages.grid", "mass-conserving grids at 0.1 deg and 0.01 deg (NetCDF, GeoTIFF)",
           sections=("grid",), reads=("estimate.fitted_county",), input_files=True,
           writes={"mass_check": "grid/mass_check.csv", "zonal_check_county": "grid/zonal_check_county.csv",
@@ -115,7 +117,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           reads=("ingest.observations", "ingest.activity", "fit.ef_curves", "fit.diagnostics",
                  "estimate.fitted_national", "estimate.fitted_province", "estimate.tier1_national",
                  "estimate.tier1_province", "grid.mass_check", "trend.series", "trend.breaks",
-                 "trend.breaks_csv"),
+                 "trend.breaks_csv", "compare.summary"),
           writes={"html": "report/report.html"}),
 )}
 
