@@ -84,3 +84,9 @@ class LockHeldError(PipelineError):
     """
 
     exit_code = 75
+
+
+class AllocationError(PipelineError):
+    """Top-down allocation inputs are inconsistent (negative or missing totals, missing crop area)."""
+
+    exit_code = 3

@@ -167,3 +167,37 @@ def n2o_n_to_co2e(n2o_n: np.ndarray | float, gwp: str) -> np.ndarray | float:
     if gwp not in GWP100_N2O:
         raise ValueError(f"unknown GWP100 set {gwp!r}; use one of {sorted(GWP100_N2O)}")
     return n2o_n_to_n2o(n2o_n) * GWP100_N2O[gwp]
+
+
+# ---------------------------------------------------------------------------------------------
+# Units of Chinese statistics (NBS): 千公顷, 万吨, ...
+# ---------------------------------------------------------------------------------------------
+#: ha per 千公顷 (thousand hectares).
+HA_PER_THOUSAND_HA = 1_000.0
+#: kg per 万吨 (10,000 tonnes).
+KG_PER_WAN_TONNE = 1.0e7
+#: kW per 万千瓦 (10,000 kW).
+KW_PER_WAN_KW = 1.0e4
+#: kWh per 亿千瓦时 (100 million kWh).
+KWH_PER_YI_KWH = 1.0e8
+
+#: NBS unit spelling (normalised: lower case, no spaces) -> (pipeline unit, factor).
+NBS_UNITS: dict[str, tuple[str, float]] = {
+    "千公顷": ("ha", HA_PER_THOUSAND_HA),
+    "thousandhectares": ("ha", HA_PER_THOUSAND_HA),
+    "thousandsofhectares": ("ha", HA_PER_THOUSAND_HA),
+    "1000hectares": ("ha", HA_PER_THOUSAND_HA),
+    "1000ha": ("ha", HA_PER_THOUSAND_HA),
+    "公顷": ("ha", 1.0),
+    "hectares": ("ha", 1.0),
+    "万吨": ("kg", KG_PER_WAN_TONNE),
+    "10000tons": ("kg", KG_PER_WAN_TONNE),
+    "10,000tons": ("kg", KG_PER_WAN_TONNE),
+    "10thousandtons": ("kg", KG_PER_WAN_TONNE),
+    "吨": ("kg", 1_000.0),
+    "tons": ("kg", 1_000.0),
+    "万千瓦": ("kW", KW_PER_WAN_KW),
+    "亿千瓦小时": ("kWh", KWH_PER_YI_KWH),
+    "亿千瓦时": ("kWh", KWH_PER_YI_KWH),
+    "个": ("count", 1.0),
+}

@@ -36,7 +36,7 @@ def test_mapping(tmp_path: Path) -> None:
     assert df["crop"].iloc[0] == "rice" and pd.isna(df["crop"].iloc[1])
     assert df["soc_g_kg"].tolist() == [25.0, 10.0] and df["study_id"].tolist() == ["7", "8"]
     assert df["obs_id"].tolist() == ["t:2", "t:3"] and (df["flux_unit"] == "kg N2O-N/ha").all()
-    with pytest.raises(InputError, match="column 'Nope' named in the column mapping"):
+    with pytest.raises(InputError, match="column 'Nope' named under `columns:` in the column mapping"):
         tables.read_tables(f, mapping=ColumnMapping(columns={"site_id": "Nope"}))
 
 

@@ -188,7 +188,9 @@ def apply_mapping(df: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame:
     See :class:`pipeline.config.ColumnMapping`. The user's file is not modified.
     """
     file = str(df[SOURCE_FILE].iloc[0]) if SOURCE_FILE in df.columns and len(df) else "<table>"
-    referenced = [*mapping.columns.values(), *mapping.default_from.values()]
+    # default_from may name a file column or a contract column the mapping creates
+    created = {*mapping.columns, *mapping.constants}
+    referenced = [*mapping.columns.values(), *(v for v in mapping.default_from.values() if v not in created)]
     missing = [src for src in referenced if src not in df.columns]
     if missing:
         present = ", ".join(str(c) for c in df.columns if c not in (SOURCE_FILE, SOURCE_ROW))

@@ -123,6 +123,7 @@ def manifest_document(cfg: Config, st: Stage, folder: Path, outputs: list[Path],
     """
     doc: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA, "stage": st.name, "label": cfg.inputs.label,
+        "unit_level": cfg.inputs.unit_level,
         "package_version": package_version(),
         "config": cfg.model_dump(mode="json", include=set(st.sections)),
         "inputs": {relative_name(p, cfg.root): io.file_sha256(p) for p in sorted(set(inputs))},

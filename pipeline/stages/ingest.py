@@ -436,9 +436,9 @@ def _run(cfg: Config) -> list[Path]:
         io.write_csv(report, report_path),
         io.write_csv(mapping_log, stage.output("code_mapping")),
     ]
-    extra: dict[str, object] = {"unit_level": level}
+    extra: dict[str, object] = {}  # the unit level is in every manifest (StageRun)
     if alloc is not None:
-        written.append(io.write_csv(alloc, stage.output("activity").parent / "n_allocation.csv"))
+        written.append(io.write_csv(alloc, stage.output("n_allocation")))
         summary = check_allocation(alloc, rtol=cfg.ingest.n_allocation.rtol)  # type: ignore[union-attr]
         extra["n_allocation"] = {
             "regions": len(summary), "max_rel_error": float(summary["rel_error"].max()),

@@ -74,6 +74,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           sections=("inputs", "ingest"), input_files=True,
           writes={"observations": "ingest/observations.parquet", "activity": "ingest/activity.parquet",
                   "quarantine": "ingest/quarantine.csv", "violations": "ingest/violations.csv",
+                  "n_allocation": "ingest/n_allocation.csv",
                   "code_mapping": "ingest/code_mapping.csv"}),
     Stage("fit", "pipeline.stages.fit", "fit emission-factor models by crop (and the IPCC Tier 1 baseline)",
           sections=("fit", "ipcc"), reads=("ingest.observations",),
