@@ -38,6 +38,9 @@ from pipeline.contract import CROPS
 from pipeline.demo.edgar import write_edgar_fixture, write_faostat_fixture
 from pipeline.demo.spatial import MUNICIPALITIES, county_table, proxy_raster
 from pipeline.demo.truth import (
+    HILL_A,
+    HILL_K,
+    HILL_POWER,
     N_SHAPE,
     NATIONAL_NOISE_SD,
     RICE_REGIME_SHARE,
@@ -331,10 +334,11 @@ def run(cfg: Config) -> list[Path]:
     # Reference-inventory fixtures in EDGAR / FAOSTAT formats (SYNTHETIC; pipeline/demo/edgar.py).
     mainland_gdf = world_gdf[~world_gdf["province_code"].isin(list(NON_MAINLAND_PROVINCES))]
     cropland = world.counties.set_index("county_code")["cropland_ha"]
+    # Always inside the demo folder (never where a config that only moved some inputs points).
     if cfg.inputs.edgar is not None:
-        written += write_edgar_fixture(demo, mainland_gdf, cropland, cfg.path(cfg.inputs.edgar.path))
+        written += write_edgar_fixture(demo, mainland_gdf, cropland, out_dir / "edgar")
     if cfg.inputs.faostat is not None:
-        written.append(write_faostat_fixture(demo, cfg.path(cfg.inputs.faostat.path)))
+        written.append(write_faostat_fixture(demo, out_dir / "faostat_synthetic_fertilizers_n2o.csv"))
 
     # Ground truth (tests only).
     fert, back = expected_emissions(world)
@@ -364,7 +368,11 @@ def run(cfg: Config) -> list[Path]:
         "label": LABEL, "seed": demo.seed, "break_year": demo.break_year,
         "model": "log E = a_crop + b_crop*N + sum_j gamma_j*x_j + delta_regime + u_site + eps; "
                  "E kg N2O-N/ha per season, N kg N/ha",
-        "a": TRUE_A, "b": TRUE_B, "gamma": TRUE_GAMMA, "rice_water_regime_effect": TRUE_REGIME,
+        "a": TRUE_A, "gamma": TRUE_GAMMA, "rice_water_regime_effect": TRUE_REGIME,
+        "n_response": {"form": "hill", "formula": "f(N) = 1 + A (N/K)^p / (1 + (N/K)^p); log E = a + log f(N) + ...",
+                       "A": HILL_A, "K_kg_ha": HILL_K, "p": HILL_POWER,
+                       "matches_exponential_b_at_1.2x_median_n": TRUE_B,
+                       "note": "none of the fit's candidate forms (issue 12 item 6)"},
         "rice_water_regime_share": RICE_REGIME_SHARE, "sigma_site": SIGMA_SITE, "sigma_resid": SIGMA_RESID,
         "sigma_measurement_kg_ha": SIGMA_MEASURE, "expectation_factor": float(np.exp(SIGMA_SITE**2 / 2 + SIGMA_RESID**2 / 2)),
         "n_rate_shape": {c: {"base_kg_ha_1990": v[0], "slope_before_break_per_yr": v[1], "slope_after_break_per_yr": v[2]}
