@@ -146,9 +146,60 @@ def write_with(target: str | Path, writer: Callable[[Path], None]) -> Path:
     return Path(target)
 
 
-def write_parquet(df: pd.DataFrame, target: str | Path) -> Path:
-    """Write a frame as Parquet, deterministically (no index, fixed compression)."""
-    return write_with(target, lambda p: df.to_parquet(p, index=False, compression="zstd"))
+def write_parquet(df: pd.DataFrame, target: str | Path, metadata: dict[str, str] | None = None,
+                  column_units: dict[str, str] | None = None) -> Path:
+    """Write a frame as Parquet, deterministically (no index, fixed compression).
+
+    ``metadata`` goes into the file's key-value schema metadata (e.g. units, scope, label, input
+    hashes: ``pyarrow.parquet.read_schema(path).metadata``); ``column_units`` adds a ``units``
+    entry to the field metadata of the named columns.
+    """
+    if not metadata and not column_units:
+        return write_with(target, lambda p: df.to_parquet(p, index=False, compression="zstd"))
+    return write_with(target, lambda p: _write_arrow(_with_metadata(
+        pa_table_from_pandas(df), metadata, column_units), p))
+
+
+def pa_table_from_pandas(df: pd.DataFrame) -> Any:
+    """The Arrow table pandas would write (no index)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def _with_metadata(table: Any, metadata: dict[str, str] | None, column_units: dict[str, str] | None) -> Any:
+    import pyarrow as pa
+
+    fields = []
+    for f in table.schema:
+        if column_units and f.name in column_units:
+            f = f.with_metadata({**(f.metadata or {}), b"units": column_units[f.name].encode()})
+        fields.append(f)
+    meta = dict(table.schema.metadata or {})
+    meta.update({str(k).encode(): str(v).encode() for k, v in sorted((metadata or {}).items())})
+    return table.cast(pa.schema(fields, metadata=meta))
+
+
+def _write_arrow(table: Any, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path, compression="zstd")
+
+
+def write_geoparquet(gdf: Any, target: str | Path, metadata: dict[str, str] | None = None,
+                     column_units: dict[str, str] | None = None) -> Path:
+    """Write a GeoDataFrame as GeoParquet 1.0 (WKB, ``geo`` metadata) plus our schema metadata."""
+    import pyarrow as pa
+
+    def write(p: Path) -> None:
+        gdf.to_parquet(p, index=False, compression="zstd", schema_version="1.0.0")
+        if metadata or column_units:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(p)
+            _write_arrow(_with_metadata(pa.table(table), metadata, column_units), p)
+
+    return write_with(target, write)
 
 
 def write_png(fig: Any, target: str | Path, label: str = "", dpi: int = 120) -> Path:
@@ -169,10 +220,12 @@ def write_csv(df: pd.DataFrame, target: str | Path, float_format: str | None = "
                                                   encoding=encoding))
 
 
-def write_gpkg(gdf: Any, target: str | Path, layer: str) -> Path:
+def write_gpkg(gdf: Any, target: str | Path, layer: str, layer_metadata: dict[str, str] | None = None) -> Path:
     """Write a GeoDataFrame as a GeoPackage, byte-identical for identical content.
 
     GDAL stamps GeoPackages with the current time; a fixed ``OGR_CURRENT_DATE`` removes it.
+    ``layer_metadata`` (e.g. units, scope) is stored as GDAL layer metadata (the GeoPackage
+    ``gpkg_metadata`` tables; ``pyogrio.read_info(path)["layer_metadata"]``, ``ogrinfo``).
     """
     import warnings
 
@@ -184,7 +237,8 @@ def write_gpkg(gdf: Any, target: str | Path, layer: str) -> Path:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The filename extension should be 'gpkg'")
-                gdf.to_file(p, driver="GPKG", layer=layer, engine="pyogrio")
+                gdf.to_file(p, driver="GPKG", layer=layer, engine="pyogrio",
+                            **({"layer_metadata": layer_metadata} if layer_metadata else {}))
         finally:
             pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
 
@@ -353,7 +407,7 @@ class GeotiffCodec:
 
     compression: Literal["deflate", "zstd", "lzw"] = "deflate"
     level: int = 1
-    predictor: bool = True
+    predictor: bool = False
     threads: int = 2
 
 
@@ -368,7 +422,7 @@ class GridVariable:
 def write_cog(values: np.ndarray, bounds: tuple[float, float, float, float], target: str | Path, *,
               band_names: Sequence[str], band_units: str, nodata: float = GRID_FILL_F4,
               tags: dict[str, str] | None = None, codec: GeotiffCodec = GeotiffCodec(),
-              tile: int = 256) -> Path:
+              tile: int = 256, overviews: Literal["none", "nearest", "average"] = "average") -> Path:
     """Write (bands, nlat, nlon) south-up float32 layers as one Cloud-Optimised GeoTIFF.
 
     Parameters
@@ -382,17 +436,23 @@ def write_cog(values: np.ndarray, bounds: tuple[float, float, float, float], tar
     nodata
         Value of cells outside the domain (also the TIFF nodata tag).
     tags, codec, tile
-        Dataset metadata, compression and the tile edge (cells, multiple of 16).
+        Dataset metadata, compression and the tile edge (cells, at least 128).
+    overviews
+        Internal overviews (factors 2, 4, ... down to one tile): ``"average"`` (the mean per-cell
+        mass of the finer cells, nodata ignored: not their sum), ``"nearest"`` (a sample) or
+        ``"none"`` (still a valid COG; viewers then read full resolution).
 
     Notes
     -----
-    GDAL's COG driver writes tiles, then overviews (``AVERAGE`` of the finer cells, nodata
-    ignored: an overview pixel shows the mean per-cell mass of the fine cells it covers, not
-    their sum), with the IFDs at the start of the file. No timestamp tag is written, so
-    identical arrays give identical bytes.
+    The layers go into an in-memory dataset whose overviews GDAL builds; GDAL's GTiff driver
+    then copies it with ``COPY_SRC_OVERVIEWS=YES``, which writes every IFD before the tiles
+    (the COG layout), bands interleaved by band (one crop is read without the others), tiles
+    entirely nodata not stored (``SPARSE_OK``). No timestamp tag is written, so identical
+    arrays give identical bytes.
     """
     import rasterio
     import rasterio.shutil
+    from rasterio.enums import Resampling
     from rasterio.transform import Affine
 
     arr = np.asarray(values, dtype=np.float32)
@@ -402,12 +462,18 @@ def write_cog(values: np.ndarray, bounds: tuple[float, float, float, float], tar
     if len(band_names) != n:
         raise ValueError(f"{len(band_names)} band names for {n} bands")
     west, south, east, north = bounds
-    block = max(128, (min(tile, 4096) // 16) * 16)  # the COG driver's smallest block is 128
-    options = {"COMPRESS": codec.compression.upper(), "BLOCKSIZE": block, "OVERVIEWS": "AUTO",
-               "OVERVIEW_RESAMPLING": "AVERAGE", "NUM_THREADS": max(1, codec.threads),
-               "PREDICTOR": "FLOATING_POINT" if codec.predictor else "NO", "BIGTIFF": "IF_SAFER"}
-    if codec.compression != "lzw":
-        options["LEVEL"] = codec.level
+    block = max(128, (min(tile, 4096) // 16) * 16)  # COG readers expect tiles of >= 128 cells
+    options: dict[str, Any] = {
+        "TILED": "YES", "BLOCKXSIZE": block, "BLOCKYSIZE": block, "COMPRESS": codec.compression.upper(),
+        "PREDICTOR": 3 if codec.predictor else 1, "INTERLEAVE": "BAND", "COPY_SRC_OVERVIEWS": "YES",
+        "SPARSE_OK": "TRUE", "NUM_THREADS": max(1, codec.threads), "BIGTIFF": "IF_SAFER"}
+    if codec.compression == "deflate":
+        options["ZLEVEL"] = codec.level
+    elif codec.compression == "zstd":
+        options["ZSTD_LEVEL"] = codec.level
+    factors = []
+    while overviews != "none" and max(h, w) / (2 ** (len(factors) + 1)) >= block / 2:
+        factors.append(2 ** (len(factors) + 1))
 
     def _write(p: Path) -> None:
         with rasterio.open(f"/vsimem/cog-{p.name}", "w", driver="MEM", height=h, width=w, count=n,
@@ -419,8 +485,10 @@ def write_cog(values: np.ndarray, bounds: tuple[float, float, float, float], tar
             src.units = tuple(band_units for _ in range(n))
             if tags:
                 src.update_tags(**tags)
+            if factors:
+                src.build_overviews(factors, Resampling.average if overviews == "average" else Resampling.nearest)
             p.unlink(missing_ok=True)  # GDAL must create the file itself
-            rasterio.shutil.copy(src, p, driver="COG", **options)
+            rasterio.shutil.copy(src, p, driver="GTiff", **options)
 
     return write_with(target, _write)
 

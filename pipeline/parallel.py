@@ -43,7 +43,7 @@ T = TypeVar("T")
 #: Graph constants at least this large are scattered to the workers instead of sent in the graph.
 SCATTER_MIN_BYTES = 1 << 20
 #: Labels of the task functions of the pipeline's long steps (key prefix -> what the bar says).
-TASK_LABELS = {"task": "Monte Carlo blocks", "rows": "Monte Carlo blocks", "cv_fold_of": "cross-validation folds",
+TASK_LABELS = {"task": "Monte Carlo blocks", "cv_fold_of": "cross-validation folds",
                "cv_fold": "cross-validation folds", "safe_fit": "model fits", "year_slab": "grid years"}
 #: Seconds between two redraws of a bar.
 REFRESH_S = 0.25
@@ -84,10 +84,11 @@ class Bar:
         self._drawn = -1
 
     def update(self, n: int = 1) -> None:
-        """Count ``n`` more finished steps."""
+        """Count ``n`` more finished steps (drawn once the step has run for :data:`REFRESH_S`:
+        a step that finishes sooner leaves no line at all)."""
         self.n += n
         now = time.perf_counter()
-        if self.enabled and (now - self._last >= REFRESH_S or self.n == self.total):
+        if self.enabled and now - self.t0 >= REFRESH_S and (now - self._last >= REFRESH_S or self.n == self.total):
             self._last = now
             self._draw(now)
 
@@ -107,7 +108,7 @@ class Bar:
 
     def close(self) -> None:
         """Finish the line (and log the step's duration at debug level)."""
-        if self.enabled:
+        if self.enabled and self._drawn >= 0:  # drawn at least once
             if self._drawn != self.n:
                 self._draw(time.perf_counter())
             self.stream.write("\n")
@@ -125,15 +126,22 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
     >>> for year in progress(years, "grid 0p01deg years"):  # doctest: +SKIP
     ...     write_year(year)
     """
+    global _OUTER_BARS
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
     bar = Bar(desc, total)
+    _OUTER_BARS += 1  # the Dask task bars inside stay silent: one line at a time
     try:
         for item in iterable:
             yield item
             bar.update()
     finally:
+        _OUTER_BARS -= 1
         bar.close()
+
+
+#: Number of :func:`progress` loops running (their Dask computations draw no bar of their own).
+_OUTER_BARS = 0
 
 
 def task_label(keys: Iterable[Any]) -> str:
@@ -153,6 +161,9 @@ class TaskProgress(Callback):
         self.bar: Bar | None = None
 
     def _start_state(self, dsk: Mapping[Any, Any], state: dict[str, Any]) -> None:
+        if _OUTER_BARS:
+            self.bar = None
+            return
         keys = [k for k in dsk if not isinstance(dsk[k], DataNode)]
         self.bar = Bar(task_label(keys), total=len(keys))
 
@@ -168,20 +179,34 @@ class TaskProgress(Callback):
 
 def scatter_large_constants(client: Any, graph: Mapping[Any, Any], min_bytes: int = SCATTER_MIN_BYTES
                             ) -> tuple[dict[Any, Any], int]:
-    """Replace the large constants of ``graph`` by futures of their copies on every worker.
+    """Replace the constants of ``graph`` by futures of copies held by the workers.
 
     Returns the new graph and the bytes scattered. A constant is a ``DataNode`` leaf (what
-    ``dask.delayed(value)`` makes); it is broadcast, so every task reading it finds it locally.
+    ``dask.delayed(value)`` makes). Scattered are those of at least ``min_bytes``, or all of
+    them when together they exceed it (many small slices make a large graph too). A constant
+    read by several tasks (the Monte Carlo draws of a crop) is broadcast to every worker; one
+    read by a single task (a block's rows) goes to one worker, where that task then runs, so a
+    worker holds only its share of the inputs.
     """
+    constants = {k: v for k, v in graph.items() if isinstance(v, DataNode)}
+    sizes = {k: sizeof(v.value) for k, v in constants.items()}
+    if not sizes or sum(sizes.values()) < min_bytes:
+        return dict(graph), 0
+    readers: Counter[Any] = Counter()
+    for node in graph.values():
+        for dep in getattr(node, "dependencies", ()):
+            if dep in constants:
+                readers[dep] += 1
+    shared = [k for k in constants if readers[k] > 1]
+    single = [k for k in constants if readers[k] <= 1]
     out = dict(graph)
-    sent = 0
-    for key, node in graph.items():
-        if isinstance(node, DataNode):
-            nbytes = sizeof(node.value)
-            if nbytes >= min_bytes:
-                out[key] = client.scatter(node.value, broadcast=True, hash=False)
-                sent += nbytes
-    return out, sent
+    if shared:
+        for k, fut in zip(shared, client.scatter([constants[k].value for k in shared], broadcast=True, hash=False)):
+            out[k] = fut
+    if single:
+        for k, fut in zip(single, client.scatter([constants[k].value for k in single], hash=False)):
+            out[k] = fut
+    return out, sum(sizes.values())
 
 
 def distributed_get(client: Any) -> Callable[..., Any]:
@@ -195,16 +220,33 @@ def distributed_get(client: Any) -> Callable[..., Any]:
         if sent:
             log.debug("scattered %.1f MB of graph constants to the workers", sent / 1e6)
         futures = client.get(graph, keys, sync=False, **kwargs)
+        del graph  # the client keeps no reference to a scattered input: workers free it once read
         flat = futures_of(futures)
         bar = Bar(task_label(f.key for f in flat), total=len(flat))
+        bar.enabled = bar.enabled and not _OUTER_BARS
+        results: dict[Any, Any] = {}
         try:
-            for _ in as_completed(flat, loop=client.loop):
+            # results are fetched as tasks finish and released on the workers at once, so a
+            # worker holds only its tasks in flight, not every result until the end
+            for future, result in as_completed(flat, loop=client.loop, with_results=True):
+                results[future.key] = result
+                future.release()
                 bar.update()
         finally:
             bar.close()
-        return client.gather(futures)
+        return _rebuild(futures, results)
 
     return get
+
+
+def _rebuild(structure: Any, results: Mapping[Any, Any]) -> Any:
+    """``structure`` (futures nested in lists and tuples, as ``client.get`` returns them) with
+    every future replaced by its result."""
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_rebuild(x, results) for x in structure)
+    if hasattr(structure, "key") and structure.key in results:
+        return results[structure.key]
+    return structure
 
 
 @contextlib.contextmanager

@@ -27,9 +27,11 @@ from scipy.stats import t as student_t
 
 from pipeline.contract import CROPS
 from pipeline.errors import InputError, ModelError
+from pipeline.methods import response_forms as rf
 from pipeline.methods.models import (
     LOG_SMEARING,
     Z95,
+    AveragedModel,
     CropModel,
     Family,
     FittedModel,
@@ -45,6 +47,10 @@ FLUX_COL = "flux_kg_n2o_n_ha"
 #: flux used in the fit after the non-positive-flux rule, kg N2O-N/ha
 FIT_FLUX_COL = "flux_fit_kg_n2o_n_ha"
 REQUIRED = ("obs_id", "site_id", "crop", N_COL, FLUX_COL)
+#: Measurement-period covariate: log(duration_days / 365), 0 for an annual record.
+PERIOD_COL = "log_period_ratio"
+DURATION_COL = "duration_days"
+DAYS_PER_YEAR = 365.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,10 +160,77 @@ def apply_flux_rule(obs: pd.DataFrame, cfg: FitOptions) -> tuple[pd.DataFrame, p
     return kept, quarantined
 
 
+def model_covariates(cfg: FitOptions, data: pd.DataFrame) -> list[str]:
+    """Numeric covariates of the fit: ``fit.covariates`` and, when the observations carry it,
+    the measurement-period covariate :data:`PERIOD_COL`."""
+    return [*cfg.covariates, *([PERIOD_COL] if PERIOD_COL in data.columns and PERIOD_COL not in cfg.covariates else [])]
+
+
+def add_period_covariate(obs: pd.DataFrame, cfg: FitOptions) -> tuple[pd.DataFrame, str]:
+    """Add ``log_period_ratio = log(duration_days / 365)`` so seasonal and annual records are
+    not mixed silently.
+
+    Parameters
+    ----------
+    obs
+        Checked observations; ``duration_days`` (d) is the length of the measured period.
+    cfg
+        ``fit.measurement_period``: ``"covariate"`` adds the column, ``"ignore"`` does not.
+
+    Returns
+    -------
+    obs, note
+        The table (with :data:`PERIOD_COL` when added) and a one-line note for the diagnostics.
+
+    Notes
+    -----
+    Field fluxes are cumulated over the measured period, which runs from a few weeks to more
+    than a year (KenSyn: 1 to 1,095 days). The period enters as a covariate on the log scale,
+    ``log E = ... + g log(D / 365)``, i.e. ``E ∝ D^g``: ``g = 1`` would be a constant daily
+    rate (an offset), ``g = 0`` all emission inside the shortest period (post-fertilisation
+    peaks); the data decide, as Stehfest & Bouwman (2006) did with classes of experiment length
+    (length of measurement as a factor of the emission model) and Philibert et al. (2012), who
+    accounted for the measurement duration. Activity rows have no period: they take the
+    reference period ``fit.period_reference``: ``"median"`` (default) the median measured period
+    of the crop's records (a crop season when the records are seasonal, so nothing is
+    extrapolated), ``"annual"`` 365 days (value 0). Records without a duration take the median
+    duration of the table (counted in the note).
+
+    References
+    ----------
+    Stehfest, E. & Bouwman, L. (2006) Nutr. Cycl. Agroecosyst. 74:207-228.
+    Philibert, A., Loyce, C. & Makowski, D. (2012) PLoS ONE 7:e50950.
+    """
+    if cfg.measurement_period == "ignore":
+        return obs, "measurement period ignored (fit.measurement_period: ignore): seasonal and annual records mixed"
+    if DURATION_COL not in obs.columns:
+        return obs, ("no duration_days column in the observations: the measurement period cannot be modelled, "
+                     "seasonal and annual records are mixed")
+    d = pd.to_numeric(obs[DURATION_COL], errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(d) & (d > 0)
+    if not ok.any():
+        return obs, "duration_days is empty: the measurement period cannot be modelled, seasonal and annual records mixed"
+    med = float(np.median(d[ok]))
+    out = obs.copy()
+    out[PERIOD_COL] = np.log(np.where(ok, d, med) / DAYS_PER_YEAR)
+    note = (f"measurement period modelled: covariate log(duration_days/365) (durations {d[ok].min():.0f}-"
+            f"{d[ok].max():.0f} d, median {med:.0f} d; estimates for "
+            + ("365 d" if cfg.period_reference == "annual" else "the median measured period of each crop") + ")")
+    if (~ok).any():
+        note += f"; {int((~ok).sum())} records without a duration take the median"
+    return out, note
+
+
 def prepare_observations(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parquet"
                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`check_observations` then :func:`apply_flux_rule`."""
-    return apply_flux_rule(check_observations(obs, cfg, source), cfg)
+    """:func:`check_observations`, :func:`add_period_covariate`, then :func:`apply_flux_rule`.
+
+    The period note is kept in ``kept.attrs["period_note"]``.
+    """
+    checked, note = add_period_covariate(check_observations(obs, cfg, source), cfg)
+    kept, quarantined = apply_flux_rule(checked, cfg)
+    kept.attrs["period_note"] = note
+    return kept, quarantined
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +269,7 @@ def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
     if train[N_COL].nunique() < 2:
         raise ModelError(f"crop {crop}: all records have the same N rate; the N response cannot be "
                          "fitted. Fix: add records with other N rates (including zero-N controls)")
-    for cov in cfg.covariates:
+    for cov in model_covariates(cfg, train):
         if cov not in train.columns:
             notes.append(f"covariate {cov} dropped: column absent")
             continue
@@ -212,7 +285,9 @@ def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
             continue
         if miss.any():
             notes.append(f"covariate {cov}: {int(miss.sum())} missing values filled with the median {med:.4g}")
-        fill[cov] = med
+        # the period covariate is pre-filled (add_period_covariate); rows without it (activity
+        # data) take the reference period: the crop's median measured period, or a year (0)
+        fill[cov] = med if cov != PERIOD_COL else (0.0 if cfg.period_reference == "annual" else med)
         center[cov] = float(filled.mean())
         names.append(cov)
         terms.append(cov)
@@ -693,6 +768,140 @@ def covariance_table(models: dict[str, CropModel]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------------------------
+# N-response forms and their model average (issue 12)
+# ---------------------------------------------------------------------------------------------
+def form_design(cd: CropData, cfg: FitOptions) -> tuple[CropModel, pd.DataFrame, list[str]]:
+    """Design of the response forms of one crop: the skeleton (terms, centring, levels), a
+    frame with N rate, flux, site and the covariate design columns, and those columns' names.
+
+    The covariate design is the one of the single-family models (``x - center``, medians for
+    missing values, indicators of water regime or crop for pooled fits), so every form and every
+    family see the same covariates.
+    """
+    skel = _skeleton(cd.data, cd.crop, Family.MIXED_LOGNORMAL.value, cfg, cd.crop_effects, cd.reference_crop)
+    skel.n_records, skel.n_groups = len(cd.data), int(cd.data[cfg.group_by].nunique())
+    skel.pooled_with = list(cd.pooled_with)
+    D = skel.design(cd.data)
+    names = [n for n in skel.coef_names if n not in ("intercept", N_COL)]
+    frame = pd.DataFrame(D[:, [skel.coef_names.index(n) for n in names]], columns=names)
+    frame[N_COL] = cd.data[N_COL].to_numpy(dtype=float)
+    frame[FLUX_COL] = cd.data[FLUX_COL].to_numpy(dtype=float)
+    frame["_site"] = cd.data[cfg.group_by].astype(str).to_numpy()
+    return skel, frame, names
+
+
+def fit_forms(cd: CropData, cfg: FitOptions) -> tuple[AveragedModel, dict[str, Any]]:
+    """Fit the candidate N-response forms of one crop, score them by leave-site-out CV, weight
+    them and build the :class:`~pipeline.methods.models.AveragedModel`.
+
+    Returns
+    -------
+    model, report
+        The averaged model and a JSON-ready report: candidates, design spec (covariates, center,
+        fill, reference, merged, defaults), CV scores per form, weighting (method, weights,
+        reason), CV failures and the model-average JSON.
+
+    Notes
+    -----
+    Forms and error model: :mod:`pipeline.methods.response_forms` (log E = log f(N) + g'x + u_site
+    + e). CV: sites dealt into ``fit.cv_folds`` folds (``fit.cv_seed``; leave-one-site-out when
+    there are fewer sites), each held-out site predicted as a new site; scored against the
+    unfloored flux. Weights: ``fit.form_weighting`` on the held-out log predictive densities
+    (stacking, Yao et al. 2018, by default). Zero fluxes are floored at ``fit.flux_floor_kg_ha``
+    in every fold and in the final fits. Pooled crops are scored on all records fitted (own
+    and donors').
+    """
+    skel, frame, names = form_design(cd, cfg)
+    floor = cfg.flux_floor_kg_ha if cfg.nonpositive_flux == "floor" else None
+    kw = {"n_col": N_COL, "y_col": FLUX_COL, "site_col": "_site", "covariates": names,
+          "retransform": cfg.retransform, "floor_kg_ha": floor}
+    cv = rf.leave_site_out_cv(frame, cfg.response_forms, n_folds=cfg.cv_folds, seed=cfg.cv_seed, **kw)
+    st = rf.stacking_weights(cv.lpd, cv.families, method=cfg.form_weighting)
+    fits, failed = rf.fit_families(frame, [f for f in cv.families if st.weights.get(f, 0.0) > 0], **kw)
+    if not fits:
+        raise ModelError(f"crop {cd.crop}: no N-response form could be fitted ("
+                         + "; ".join(f"{k}: {v}" for k, v in failed.items()) + "). Fix: set fit.model: single_family")
+    reason = st.reason + ("; failed on all records (weight renormalised over the others): "
+                          + "; ".join(f"{k}: {v}" for k, v in failed.items()) if failed else "")
+    avg = rf.ModelAverage(forms=fits, weights=st.weights, reason=reason)
+    model = AveragedModel.from_average(cd.crop, avg, skel)
+    model.notes.append(f"model average of {', '.join(model.families)} ({cfg.form_weighting})")
+    scores = cv.scores.reset_index()
+    report = {
+        "crop": cd.crop, "candidates": list(cfg.response_forms),
+        "design": {"covariates": names, "center": skel.center, "fill": skel.fill, "reference": skel.reference,
+                   "merged": skel.merged, "defaults": skel.defaults, "pooled_with": list(cd.pooled_with)},
+        "cv": {"folds": int(cv.folds.max() + 1), "seed": int(cfg.cv_seed), "n_records": int(len(frame)),
+               "n_sites": int(frame["_site"].nunique()), "scores": scores.to_dict(orient="records"),
+               "failures": cv.failures},
+        "weighting": {"method": st.method, "weights": st.weights, "final_weights": avg.weights, "reason": reason},
+        "model_average": avg.to_json(),
+    }
+    return model, report
+
+
+def _safe_forms(cd: CropData, cfg: FitOptions) -> tuple[AveragedModel, dict[str, Any]] | str:
+    try:
+        return fit_forms(cd, cfg)
+    except ModelError as e:
+        return str(e)
+
+
+def form_cv_table(reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per crop x form: CV scores (kg N2O-N/ha; mlpd per record) and the weight."""
+    rows = []
+    for crop, r in sorted(reports.items()):
+        w = r["weighting"]["weights"]
+        fw = r["weighting"]["final_weights"]
+        for sc in r["cv"]["scores"]:
+            rows.append({"crop": crop, **sc, "weight": w.get(sc["family"], 0.0),
+                         "final_weight": fw.get(sc["family"], 0.0), "weighting": r["weighting"]["method"],
+                         "cv_folds": r["cv"]["folds"], "n_sites": r["cv"]["n_sites"]})
+    return pd.DataFrame(rows)
+
+
+def paired_control_ef(obs: pd.DataFrame, cfg: FitOptions) -> pd.DataFrame:
+    """Fertilizer-induced EF from paired zero-N controls, per fertilised record.
+
+    Parameters
+    ----------
+    obs
+        Checked observations (fluxes in kg N2O-N/ha per period, N in kg N/ha).
+    cfg
+        ``fit.group_by`` defines the site.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per record with N > 0 that has a zero-N control at the same site, crop, year and
+        measurement duration (when those columns exist): ``crop``, site, ``year``, ``n_rate_kg_ha``,
+        ``e_n_kg_ha`` (its flux), ``e0_kg_ha`` (mean flux of the controls), ``n_controls``,
+        ``ef`` = (E_N - E_0) / N (kg N2O-N per kg N).
+
+    Notes
+    -----
+    The classic difference method of IPCC EF1 and Bouwman (1996): the emission of the fertilised
+    plot minus the emission of the unfertilised control, per kg N applied. Unlike the
+    model-based EF(N) of the fit it uses no model, so it is the diagnostic the curves are compared
+    with. Raw fluxes (not floored) are used.
+    """
+    keys = [cfg.group_by, "crop", *[c for c in ("year", DURATION_COL) if c in obs.columns]]
+    d = obs.copy()
+    for c in keys[2:]:
+        d[c] = pd.to_numeric(d[c], errors="coerce").fillna(-1.0)
+    n = d[N_COL].to_numpy(dtype=float)
+    ctrl = d.loc[n == 0].groupby(keys, dropna=False)[FLUX_COL].agg(["mean", "size"]).rename(
+        columns={"mean": "e0_kg_ha", "size": "n_controls"}).reset_index()
+    fert = d.loc[n > 0, [*keys, "obs_id", N_COL, FLUX_COL]].rename(columns={FLUX_COL: "e_n_kg_ha"})
+    out = fert.merge(ctrl, on=keys, how="inner")
+    out["ef"] = (out["e_n_kg_ha"] - out["e0_kg_ha"]) / out[N_COL]
+    for c in keys[2:]:
+        out[c] = out[c].where(out[c] >= 0)
+    cols = ["crop", cfg.group_by, *keys[2:], "obs_id", N_COL, "e_n_kg_ha", "e0_kg_ha", "n_controls", "ef"]
+    return out[cols].sort_values(["crop", cfg.group_by, N_COL], kind="stable").reset_index(drop=True)
+
+
 def fit_all(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parquet"
             ) -> tuple[InventoryModel, dict[str, pd.DataFrame]]:
     """Fit every configured crop with every candidate family, cross-validate, choose.
@@ -721,14 +930,18 @@ def fit_all(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parq
     import dask
 
     kept, quarantined = prepare_observations(obs, cfg, source)
+    period_note = kept.attrs.get("period_note", "")
     crop_data = {crop: select_crop_data(kept, crop, cfg) for crop in cfg.crops}
     families = list(dict.fromkeys([*cfg.candidates, *(cfg.pin[c] for c in cfg.crops if c in cfg.pin)]))
-    fit_tasks, cv_tasks, cv_folds = {}, {}, {}
+    fit_tasks, cv_tasks, cv_folds, form_tasks = {}, {}, {}, {}
     for crop, cd in crop_data.items():
         for fam in families:
             fit_tasks[(crop, fam)] = dask.delayed(_safe_fit)(cd, fam, cfg)
             cv_folds[(crop, fam)], cv_tasks[(crop, fam)] = _cv_tasks(cd, fam, cfg)
-    fits, cvs = dask.compute(fit_tasks, cv_tasks)
+        if cfg.model == "model_average":
+            form_tasks[crop] = dask.delayed(_safe_forms)(cd, cfg)
+    fits, cvs, forms = dask.compute(fit_tasks, cv_tasks, form_tasks)
+    form_reports: dict[str, dict[str, Any]] = {}
 
     fitted: dict[tuple[str, str], CropModel] = {}
     diag_rows, cv_tables = [], []
@@ -755,6 +968,21 @@ def fit_all(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parq
             reason = ("lowest leave-site-out CV RMSE (" + ", ".join(f"{f} {scored[f]:.4g}" for f in sorted(scored))
                       + " kg N2O-N/ha)") if scored else "no CV score available; first family that fitted"
         chosen[crop] = ok[pick]
+        if cfg.model == "model_average":
+            got = forms[crop]
+            if isinstance(got, str):
+                raise ModelError(f"crop {crop}: the model average failed ({got}). Fix: set fit.model: single_family, "
+                                 "or drop the failing forms from fit.response_forms")
+            avg_model, form_reports[crop] = got
+            chosen[crop] = avg_model
+            fitted[(crop, Family.MODEL_AVERAGE.value)] = avg_model
+            diag_rows.append({"crop": crop, "family": Family.MODEL_AVERAGE.value, "chosen": True,
+                              "reason": "fit.model: model_average; " + form_reports[crop]["weighting"]["reason"],
+                              "n_records": cd.own_records, "n_sites": cd.own_sites,
+                              "n_records_fitted": len(cd.data), "pooled_with": ",".join(cd.pooled_with),
+                              "r2_insample": _r2(avg_model, cd), "fit_error": "",
+                              "measurement_period": period_note, "notes": " | ".join(avg_model.notes)})
+            pick = Family.MODEL_AVERAGE.value
         n_floor = int(cd.data.loc[cd.data["crop"] == crop, "floored"].sum())
         n_quar = int((quarantined["crop"] == crop).sum()) if len(quarantined) else 0
         for fam in families:
@@ -770,7 +998,7 @@ def fit_all(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parq
                    **metrics[fam],
                    "n_slope_per_kg_n_ha": float(m.coef[m.coef_names.index(N_COL)]) if is_model else float("nan"),
                    "smearing": m.smearing if is_model else float("nan"),
-                   "fit_error": "" if is_model else m,
+                   "fit_error": "" if is_model else m, "measurement_period": period_note,
                    "notes": " | ".join(m.notes) if is_model else ""}
             diag_rows.append(row)
     diagnostics = pd.DataFrame(diag_rows).sort_values(["crop", "family"], kind="stable").reset_index(drop=True)
@@ -780,22 +1008,28 @@ def fit_all(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parq
     inv = InventoryModel(models=chosen, kind="fitted", provenance={
         "fit_config": cfg.model_dump(mode="json"),
         "chosen": {c: m.family for c, m in sorted(chosen.items())},
+        "measurement_period": period_note,
+        **({"form_weights": {c: r["weighting"]["final_weights"] for c, r in sorted(form_reports.items())}}
+           if form_reports else {}),
     })
     quarantine_cols = [c for c in ("obs_id", "site_id", "crop", N_COL, FLUX_COL, "source_file", "source_row", "reason")
                        if c in quarantined.columns]
     return inv, {"diagnostics": diagnostics, "coefficients": coefs, "covariance": cov,
                  "cv_predictions": cv_pred.reset_index(drop=True),
-                 "quarantine": quarantined[quarantine_cols].reset_index(drop=True)}
+                 "quarantine": quarantined[quarantine_cols].reset_index(drop=True),
+                 "form_cv": form_cv_table(form_reports), "response_forms": form_reports,
+                 "paired_ef": paired_control_ef(kept, cfg)}
 
 
 # ---------------------------------------------------------------------------------------------
 # EF(N) curves
 # ---------------------------------------------------------------------------------------------
 def reference_rows(model: CropModel, n_grid: np.ndarray, climate: str) -> pd.DataFrame:
-    """Rows at each N rate (kg N/ha) with covariates at the training means of ``model``."""
+    """Rows at each N rate (kg N/ha) with covariates at the training means of ``model`` (the
+    measurement period at the model's reference period, ``fit.period_reference``)."""
     X = pd.DataFrame({N_COL: n_grid})
     for cov, value in model.center.items():
-        X[cov] = value
+        X[cov] = model.fill.get(PERIOD_COL, 0.0) if cov == PERIOD_COL else value
     X["climate"] = climate
     X["crop"] = model.crop
     return X
@@ -832,6 +1066,25 @@ def ef_curves(fitted: InventoryModel, tier1: InventoryModel, cfg: FitOptions) ->
                     N_COL: n_grid, "e_kg_ha": e, "e0_kg_ha": e0, "ef": (e - e0) / n_grid,
                     "ef_lo95": np.percentile(ef_draws, 2.5, axis=0),
                     "ef_hi95": np.percentile(ef_draws, 97.5, axis=0)}))
+                if isinstance(m, AveragedModel):
+                    rows += _form_curves(m, X, n_grid, cfg, i)
     return pd.concat(rows, ignore_index=True)
+
+
+def _form_curves(m: AveragedModel, X: pd.DataFrame, n_grid: np.ndarray, cfg: FitOptions, i: int) -> list[pd.DataFrame]:
+    """EF(N) of each form of a model average (``model = "form:<family>"``, with its weight)."""
+    out = []
+    N = X[N_COL].to_numpy(dtype=float)
+    Z = m.covariates(X)
+    for j, fam in enumerate(m.families):
+        f = m.form(fam)
+        e, e0 = f.predict_mean(N, Z), f.predict_mean(np.zeros_like(N), Z)
+        P = f.draw_params(np.random.default_rng([cfg.cv_seed, i, 2 + j]), cfg.ef_curve_draws)
+        ef_draws = (f.predict_draws(P, N, Z) - f.predict_draws(P, np.zeros_like(N), Z)) / n_grid
+        out.append(pd.DataFrame({
+            "crop": m.crop, "model": f"form:{fam}", "climate": "all", N_COL: n_grid, "e_kg_ha": e, "e0_kg_ha": e0,
+            "ef": (e - e0) / n_grid, "ef_lo95": np.percentile(ef_draws, 2.5, axis=0),
+            "ef_hi95": np.percentile(ef_draws, 97.5, axis=0), "weight": m.weights[fam]}))
+    return out
 
 

@@ -21,14 +21,14 @@ EF4, EF5, FracGASF, FracLEACH).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from pipeline import units
 from pipeline.errors import ModelError
-from pipeline.methods.models import CropModel, InventoryModel
+from pipeline.methods.models import AveragedModel, CropModel, InventoryModel
 from pipeline.methods.options import EstimateOptions
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,10 @@ INDIRECT = {
 class Draws:
     """Every random quantity of a Monte Carlo run, drawn once so chunking cannot change it.
 
-    ``params[crop]`` is (n, k); ``n_mult`` and ``area_mult`` are (n, n_provinces, n_crops)
-    multiplicative errors indexed by ``provinces`` and ``crops``.
+    ``params[crop]`` is (n, k) (model-average crops: (n, 1 + k), column 0 the form drawn);
+    ``n_mult`` and ``area_mult`` are (n, n_provinces, n_crops) multiplicative errors indexed by
+    ``provinces`` and ``crops``; ``forms[crop]`` is the (n,) form name of each draw of a
+    model-average crop (absent for single-family models).
     """
 
     params: dict[str, np.ndarray]
@@ -57,6 +59,7 @@ class Draws:
     area_mult: np.ndarray
     provinces: np.ndarray
     crops: tuple[str, ...]
+    forms: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def lognormal_multiplier(rng: np.random.Generator, rel_error: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -76,6 +79,10 @@ def make_draws(model: InventoryModel, provinces: np.ndarray, crops: tuple[str, .
                cfg: EstimateOptions) -> Draws:
     """Draw model parameters and activity errors for ``cfg.draws`` Monte Carlo iterations.
 
+    Model-average crops draw the form of each iteration too (column 0 of their parameter rows);
+    with ``cfg.form_draws == "shared"`` (default) one uniform per iteration picks every crop's
+    form (comonotone), with ``"independent"`` each crop draws its own.
+
     Raises
     ------
     ModelError
@@ -85,11 +92,23 @@ def make_draws(model: InventoryModel, provinces: np.ndarray, crops: tuple[str, .
     for c in crops:
         _check_covariance(model.for_crop(c))
     rng = np.random.default_rng(cfg.seed)
-    params = {c: model.for_crop(c).draw_params(rng, cfg.draws) for c in crops}
+    averaged = [c for c in crops if isinstance(model.for_crop(c), AveragedModel)]
+    # One uniform per iteration chooses the form of every model-average crop (comonotone form
+    # draws: all crops take their more convex forms together), unless the config asks for
+    # independent form draws per crop.
+    shared_u = rng.random(cfg.draws) if averaged and getattr(cfg, "form_draws", "shared") == "shared" else None
+    params, forms = {}, {}
+    for c in crops:
+        m = model.for_crop(c)
+        if isinstance(m, AveragedModel):
+            params[c] = m.draw_params(rng, cfg.draws, u=shared_u)
+            forms[c] = m.draw_families(params[c])
+        else:
+            params[c] = m.draw_params(rng, cfg.draws)
     shape = (cfg.draws, len(provinces), len(crops))
     n_mult = lognormal_multiplier(rng, cfg.rel_error_n_rate, shape)
     area_mult = lognormal_multiplier(rng, cfg.rel_error_area, shape)
-    return Draws(params, n_mult, area_mult, np.asarray(provinces), tuple(crops))
+    return Draws(params, n_mult, area_mult, np.asarray(provinces), tuple(crops), forms)
 
 
 def _check_covariance(m: CropModel) -> None:
@@ -149,10 +168,14 @@ def emission_draws(m: CropModel, X: pd.DataFrame, params: np.ndarray, n_mult: np
     -----
     For the exponential families, log E is linear in N with slope b, so
     E(N m) = E(N) exp(b N (m - 1)); for Tier 1, E(N m) = m E(N). This applies the N error
-    without rebuilding the design matrix for every draw.
+    without rebuilding the design matrix for every draw. A model average
+    (:class:`~pipeline.methods.models.AveragedModel`) evaluates each draw's own form at N m.
     """
-    e_nominal = m.mean_emission(X, params)
     e0 = m.background(X, params)
+    if isinstance(m, AveragedModel):  # every form evaluated at its own N x multiplier
+        e = m.mean_emission(X, params, n_mult=n_mult)
+        return (e - e0 if background == "separate" else e), e0
+    e_nominal = m.mean_emission(X, params)
     j = m.n_coef_index()
     if j is None:
         e = e_nominal * n_mult
@@ -213,9 +236,11 @@ def _task(X: pd.DataFrame, block: _Block, m: CropModel, params: np.ndarray, n_mu
           indirect: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """One (year, crop, block of rows) task.
 
-    Returns per-row summaries (``mean``, ``p2_5``, ``median``, ``p97_5``, ``background_mean``),
-    the province indices present and the per-draw province sums, shape (n_draws, n_present).
-    ``n_mult_pc`` and ``a_mult_pc`` are the (n_draws, n_provinces) activity errors of this crop.
+    Returns per-row summaries (``mean``, ``p2_5``, ``median``, ``p97_5``, ``background_mean``
+    over draws; ``central`` and ``background_central``, the plug-in point estimate at the
+    nominal activity data), the province indices present and the per-draw province sums, shape
+    (n_draws, n_present). ``n_mult_pc`` and ``a_mult_pc`` are the (n_draws, n_provinces)
+    activity errors of this crop.
     """
     pi = block.prov_index
     n_mult = n_mult_pc[:, pi]
@@ -231,12 +256,13 @@ def _task(X: pd.DataFrame, block: _Block, m: CropModel, params: np.ndarray, n_mu
     prov_sums = np.add.reduceat(total, starts, axis=1)
     stats = _summarise(total)
     stats["background_mean"] = bg.mean(axis=0)
+    e_c, e0_c = m.mean_emission(X), m.background(X)  # plug-in: the estimates, no draws
+    central = (e_c - e0_c if background == "separate" else e_c) * area
+    if indirect:
+        central = central + indirect_per_ha(X, edition) * area
+    stats["central"] = central
+    stats["background_central"] = e0_c * area
     return stats, pi[starts], prov_sums
-
-
-def _rows(X: pd.DataFrame, rows: slice) -> pd.DataFrame:
-    """The rows of one task (taken where the task runs)."""
-    return X.iloc[rows]
 
 
 def _blocks(activity: pd.DataFrame, crops: tuple[str, ...], provinces: np.ndarray, n_draws: int,
@@ -278,8 +304,12 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions
     -------
     dict
         ``county`` (one row per county x crop x year), ``province`` and ``national`` (per
-        crop and ``"all"``), ``national_draws`` (draw x year x crop, national sums).
-        Emission columns are kg N2O-N per year.
+        crop and ``"all"``), ``national_draws`` (draw x year x crop, national sums, with the
+        ``form`` each draw took for model-average crops), ``province_draws`` (draw x year x
+        province, all-crop sums). Emission columns are kg N2O-N per year:
+        ``n2o_n_kg_central`` is the plug-in central estimate, the ``mean``, ``median`` and
+        quantiles are over the draws (:data:`COLUMN_DESCRIPTIONS`); the national table's
+        ``forms_drawn`` gives the share of draws per form.
 
     Notes
     -----
@@ -294,9 +324,9 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions
     provinces = np.sort(activity["province_code"].unique())
     draws = make_draws(model, provinces, crops, cfg)
     blocks = _blocks(activity, crops, provinces, cfg.draws, cfg.max_cells_per_task)
-    # Shared inputs enter the graph once (one key each, sliced by the tasks), so a distributed
-    # client can scatter them to the workers instead of copying them into every task.
-    activity_d = dask.delayed(activity, pure=False)
+    # Inputs are graph constants of their own (each block's rows; each crop's draws, shared by
+    # its blocks), so a distributed client scatters them to the workers instead of sending
+    # them inside the task graph (pipeline.parallel).
     per_crop = {c: tuple(dask.delayed(a, pure=False) for a in (
         draws.params[c], np.ascontiguousarray(draws.n_mult[:, :, i]), np.ascontiguousarray(draws.area_mult[:, :, i])))
         for i, c in enumerate(crops)}
@@ -305,13 +335,13 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions
         crop = crops[b.crop_index]
         params_d, n_mult_d, a_mult_d = per_crop[crop]
         tasks.append(dask.delayed(_task)(
-            dask.delayed(_rows)(activity_d, b.rows), b, model.for_crop(crop), params_d, n_mult_d, a_mult_d,
+            dask.delayed(activity.iloc[b.rows], pure=False), b, model.for_crop(crop), params_d, n_mult_d, a_mult_d,
             cfg.background, edition, cfg.indirect))
     with threadpool_limits(limits=1, user_api="blas"):
         results = dask.compute(*tasks)
 
-    stat_names = ("mean", "p2_5", "median", "p97_5")
-    cols = {k: np.empty(len(activity)) for k in (*stat_names, "background_mean")}
+    stat_names = ("central", "mean", "p2_5", "median", "p97_5")
+    cols = {k: np.empty(len(activity)) for k in (*stat_names, "background_mean", "background_central")}
     years = sorted(int(y) for y in activity["year"].unique())
     by_year = {y: np.zeros((cfg.draws, len(provinces), len(crops))) for y in years}
     for b, (stats, present, prov_sums) in zip(blocks, results):
@@ -323,25 +353,63 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions
     for k in stat_names:
         county[f"n2o_n_kg_{k}"] = cols[k]
     county["background_n2o_n_kg_mean"] = cols["background_mean"]
+    county["background_n2o_n_kg_central"] = cols["background_central"]
     county = county.sort_values(["county_code", "crop", "year"]).reset_index(drop=True)
 
     # Per-draw sums -> quantiles of province and national totals. Their means are additive and
     # come from the county table (_attach_activity), so the three tables agree to rounding.
     means_area = activity.assign(n_applied_kg=activity["area_ha"] * activity["n_rate_kg_ha"])
-    prov_parts, nat_parts, draw_rows = [], [], []
+    prov_parts, nat_parts, draw_rows, prov_draw_rows = [], [], [], []
     for y in years:
         s = by_year[y]  # (draws, provinces, crops)
         for ci, crop in [*enumerate(crops), (None, "all")]:
             per_prov = s[:, :, ci] if ci is not None else s.sum(axis=2)
             nat = per_prov.sum(axis=1)
+            if ci is None:  # every draw of every province's all-crop total: intervals of any region
+                prov_draw_rows.append(pd.DataFrame({
+                    "draw": np.repeat(np.arange(per_prov.shape[0]), per_prov.shape[1]), "year": y,
+                    "province_code": np.tile(provinces.astype(int), per_prov.shape[0]),
+                    "n2o_n_kg": per_prov.ravel()}))
             prov_parts.append(pd.DataFrame({"province_code": provinces.astype(int), "year": y, "crop": crop,
                                             **_quantile_columns(per_prov)}))
-            nat_parts.append(pd.DataFrame({"year": [y], "crop": [crop], **_quantile_columns(nat[:, None])}))
-            draw_rows.append(pd.DataFrame({"draw": np.arange(len(nat)), "year": y, "crop": crop, "n2o_n_kg": nat}))
+            nat_parts.append(pd.DataFrame({"year": [y], "crop": [crop], **_quantile_columns(nat[:, None]),
+                                           "forms_drawn": _forms_drawn(draws, crop)}))
+            draw_rows.append(pd.DataFrame({"draw": np.arange(len(nat)), "year": y, "crop": crop, "n2o_n_kg": nat,
+                                           "form": _form_of_draw(draws, crop)}))
     province = _attach_activity(pd.concat(prov_parts, ignore_index=True), means_area, ["province_code"], county)
     national = _attach_activity(pd.concat(nat_parts, ignore_index=True), means_area, [], county)
     return {"county": county, "province": province, "national": national,
-            "national_draws": pd.concat(draw_rows, ignore_index=True)}
+            "national_draws": pd.concat(draw_rows, ignore_index=True),
+            "province_draws": pd.concat(prov_draw_rows, ignore_index=True)}
+
+
+def _form_of_draw(draws: Draws, crop: str) -> np.ndarray:
+    """Form of each draw: the family of a model-average crop, ``"crop:form; ..."`` for the
+    all-crop total, ``""`` for single-family models."""
+    if crop != "all":
+        f = draws.forms.get(crop)
+        return f.astype(str) if f is not None else np.full(draws.n_mult.shape[0], "", dtype=object)
+    if not draws.forms:
+        return np.full(draws.n_mult.shape[0], "", dtype=object)
+    parts = [np.char.add(f"{c}:", draws.forms[c].astype(str)) for c in sorted(draws.forms)]
+    out = parts[0]
+    for p in parts[1:]:
+        out = np.char.add(np.char.add(out, "; "), p)
+    return out.astype(object)
+
+
+def _forms_drawn(draws: Draws, crop: str) -> str:
+    """Share of Monte Carlo draws per form, e.g. ``"linear 0.31, saturating 0.69"`` (per crop;
+    ``"crop: ...; crop: ..."`` for the total; ``""`` without a model average)."""
+    def share(f: np.ndarray) -> str:
+        names, counts = np.unique(f.astype(str), return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        return ", ".join(f"{names[i]} {counts[i] / f.size:.3f}" for i in order)
+
+    if crop != "all":
+        f = draws.forms.get(crop)
+        return share(f) if f is not None else ""
+    return "; ".join(f"{c}: {share(draws.forms[c])}" for c in sorted(draws.forms))
 
 
 def _quantile_columns(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -358,22 +426,43 @@ def _attach_activity(table: pd.DataFrame, activity: pd.DataFrame, keys: list[str
         return pd.concat([per_crop, total], ignore_index=True)
 
     act = sums(activity, ["area_ha", "n_applied_kg"])
-    means = sums(county, ["n2o_n_kg_mean", "background_n2o_n_kg_mean"])
+    means = sums(county, ["n2o_n_kg_central", "n2o_n_kg_mean", "background_n2o_n_kg_central",
+                          "background_n2o_n_kg_mean"])
     out = table.merge(act, on=[*keys, "year", "crop"], how="left")
     return out.merge(means, on=[*keys, "year", "crop"], how="left")
 
 
 def add_derived(table: pd.DataFrame, gwp: str) -> pd.DataFrame:
-    """N2O mass and CO2-equivalent of the mean, with the GWP set named; units column."""
+    """N2O mass and CO2-equivalent of the central estimate and of the mean over draws, with the
+    GWP set named; units column."""
     out = table.copy()
-    out["n2o_kg_mean"] = units.n2o_n_to_n2o(out["n2o_n_kg_mean"].to_numpy())
-    out["co2e_kg_mean"] = units.n2o_n_to_co2e(out["n2o_n_kg_mean"].to_numpy(), gwp)
+    for stat in ("central", "mean"):
+        if f"n2o_n_kg_{stat}" in out.columns:
+            out[f"n2o_kg_{stat}"] = units.n2o_n_to_n2o(out[f"n2o_n_kg_{stat}"].to_numpy())
+            out[f"co2e_kg_{stat}"] = units.n2o_n_to_co2e(out[f"n2o_n_kg_{stat}"].to_numpy(), gwp)
     out["gwp"] = f"GWP100 {gwp}"
     return out
 
 
-COLUMN_ORDER = ["area_ha", "n_applied_kg", "n2o_n_kg_mean", "n2o_n_kg_median", "n2o_n_kg_p2_5",
-                "n2o_n_kg_p97_5", "background_n2o_n_kg_mean", "n2o_kg_mean", "co2e_kg_mean", "gwp"]
+COLUMN_ORDER = ["area_ha", "n_applied_kg", "n2o_n_kg_central", "n2o_n_kg_mean", "n2o_n_kg_median",
+                "n2o_n_kg_p2_5", "n2o_n_kg_p97_5", "background_n2o_n_kg_central", "background_n2o_n_kg_mean",
+                "n2o_kg_central", "co2e_kg_central", "n2o_kg_mean", "co2e_kg_mean", "gwp", "forms_drawn"]
+
+#: What each emission column is (for table metadata and docs/estimate.md): the central estimate
+#: is the plug-in, the interval and the mean come from the Monte Carlo draws.
+COLUMN_DESCRIPTIONS = {
+    "n2o_n_kg_central": "central estimate: plug-in (parameter estimates, retransformed to the mean, model "
+                        "average = weighted sum of the forms' plug-ins) at the nominal activity data; unbiased "
+                        "for the expected emission; kg N2O-N/yr",
+    "n2o_n_kg_mean": "mean over Monte Carlo draws (runs above the central estimate by the Jensen gap of "
+                     "exp(x'b) over parameter draws); kg N2O-N/yr",
+    "n2o_n_kg_median": "median over Monte Carlo draws; kg N2O-N/yr",
+    "n2o_n_kg_p2_5": "2.5 % quantile over Monte Carlo draws (form, parameters, activity errors); kg N2O-N/yr",
+    "n2o_n_kg_p97_5": "97.5 % quantile over Monte Carlo draws (form, parameters, activity errors); kg N2O-N/yr",
+    "background_n2o_n_kg_central": "plug-in emission at N = 0 (background); kg N2O-N/yr",
+    "background_n2o_n_kg_mean": "mean over draws of the emission at N = 0; kg N2O-N/yr",
+    "forms_drawn": "share of Monte Carlo draws per N-response form (model average); empty for one family",
+}
 
 
 def order_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

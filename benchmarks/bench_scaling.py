@@ -1,0 +1,190 @@
+"""Scaling of the estimate stage with units, draws and years, threaded and on a LocalCluster.
+
+The SYNTHETIC demo world (a two-province slice, built once under ``.cache/bench_scaling/``
+with the real ``demo-data``, ``ingest`` and ``fit`` stages) is tiled x1, x4 and x16 by
+:func:`tile`: every copy of a unit gets a new county code, so the Monte Carlo sees 4x and 16x
+as many independent units with the same provinces, crops, years and fitted model.
+
+Each case runs in a fresh child process: wall time of :func:`pipeline.methods.montecarlo.estimate`
+and the growth of the process's resident-set high-water mark (VmHWM, reset before the run;
+Linux). On a LocalCluster (2 worker processes x 1 thread, 127.0.0.1) the peak is per worker:
+the growth of each worker's VmHWM, the larger of the two. Rows: ``ratio`` carries the log-log
+exponent ``b`` of time ~ units^b (target 0.9-1.1) and of peak memory per worker (near 0 = flat).
+See docs/scaling.md for the figures and what they mean for a global run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CACHE = REPO / ".cache" / "bench_scaling"
+PROVINCES = [41, 43]  # Henan and Hunan: about 280 county-level units
+YEARS = (1990, 1995)
+
+
+def tile(activity: pd.DataFrame, k: int, code_step: int = 1_000_000) -> pd.DataFrame:
+    """``k`` copies of ``activity``, copy ``j`` with ``county_code + j * code_step``.
+
+    Province codes, crops, years and every activity value are kept, so the tiled world has
+    ``k`` times the units and the same per-unit work; county codes stay unique when
+    ``code_step`` exceeds the largest code (six-digit codes: 1,000,000).
+    """
+    if activity["county_code"].max() >= code_step:
+        raise ValueError(f"county codes reach {activity['county_code'].max()}: use a code_step above it")
+    parts = [activity.assign(county_code=activity["county_code"] + j * code_step) for j in range(k)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def demo_world() -> tuple[Path, Path]:
+    """The demo slice's ``ingest/activity.parquet`` and ``fit/model.json`` (built once, cached)."""
+    processed = CACHE / "processed"
+    activity, model = processed / "ingest" / "activity.parquet", processed / "fit" / "model.json"
+    if activity.exists() and model.exists():
+        return activity, model
+    from pipeline import demo
+    from pipeline.cli import main
+    from pipeline.config import load_config
+
+    raw = CACHE / "raw"
+    files = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
+             "irrigation": "irrigation.csv", "covariates": "covariates.csv", "boundaries": "boundaries.gpkg",
+             "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif"}
+    overrides = {f"inputs.{k}.path": str(raw / v) for k, v in files.items()}
+    overrides.update({"processed_dir": str(processed), "demo.provinces": PROVINCES, "demo.first_year": YEARS[0],
+                      "demo.last_year": YEARS[1], "ingest.first_year": YEARS[0], "ingest.last_year": YEARS[1],
+                      "fit.model": "single_family"})
+    cfg = load_config(REPO / "config" / "default.yaml", overrides)
+    if not (raw / "MANIFEST.json").exists():
+        demo.run(cfg)
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    for stage in ("ingest", "fit"):
+        if main(["--config", str(REPO / "config" / "default.yaml"), *sets, "-q", stage]) != 0:
+            raise RuntimeError(f"bench_scaling: the {stage} stage failed on the demo slice")
+    return activity, model
+
+
+_CHILD = """
+import json, sys, time
+sys.path.insert(0, {here!r})
+import dask
+from bench_scaling import tile
+from pipeline import io
+from pipeline.config import EstimateConfig
+from pipeline.methods.models import InventoryModel
+from pipeline.methods.montecarlo import estimate
+
+def kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1])
+
+def reset_hwm():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return kib("VmRSS:")
+
+def hwm_growth_mb(base):
+    return (kib("VmHWM:") - base) / 1024
+
+act = io.read_parquet({activity!r})
+act = act[act["year"].isin(sorted(act["year"].unique())[:{years}])]
+act = tile(act, {k})
+model = InventoryModel.from_json(io.read_json({model!r}))
+cfg = EstimateConfig(draws={draws}, seed=1)
+estimate(act.iloc[:50], model, cfg.model_copy(update={{"draws": 20}}))  # imports, first-call set-up
+out = {{"rows": len(act), "units": int(act["county_code"].nunique())}}
+if {cluster}:
+    from distributed import Client, LocalCluster
+    from pipeline.config import DaskConfig
+    from pipeline.parallel import dask_context
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=40) as lc, Client(lc) as c:
+        with dask_context(DaskConfig(scheduler=lc.scheduler_address)):
+            estimate(act.iloc[:50], model, cfg.model_copy(update={{"draws": 20}}))
+            bases = c.run(reset_hwm)
+            base = reset_hwm()
+            t0 = time.perf_counter()
+            estimate(act, model, cfg)
+            out["seconds"] = time.perf_counter() - t0
+            growth = c.run(lambda: kib("VmHWM:"))
+        out["peak_mb"] = max((growth[w] - bases[w]) / 1024 for w in bases)
+        out["client_peak_mb"] = hwm_growth_mb(base)
+else:
+    base = reset_hwm()
+    t0 = time.perf_counter()
+    with dask.config.set(scheduler="threads", num_workers=2):
+        estimate(act, model, cfg)
+    out["seconds"] = time.perf_counter() - t0
+    out["peak_mb"] = hwm_growth_mb(base)
+print(json.dumps(out))
+"""
+
+
+def _case(activity: Path, model: Path, k: int, draws: int, years: int, cluster: bool) -> dict:
+    code = _CHILD.format(here=str(HERE), activity=str(activity), model=str(model), k=k, draws=draws,
+                         years=years, cluster=cluster)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
+                       env={"CROPN2O_PROGRESS": "0", **_env()})
+    if r.returncode != 0:
+        raise RuntimeError(f"bench_scaling case x{k} failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def _exponent(x: list[float], y: list[float]) -> float:
+    """Slope of log(y) against log(x) (least squares)."""
+    return float(np.polyfit(np.log(x), np.log(np.maximum(y, 1e-9)), 1)[0])
+
+
+def run_benchmarks(quick: bool = False) -> list[dict]:
+    activity, model = demo_world()
+    rows: list[dict] = []
+    tiles = [1, 4] if quick else [1, 4, 16]
+    draws = 200 if quick else 500
+    years = 6
+    for cluster in (False, True):
+        where = "LocalCluster 2 procs" if cluster else "threads x2"
+        res = [_case(activity, model, k, draws, years, cluster) for k in tiles]
+        for k, r in zip(tiles, res):
+            rows.append({"stage": "scaling", "case": f"estimate x{k}: {r['units']} units, {r['rows']} rows, "
+                                                      f"{draws} draws, {where}",
+                         "seconds": r["seconds"], "peak_mb": r["peak_mb"],
+                         "note": f"{r['rows'] * draws / r['seconds']:,.0f} draw-rows/s"
+                                 + (f"; client +{r['client_peak_mb']:.0f} MB" if cluster else "")})
+        units = [r["units"] for r in res]
+        rows.append({"stage": "scaling", "case": f"time ~ units^b ({where}, x{tiles[0]}..x{tiles[-1]})",
+                     "ratio": _exponent(units, [r["seconds"] for r in res]), "note": "target 0.9-1.1"})
+        rows.append({"stage": "scaling", "case": f"peak memory ~ units^c ({where})",
+                     "ratio": _exponent(units, [r["peak_mb"] for r in res]),
+                     "note": "per worker" if cluster else "whole process (inputs and outputs grow with units)"})
+    if not quick:
+        k = 4
+        by_draws = [_case(activity, model, k, d, years, False) for d in (250, 1000)]
+        rows.append({"stage": "scaling", "case": f"time ~ draws^a (x{k}, 250..1000 draws, threads)",
+                     "ratio": _exponent([250, 1000], [r["seconds"] for r in by_draws]),
+                     "note": f"{by_draws[0]['seconds']:.2f} s -> {by_draws[1]['seconds']:.2f} s; "
+                             f"peak {by_draws[0]['peak_mb']:.0f} -> {by_draws[1]['peak_mb']:.0f} MB"})
+        by_years = [_case(activity, model, k, draws, y, False) for y in (2, 6)]
+        rows.append({"stage": "scaling", "case": f"time ~ years^y (x{k}, 2..6 years, threads)",
+                     "ratio": _exponent([2, 6], [r["seconds"] for r in by_years]),
+                     "note": f"{by_years[0]['seconds']:.2f} s -> {by_years[1]['seconds']:.2f} s; "
+                             f"peak {by_years[0]['peak_mb']:.0f} -> {by_years[1]['peak_mb']:.0f} MB"})
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run_benchmarks(quick="--quick" in sys.argv):
+        print(row)
