@@ -92,7 +92,7 @@ def test_nile_mean_shift_matches_strucchange():
 
 def test_nile_default_trimming_interval_inside_issue_bounds():
     years, flow = _nile()
-    r = bp.mean_shift_breaks(years, flow)
+    r = bp.mean_shift_breaks(years, flow, "mean")  # the published Nile result is a mean shift
     b = r["breaks"][0]
     assert b["break_year"] == 1898 and 1893 <= b["ci_low"] <= b["ci_high"] <= 1904
 
@@ -130,11 +130,11 @@ def test_straight_line_gives_no_break_and_says_so():
 
 
 def test_level_shift_found_by_mean_shift_method():
-    runs = [bp.mean_shift_breaks(YEARS, _level_shift(np.random.default_rng(20_000 + s))) for s in range(N_SEEDS)]
+    runs = [bp.mean_shift_breaks(YEARS, _level_shift(np.random.default_rng(20_000 + s)), "mean") for s in range(N_SEEDS)]
     ok = [r for r in runs if r["n_breaks"] == 1]
     assert len(ok) >= 0.9 * N_SEEDS
     assert np.mean([abs(r["breaks"][0]["break_year"] - 2002) <= 1 for r in ok]) >= 0.9
-    flat = [bp.mean_shift_breaks(YEARS, 10 + np.random.default_rng(30_000 + s).normal(0, 1, YEARS.size))
+    flat = [bp.mean_shift_breaks(YEARS, 10 + np.random.default_rng(30_000 + s).normal(0, 1, YEARS.size), "mean")
             for s in range(N_SEEDS)]
     assert sum(r["n_breaks"] == 0 for r in flat) >= 0.9 * N_SEEDS
 
@@ -189,3 +189,59 @@ def test_summary_table_and_bad_series():
         bp.segmented_breaks(YEARS[:6], y[:6])
     with pytest.raises(ModelError):
         bp.mean_shift_breaks(np.r_[YEARS, 2014], np.r_[y, 1.0])
+
+
+# --- Issue 12 item 7: Davies as R, a kink interval stable on data years, trend by default ----
+def test_davies_p_value_is_r_segmented_davies_test():
+    """The reported Davies p-value is pipeline.methods.davies (R segmented::davies.test, lm
+    route; matched to R in tests/test_davies.py), not piecewise-regression's jump-and-slope test."""
+    from pipeline.methods.davies import davies_test
+
+    for seed in (1, 2, 3):
+        y = _kink(np.random.default_rng(seed), sd=8.0)
+        r = bp.segmented_breaks(YEARS, y, max_breaks=1, n_sim=199)
+        assert r["existence_test"]["davies"]["p_value"] == pytest.approx(davies_test(YEARS, y)["p_value"], rel=1e-12)
+    line = _line(np.random.default_rng(9))
+    p = bp.segmented_breaks(YEARS, line, max_breaks=1, n_sim=199)["existence_test"]["davies"]["p_value"]
+    assert p == pytest.approx(davies_test(YEARS, line)["p_value"], rel=1e-12) and p > 0.05
+
+
+def test_kink_interval_is_profile_and_stable_on_a_data_year():
+    """The primary kink interval is the profile-likelihood F interval: shifting the series so the
+    optimum moves across a data year by 2e-7 yr moves the interval by about as much, where the
+    Muggeo SE jumps (supplementary, wald_ci_*)."""
+    t = YEARS.astype(float)
+    noise = np.random.default_rng(5).normal(0, 3.0, t.size)
+    out = []
+    for eps in (-1e-7, 1e-7):
+        y = 200 + 11.2 * (t - 1990) - 8.4 * np.maximum(t - (2003.0 + eps), 0) + noise
+        b = bp.segmented_breaks(YEARS, y, max_breaks=1, n_sim=199)["breaks"][0]
+        assert b["interval_method"] == "profile likelihood F"
+        assert b["ci_low"] == b["profile_ci_low"] and b["ci_high"] == b["profile_ci_high"]
+        assert b["ci_low"] < b["break_year"] < b["ci_high"] and not (b["truncated_low"] or b["truncated_high"])
+        out.append((b["ci_low"], b["ci_high"]))
+    assert abs(out[0][0] - out[1][0]) < 1e-3 and abs(out[0][1] - out[1][1]) < 1e-3, out
+
+
+def test_kink_interval_truncation_is_flagged_when_the_data_do_not_locate_it():
+    """A nearly straight noisy line: the profile set reaches a search bound and says so."""
+    y = 5 + 0.5 * (YEARS - 1990) + 0.05 * np.maximum(YEARS - 2001, 0) + np.random.default_rng(3).normal(0, 2, YEARS.size)
+    r = slope_change._describe_kinks(YEARS.astype(float), y, 1, {
+        "psi": np.array([2001.0]), "rss": 0.0, "muggeo": None,
+        "grid": slope_change.kink_grid(YEARS.astype(float), 1, 4)}, 0.05)
+    b = r["breaks"][0]
+    assert b["truncated_low"] or b["truncated_high"]
+    assert b["interval_method"] == "profile likelihood F" and b["wald_ci_low"] is None
+
+
+def test_mean_shift_default_models_the_trend():
+    """Straight trending lines (no break of any kind): y ~ 1 (the old CLI default) cuts them into
+    spurious level steps; y ~ 1 + t (the default of mean_shift_breaks and analyse_series now)
+    finds no break in about 95 % of them."""
+    lines = [_line(np.random.default_rng(40_000 + s)) for s in range(20)]
+    spurious = [bp.mean_shift_breaks(YEARS, y, "mean", n_sim=999)["n_breaks"] for y in lines]
+    assert sum(n >= 1 for n in spurious) >= 18
+    r = bp.analyse_series(YEARS, lines[0], n_sim=999)
+    assert r["mean_shift"]["regressors"] == "trend"
+    trend = [bp.mean_shift_breaks(YEARS, y, n_sim=999)["n_breaks"] for y in lines]
+    assert sum(n == 0 for n in trend) >= 17

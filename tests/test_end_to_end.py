@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -39,17 +40,30 @@ def slice_run(tmp_path_factory) -> tuple[list[str], Path]:
 def test_every_stage_writes_its_manifest(slice_run) -> None:
     _, root = slice_run
     for stage in ["ingest", "fit", "estimate", "estimate_tier1", "grid", "trend"]:
-        manifest = json.loads((root / "processed" / stage / "manifest.json").read_text())
-        for name, digest in manifest.get("outputs", {}).items():
-            assert len(digest) == 64, (stage, name)
+        folder = root / "processed" / stage
+        manifest = json.loads((folder / "manifest.json").read_text())
+        outputs = manifest["outputs"]
+        assert outputs, stage  # every stage writes files, so its manifest lists them
+        for name, digest in outputs.items():
+            # each listed output exists and its recorded SHA-256 is that of the file now
+            assert digest == hashlib.sha256((folder / name).read_bytes()).hexdigest(), (stage, name)
+        # and every file of the folder (but the manifest and the grid's reusable weights cache,
+        # grid/weights/<hash>.npz, which is keyed by its inputs and not a result) is listed
+        on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and p.name != "manifest.json" and ".stamps" not in p.parts
+                   and not (stage == "grid" and p.relative_to(folder).parts[0] == "weights")}
+        assert on_disk <= set(outputs), (stage, sorted(on_disk - set(outputs)))
     assert json.loads((root / "raw" / "MANIFEST.json").read_text())["synthetic"] is True
 
 
 def test_totals_are_consistent_across_stages(slice_run) -> None:
     _, root = slice_run
     county = pd.read_parquet(root / "processed" / "estimate" / "county.parquet")
-    national = pd.read_csv(root / "processed" / "estimate" / "national.csv")
-    nat = national[national["crop"] == "all"].set_index("year")["n2o_n_kg_mean"]
+    national = pd.read_csv(root / "processed" / "estimate" / "national_total.csv")  # all crops
+    nat = national.set_index("year")["n2o_n_kg_mean"]
+    by_crop = pd.read_csv(root / "processed" / "estimate" / "national.csv")
+    assert "all" not in set(by_crop["crop"])  # no table mixes totals with per-crop rows
+    assert (by_crop.groupby("year")["n2o_n_kg_mean"].sum() - nat).abs().max() <= 1e-9 * nat.max()
     assert (county.groupby("year")["n2o_n_kg_mean"].sum() - nat).abs().max() <= 1e-9 * nat.max()
     assert set(county["county_code"] // 10_000) == {41, 43}
     tier1 = pd.read_csv(root / "processed" / "estimate_tier1" / "national.csv")

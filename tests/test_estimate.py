@@ -271,3 +271,21 @@ def test_interval_coverage_over_100_simulated_worlds(n_sites: int, min_cov: floa
     misses are mostly low (a skewed estimator in small samples), and shrink as sites grow."""
     hits, _, _ = _coverage_run(100, n_sites, "glm_gamma", 400)
     assert hits.mean() >= min_cov
+
+
+def test_central_is_the_plug_in_and_the_draw_mean_carries_the_jensen_gap() -> None:
+    """n2o_n_kg_central = area x model at its estimates (the formula, written out here); the mean
+    over parameter draws of exp(x'b) runs above it by E[exp(z'x)] = exp(x'Sigma x / 2)."""
+    act = _activity(n_counties=10, years=[2000])
+    sd = 0.3
+    cfg = EstimateConfig(draws=20_000, seed=3, rel_error_n_rate=0.0, rel_error_area=0.0, background="included")
+    out = estimate(act, _model(sd), cfg)
+    county = out["county"].merge(act, on=["county_code", "year", "crop", "area_ha", "n_rate_kg_ha"], suffixes=("", "_a"))
+    np.testing.assert_allclose(county["n2o_n_kg_central"], _manual(county, "included"), rtol=1e-12)
+    x = np.column_stack([np.ones(len(county)), county["n_rate_kg_ha"], county["mean_temp_c"] - 12.0])
+    var = np.array([sd**2, (sd * 0.02) ** 2, (sd * 0.1) ** 2])
+    gap = np.exp(0.5 * (x**2) @ var)
+    np.testing.assert_allclose(county["n2o_n_kg_mean"] / county["n2o_n_kg_central"], gap, rtol=0.03)
+    nat = out["national"].query("crop == 'all'")
+    assert nat["n2o_n_kg_central"].iloc[0] == pytest.approx(county["n2o_n_kg_central"].sum(), rel=1e-12)
+    assert (nat["forms_drawn"] == "").all()  # single-family models: no form column content

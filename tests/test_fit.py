@@ -69,7 +69,9 @@ def simulate(seed: int, truth: dict, g_ph: float, g_w: float, n_sites: int = 25,
 
 
 def _cfg(**kw) -> FitConfig:
-    base = {"covariates": COVS, "crops": ["wheat"], "min_records": 30, "min_sites": 5}
+    """The single-family fit (glm_gamma / mixed_lognormal chosen by CV): these tests check it;
+    the model average is tested in tests/test_model_averaging.py and by the stage test below."""
+    base = {"covariates": COVS, "crops": ["wheat"], "min_records": 30, "min_sites": 5, "model": "single_family"}
     base.update(kw)
     return FitConfig(**base)
 
@@ -339,8 +341,23 @@ def test_run_writes_outputs_deterministically(tmp_path):
     curves = pd.read_csv(cfg.processed / "fit" / "ef_curves.csv")
     fitted = curves[curves["model"] != "tier1"]
     assert (fitted["ef_lo95"] <= fitted["ef"]).all() and (fitted["ef"] <= fitted["ef_hi95"]).all()
-    # exponential response: the fertilizer-induced EF rises with N
-    assert (fitted.groupby("crop")["ef"].apply(lambda s: s.is_monotonic_increasing)).all()
+    # The model average (default fit.model) carries every weighted form: its EF(N) is the
+    # weighted sum of the forms' EF(N) (E and E0 are both weighted sums), each form's row names
+    # its weight, and the weights in model.json are the stacking weights of response_forms.json.
+    inv = json.loads((cfg.processed / "fit" / "model.json").read_text())["models"]["wheat"]
+    weights = inv["average"]["weights"]
+    assert inv["family"] == "model_average" and sum(weights.values()) == pytest.approx(1.0)
+    w = curves[(curves["crop"] == "wheat") & (curves["model"] == "model_average")]
+    forms = curves[(curves["crop"] == "wheat") & curves["model"].str.startswith("form:")]
+    assert set(forms["model"].str[5:]) == set(weights)
+    mix = sum(weights[f[5:]] * g["ef"].to_numpy() for f, g in forms.groupby("model"))
+    np.testing.assert_allclose(w["ef"].to_numpy(), mix, rtol=1e-9)
+    report = json.loads((cfg.processed / "fit" / "response_forms.json").read_text())["crops"]["wheat"]
+    assert report["weighting"]["final_weights"] == pytest.approx(weights)
+    for name in ("response_forms.json", "form_cv.csv", "paired_ef.csv", "paired_ef.png"):
+        assert name in names
+    paired = pd.read_csv(cfg.processed / "fit" / "paired_ef.csv")
+    assert len(paired) == (obs["n_rate_kg_ha"] > 0).sum()  # every site has a zero-N control
     t1 = curves[(curves["model"] == "tier1") & (curves["crop"] == "wheat") & (curves["climate"] == "wet")]
     np.testing.assert_allclose(t1["ef"], 0.016)
 
@@ -360,16 +377,46 @@ def test_run_errors_before_ingest_and_on_corrupt_parquet(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Real data and the demo world
 # ---------------------------------------------------------------------------------------------
-def test_real_kensyn_n_coefficient_and_rice_effect(shared_data, repo_root):
-    """The same code on the real 985-record KenSyn compilation via the foundation's mapping."""
-    from pipeline.config import load_config
+def _kensyn_observations(cfg: Config) -> pd.DataFrame:
     from pipeline.stages import ingest
+
+    raw = ingest.read_input(cfg, "observations")
+    return ingest.harmonise_observations(getattr(raw, "frame", raw))[0]
+
+
+def test_real_kensyn_forms_cv_and_weights(shared_data, repo_root):
+    """KenSyn (real): every candidate form is scored by 5-fold leave-site-out CV without failed
+    folds, the stacking weights sum to one, and the measurement-period exponent is positive and
+    below one (docs/validation.md records the table: upland linear 0.77 / exponential 0.23)."""
+    from pipeline.config import load_config
 
     csv = shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv"
     cfg = load_config(repo_root / "config" / "examples" / "kensyn.yaml", {"inputs.observations.path": str(csv)})
-    raw = ingest.read_input(cfg, "observations")
-    obs, _ = ingest.harmonise_observations(raw)
-    fcfg = FitConfig(covariates=[], group_by="study_id")
+    obs = _kensyn_observations(cfg)
+    fcfg = FitConfig(crops=["rice", "other_upland"], covariates=["water_input_mm", "mean_temp_c", "soil_ph", "soc_g_kg"],
+                     period_reference="annual")
+    inv, tables = fit_stage.fit_all(obs, fcfg)
+    cv = tables["form_cv"]
+    print("\n" + cv[["crop", "family", "rmse_kg_ha", "mlpd", "elpd", "elpd_se", "weight"]].to_string())
+    assert set(cv["family"]) == set(fcfg.response_forms) and (cv["n_failed_folds"] == 0).all()
+    assert cv.groupby("crop")["weight"].sum().to_numpy() == pytest.approx([1.0, 1.0])
+    assert (cv.groupby("crop")["n_scored"].first() == obs["crop"].value_counts().sort_index()).all()
+    for crop, m in inv.models.items():
+        assert m.family == "model_average"
+        for fam in m.families:
+            f = m.form(fam)
+            g = f.params[f.param_names.index(fit.PERIOD_COL)]
+            assert 0.3 < g < 1.0, (crop, fam, g)
+
+
+def test_real_kensyn_n_coefficient_and_rice_effect(shared_data, repo_root):
+    """The same code on the real 985-record KenSyn compilation via the foundation's mapping."""
+    from pipeline.config import load_config
+
+    csv = shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv"
+    cfg = load_config(repo_root / "config" / "examples" / "kensyn.yaml", {"inputs.observations.path": str(csv)})
+    obs = _kensyn_observations(cfg)
+    fcfg = FitConfig(covariates=[], group_by="study_id", measurement_period="ignore")
     m = fit.fit_pooled(obs, ["rice", "other_upland"], "mixed_lognormal", fcfg, crop_effects=["rice"], name="kensyn")
     se = m.standard_errors()
     report = {name: (round(b, 5), round(b - Z95 * s, 5), round(b + Z95 * s, 5))
@@ -387,20 +434,78 @@ def test_real_kensyn_n_coefficient_and_rice_effect(shared_data, repo_root):
     assert m.coef[j] + Z95 * se[j] < 0 and np.isfinite(se[j]) and -3.0 < m.coef[j] < 0.0
 
 
-def test_default_demo_world_n_slopes_within_20_percent(tmp_path, repo_root):
-    """The default demo world (pipeline.demo, its own generator): chosen N slope per crop vs truth."""
+def test_default_demo_world_expected_emission_inside_the_model_interval(tmp_path, repo_root):
+    """The default demo world (pipeline.demo, its own generator, whose N response is a Hill curve
+    none of the candidate forms has): per crop, the true expected emission of its records (summed
+    exp(eta + (s_u^2 + s_e^2)/2)) lies inside the 95 % interval of the model average's draws (form
+    and parameters). The sample itself is 0.70-1.25 x the truth per crop (16-71 sites), so a
+    fixed band around the truth would test the sampling, not the model; measured ratios of the
+    central estimate 0.71-1.24, every interval covering (docs/validation.md)."""
     from pipeline import demo
     from pipeline.config import load_config
+    from pipeline.demo import truth as demo_truth
     from pipeline.stages import ingest
 
     cfg = load_config(repo_root / "config" / "default.yaml", {"root": str(tmp_path)})
     demo.run(cfg)
-    obs, _, _ = ingest.ingest_observations(cfg)
-    truth = json.loads((tmp_path / "data_raw" / "demo" / "truth" / "truth.json").read_text())["b"]
-    inv, tables = fit_stage.fit_all(obs, cfg.fit)
-    slopes = {c: float(m.coef[m.coef_names.index("n_rate_kg_ha")]) for c, m in inv.models.items()}
-    print("\ndemo world N slopes (chosen model) vs truth: "
-          + ", ".join(f"{c} {slopes[c]:.5f}/{truth[c]:.5f}" for c in sorted(slopes)))
-    assert set(slopes) == set(truth)
-    for crop, b in truth.items():
-        assert slopes[crop] == pytest.approx(b, rel=0.20), crop
+    obs = ingest.ingest_observations(cfg)[0]
+    truth = pd.read_csv(tmp_path / "data_raw" / "demo" / "truth" / "observations_truth.csv")
+    inv, _tables = fit_stage.fit_all(obs, cfg.fit)
+    rows = obs.merge(truth[["obs_id", "eta"]], on="obs_id")
+    rows["true_mean"] = np.exp(rows["eta"] + (demo_truth.SIGMA_SITE**2 + demo_truth.SIGMA_RESID**2) / 2)
+    assert set(inv.models) == set(demo_truth.TRUE_A)
+    for crop, m in inv.models.items():
+        assert m.family == "model_average"
+        r = rows[rows["crop"] == crop]
+        if fit.PERIOD_COL in m.center:  # predict each record over its own measured period
+            r = r.assign(**{fit.PERIOD_COL: np.log(r["duration_days"].astype(float) / 365.0)})
+        draws = m.mean_emission(r, m.draw_params(np.random.default_rng(0), 2000)).sum(axis=1)
+        lo, hi = np.quantile(draws / r["true_mean"].sum(), [0.025, 0.975])
+        central = float(m.mean_emission(r).sum() / r["true_mean"].sum())
+        print(f"\n{crop}: model average / truth {central:.3f} (95 % {lo:.3f}-{hi:.3f})")
+        assert lo <= 1.0 <= hi, (crop, central, lo, hi)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement period and paired-control EF (issue 12, items 4 and 5)
+# ---------------------------------------------------------------------------------------------
+def test_measurement_period_is_modelled_and_predictions_are_annual():
+    """Fluxes cumulated over 30-1095 days with E ∝ D^0.7 (truth): the fit recovers the exponent,
+    and activity rows (no duration) get the annual prediction."""
+    obs = simulate(31, TRUTH_A, G_PH, G_W, n_sites=40)
+    rng = np.random.default_rng(5)
+    site_days = {s: float(rng.choice([30, 60, 120, 180, 365, 730, 1095])) for s in obs["site_id"].unique()}
+    obs["duration_days"] = obs["site_id"].map(site_days)
+    obs["flux_kg_n2o_n_ha"] *= (obs["duration_days"] / 365.0) ** 0.7
+    m = fit.fit_crop(obs, "wheat", "mixed_lognormal", _cfg(period_reference="annual"))
+    j = m.coef_names.index(fit.PERIOD_COL)
+    se = m.standard_errors()[j]
+    assert abs(m.coef[j] - 0.7) <= 3 * se and se < 0.15, (m.coef[j], se)
+    assert m.fill[fit.PERIOD_COL] == 0.0
+    # default reference: the crop's median measured period (no extrapolation beyond the records)
+    m_med = fit.fit_crop(obs, "wheat", "mixed_lognormal", _cfg())
+    assert m_med.fill[fit.PERIOD_COL] == pytest.approx(np.log(obs["duration_days"].median() / 365.0))
+    X = pd.DataFrame({"n_rate_kg_ha": [100.0], "water_input_mm": [900.0], "soil_ph": [6.5]})
+    annual = m.mean_emission(X)[0]
+    seasonal = m.mean_emission(X.assign(**{fit.PERIOD_COL: np.log(120 / 365)}))[0]
+    assert annual / seasonal == pytest.approx((365 / 120) ** m.coef[j], rel=1e-9)
+    _, tables = fit_stage.fit_all(obs, _cfg())
+    assert tables["diagnostics"]["measurement_period"].str.startswith("measurement period modelled").all()
+    # without the column, or when told to ignore it, the diagnostics say the periods are mixed
+    _, t2 = fit_stage.fit_all(obs.drop(columns="duration_days"), _cfg())
+    assert t2["diagnostics"]["measurement_period"].str.contains("no duration_days column").all()
+    m2 = fit.fit_crop(obs, "wheat", "mixed_lognormal", _cfg(measurement_period="ignore"))
+    assert fit.PERIOD_COL not in m2.coef_names
+
+
+def test_paired_control_ef_matches_the_difference_method():
+    obs = pd.DataFrame({
+        "obs_id": list("abcdefg"), "site_id": ["s1", "s1", "s1", "s1", "s2", "s2", "s3"],
+        "crop": ["wheat"] * 4 + ["maize"] * 3, "year": [2001, 2001, 2001, 2002, 2001, 2001, 2001],
+        "n_rate_kg_ha": [0.0, 0.0, 150.0, 150.0, 0.0, 200.0, 100.0],
+        "flux_kg_n2o_n_ha": [0.4, 0.6, 2.0, 3.0, 1.0, 3.0, 2.0]})
+    p = fit.paired_control_ef(obs, _cfg()).set_index("obs_id")
+    # c: two controls of s1/2001 (mean 0.5); d has no control in 2002; f: control 1.0; g: none
+    assert sorted(p.index) == ["c", "f"]
+    assert p.loc["c", "ef"] == pytest.approx((2.0 - 0.5) / 150.0) and p.loc["c", "n_controls"] == 2
+    assert p.loc["f", "ef"] == pytest.approx((3.0 - 1.0) / 200.0)

@@ -49,12 +49,38 @@ from pipeline.units import MU_PER_HA, flux_to_kg_n2o_n_ha
 # ---------------------------------------------------------------------------------------------
 # True parameters of the world
 # ---------------------------------------------------------------------------------------------
-#: log E = a_crop + b_crop * N + sum_j gamma_j * x_j + delta_regime + u_site + eps,
+#: log E = a_crop + log f_crop(N) + sum_j gamma_j * x_j + delta_regime + u_site + eps (f: the Hill
+#: response below; TRUE_B is the exponential it matches at 1.2 x the median N, not the truth),
 #: E in kg N2O-N/ha per season, N in kg N/ha, water_input_mm = precip_mm + irrigation_mm.
 TRUE_A = {"rice": -0.45, "wheat": -0.45, "maize": -0.15, "vegetables": -0.05, "other_upland": -0.45}
 
 
 TRUE_B = {"rice": 0.0075, "wheat": 0.0080, "maize": 0.0080, "vegetables": 0.0055, "other_upland": 0.0080}
+
+
+#: The TRUE N response is a Hill (sigmoid) curve, a form none of the fit's candidate forms has
+#: (linear, exponential, log-quadratic, Mitscherlich, exponential with random slopes; issue 12
+#: item 6): f(N) = 1 + A h(N), h(N) = (N/K)^2 / (1 + (N/K)^2), convex below the inflection
+#: N = K/sqrt(3) and saturating above it. K = 1.5 x the crop's median county N rate of the
+#: world (kg N/ha); A makes f equal the exponential exp(b N) of :data:`TRUE_B` at 1.2 x that
+#: median, so the national level and kink stay in the published bands (docs/demo_world.md).
+HILL_MEDIAN_N = {"rice": 139.0, "wheat": 153.0, "maize": 145.0, "vegetables": 266.0, "other_upland": 74.0}
+HILL_POWER = 2.0
+HILL_K = {c: 1.5 * n for c, n in HILL_MEDIAN_N.items()}
+
+
+def _hill(crop: str, n_rate_kg_ha) -> np.ndarray:
+    x = (np.asarray(n_rate_kg_ha, float) / HILL_K[crop]) ** HILL_POWER
+    return x / (1.0 + x)
+
+
+HILL_A = {c: float(np.expm1(TRUE_B[c] * 1.2 * n) / _hill(c, 1.2 * n)) for c, n in HILL_MEDIAN_N.items()}
+
+
+def log_n_response(crop: str, n_rate_kg_ha) -> np.ndarray:
+    """log f(N) of the true N response (0 at N = 0): ``log(1 + A h(N))``, :data:`HILL_A`,
+    :data:`HILL_K`, :data:`HILL_POWER`; N in kg N/ha."""
+    return np.log1p(HILL_A[crop] * _hill(crop, n_rate_kg_ha))
 
 
 TRUE_GAMMA = {"water_input_mm": 0.0004, "mean_temp_c": 0.03, "soil_ph": -0.15, "soc_g_kg": 0.015,
@@ -459,10 +485,11 @@ def log_mean(crop: str, n_rate_kg_ha, water_input_mm, mean_temp_c, soil_ph, soc_
 
     Notes
     -----
-    eta = a_c + b_c N + g_w W + g_T T + g_pH pH + g_soc SOC + g_clay clay + delta_regime.
+    eta = a_c + log f_c(N) + g_w W + g_T T + g_pH pH + g_soc SOC + g_clay clay + delta_regime,
+    with the Hill response f of :func:`log_n_response`.
     """
     reg = np.vectorize(lambda r: TRUE_REGIME.get(r, 0.0), otypes=[float])(np.asarray(water_regime, dtype=object))
-    return (TRUE_A[crop] + TRUE_B[crop] * np.asarray(n_rate_kg_ha, float)
+    return (TRUE_A[crop] + log_n_response(crop, n_rate_kg_ha)
             + TRUE_GAMMA["water_input_mm"] * np.asarray(water_input_mm, float)
             + TRUE_GAMMA["mean_temp_c"] * np.asarray(mean_temp_c, float)
             + TRUE_GAMMA["soil_ph"] * np.asarray(soil_ph, float)
@@ -495,7 +522,7 @@ def expected_emissions(world: World) -> tuple[np.ndarray, np.ndarray]:
                         c["soc_g_kg"].to_numpy(), c["clay_pct"].to_numpy())
         regime = sum(s * np.exp(TRUE_REGIME[r]) for r, s in RICE_REGIME_SHARE.items()) if crop == "rice" else 1.0
         e0 = np.exp(base)[:, None] * water_mix * regime * smear
-        eN = e0 * np.exp(TRUE_B[crop] * world.n_rate_kg_ha[:, ci, :])
+        eN = e0 * np.exp(log_n_response(crop, world.n_rate_kg_ha[:, ci, :]))
         back[:, ci, :] = world.area_ha[:, ci, :] * e0
         fert[:, ci, :] = world.area_ha[:, ci, :] * (eN - e0)
     return fert, back

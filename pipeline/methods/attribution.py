@@ -45,9 +45,12 @@ KEY = ["county_code", "crop"]
 def build_series(national: pd.DataFrame, province: pd.DataFrame | None, model: str) -> pd.DataFrame:
     """Long table of annual totals: scope (national/crop/province), unit, year and intervals.
 
-    Units: ``n2o_n_kg_*`` in kg N2O-N per year, ``area_ha`` in ha.
+    Units: ``n2o_n_kg_*`` in kg N2O-N per year, ``area_ha`` in ha. ``n2o_n_kg_central`` (the
+    plug-in central estimate) is carried when the estimate tables have it; the breakpoint
+    analysis of the series uses it (:func:`analyse`), the intervals are over the draws.
     """
-    cols = ["year", "n2o_n_kg_mean", "n2o_n_kg_p2_5", "n2o_n_kg_p97_5", "area_ha"]
+    cols = ["year", *(["n2o_n_kg_central"] if "n2o_n_kg_central" in national.columns else []),
+            "n2o_n_kg_mean", "n2o_n_kg_p2_5", "n2o_n_kg_p97_5", "area_ha"]
     parts = []
     nat = national[national["crop"] == "all"]
     parts.append(nat[cols].assign(scope="national", unit="all"))
@@ -92,8 +95,31 @@ def break_draws_summary(years: np.ndarray, draws: np.ndarray, tcfg: TrendOptions
              "year_convention": bp.KINK_CONVENTION}, per_draw)
 
 
-def analyse(series: pd.DataFrame, tcfg: TrendOptions, value: str = "n2o_n_kg_mean") -> dict[str, Any]:
-    """:func:`pipeline.breakpoints.analyse_series` with the stage's settings."""
+def central_column(series: pd.DataFrame) -> str:
+    """The central-estimate column of a series: ``n2o_n_kg_central`` (plug-in, unbiased) when
+    present and complete, else ``n2o_n_kg_mean`` (tables of earlier runs)."""
+    if "n2o_n_kg_central" in series.columns and series["n2o_n_kg_central"].notna().all():
+        return "n2o_n_kg_central"
+    return "n2o_n_kg_mean"
+
+
+def forms_contributed(draws: pd.DataFrame) -> dict[str, Any] | None:
+    """Share of Monte Carlo draws per N-response form, per crop (model-average runs), from the
+    ``form`` column of the national draws table; None when the run had no model average."""
+    if "form" not in draws.columns:
+        return None
+    d = draws[(draws["crop"] != "all") & draws["form"].fillna("").astype(str).ne("")]
+    if d.empty:
+        return None
+    first = d[d["year"] == d["year"].min()]
+    return {str(crop): {str(k): float(v) for k, v in g["form"].value_counts(normalize=True).sort_index().items()}
+            for crop, g in first.groupby("crop")}
+
+
+def analyse(series: pd.DataFrame, tcfg: TrendOptions, value: str | None = None) -> dict[str, Any]:
+    """:func:`pipeline.breakpoints.analyse_series` with the stage's settings, on ``value``
+    (default: :func:`central_column`)."""
+    value = value or central_column(series)
     s = series.sort_values("year")
     return bp.analyse_series(s["year"].to_numpy(float), s[value].to_numpy(float), tcfg.max_breaks,
                              tcfg.min_segment_years, tcfg.criterion, tcfg.alpha, tcfg.n_sim, tcfg.seed)
@@ -122,7 +148,8 @@ def slopes_around(frame: pd.DataFrame, unit: str, psi: float) -> pd.DataFrame:
     Parameters
     ----------
     frame
-        Columns ``unit``, ``year``, ``n2o_n_kg_mean`` (kg N2O-N) and ``area_ha`` (ha).
+        Columns ``unit``, ``year``, ``n2o_n_kg_central`` (else ``n2o_n_kg_mean``; kg N2O-N) and
+        ``area_ha`` (ha).
     unit
         Name of the unit column (``province_code``, ``county_code``).
     psi
@@ -139,7 +166,7 @@ def slopes_around(frame: pd.DataFrame, unit: str, psi: float) -> pd.DataFrame:
     OLS of ``y = a + b t + d (t - psi)_+`` with the same design for every unit (one solve):
     before = ``b``, after = ``b + d``; growth slowed when ``d < 0``.
     """
-    y = frame.pivot_table(index=unit, columns="year", values="n2o_n_kg_mean", aggfunc="sum")
+    y = frame.pivot_table(index=unit, columns="year", values=central_column(frame), aggfunc="sum")
     area = frame.groupby(unit)["area_ha"].mean()
     y = y.dropna()
     t = y.columns.to_numpy(float)

@@ -68,11 +68,16 @@ def analyse_series(
     alpha: float = 0.05,
     n_sim: int = 4000,
     seed: int = 0,
+    shift_regressors: Literal["mean", "trend"] = "trend",
 ) -> dict[str, Any]:
     """Both analyses of one annual series: slope changes and mean shifts.
 
-    Parameters are those of :func:`segmented_breaks` and :func:`mean_shift_breaks` (mean
-    shifts of ``y ~ 1``; pass :func:`mean_shift_breaks` directly for trend shifts).
+    Parameters are those of :func:`segmented_breaks` and :func:`mean_shift_breaks`;
+    ``shift_regressors`` is the segment model of the shift analysis: ``"trend"`` (default,
+    ``y ~ 1 + t``: shifts in level or slope of a trending series) or ``"mean"`` (``y ~ 1``, a
+    mean shift; only for series without a trend: on a rising series it cuts the trend into level
+    steps, e.g. two "significant" breaks on FAOSTAT and EDGAR China, none with the trend in the
+    model; docs/validation_breakpoints.md).
 
     Returns
     -------
@@ -83,7 +88,7 @@ def analyse_series(
     return {
         "n": int(t.size), "first_year": float(t[0]), "last_year": float(t[-1]),
         "slope_change": segmented_breaks(t, v, max_breaks, min_segment, criterion, alpha, n_sim, seed),
-        "mean_shift": mean_shift_breaks(t, v, "mean", max_breaks, min_segment, criterion, alpha, n_sim, seed),
+        "mean_shift": mean_shift_breaks(t, v, shift_regressors, max_breaks, min_segment, criterion, alpha, n_sim, seed),
     }
 
 
@@ -99,11 +104,13 @@ def summary_table(result: dict[str, Any]) -> pd.DataFrame:
             rows.append({**base, "break": 0})
         for i, b in enumerate(r["breaks"]):
             row = {**base, "break": i + 1, "break_year": b["break_year"], "ci_low": b["ci_low"],
-                   "ci_high": b["ci_high"], "se": b.get("se")}
+                   "ci_high": b["ci_high"], "se": b.get("se"), "interval_method": b.get("interval_method"),
+                   "truncated_low": b.get("truncated_low"), "truncated_high": b.get("truncated_high")}
             if key == "slope_change":
                 row["slope_before_per_year"] = r["slopes"][i]["slope_per_year"]
                 row["slope_after_per_year"] = r["slopes"][i + 1]["slope_per_year"]
             rows.append(row)
-    cols = ["method", "break", "n_breaks", "break_year", "ci_low", "ci_high", "se", "slope_before_per_year",
+    cols = ["method", "break", "n_breaks", "break_year", "ci_low", "ci_high", "interval_method", "truncated_low",
+            "truncated_high", "se", "slope_before_per_year",
             "slope_after_per_year", "p_value", "significant", "conclusion", "year_convention"]
     return pd.DataFrame(rows).reindex(columns=cols)

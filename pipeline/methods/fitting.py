@@ -786,7 +786,9 @@ def form_design(cd: CropData, cfg: FitOptions) -> tuple[CropModel, pd.DataFrame,
     names = [n for n in skel.coef_names if n not in ("intercept", N_COL)]
     frame = pd.DataFrame(D[:, [skel.coef_names.index(n) for n in names]], columns=names)
     frame[N_COL] = cd.data[N_COL].to_numpy(dtype=float)
-    frame[FLUX_COL] = cd.data[FLUX_COL].to_numpy(dtype=float)
+    # negative fluxes (measurement noise around zero) count as zero: the forms floor every flux
+    # <= 0 at fit.flux_floor_kg_ha, as the single-family rule does (apply_flux_rule)
+    frame[FLUX_COL] = np.clip(cd.data[FLUX_COL].to_numpy(dtype=float), 0.0, None)
     frame["_site"] = cd.data[cfg.group_by].astype(str).to_numpy()
     return skel, frame, names
 

@@ -310,7 +310,7 @@ def bai_confint(y: np.ndarray, X: np.ndarray, breaks: Sequence[int], level: floa
 def mean_shift_breaks(
     years: Sequence[float],
     y: Sequence[float],
-    regressors: Literal["mean", "trend"] = "mean",
+    regressors: Literal["mean", "trend"] = "trend",
     max_breaks: int = 2,
     min_segment: int | float = 4,
     criterion: Literal["bic", "aic"] = "bic",
@@ -327,8 +327,9 @@ def mean_shift_breaks(
     y
         Values, same units as the caller's series.
     regressors
-        ``"mean"``: level shifts of ``y ~ 1``; ``"trend"``: shifts of intercept and slope of
-        ``y ~ 1 + t`` (discontinuous).
+        ``"trend"`` (default): shifts of intercept and slope of ``y ~ 1 + t`` (discontinuous);
+        ``"mean"``: level shifts of ``y ~ 1``, for series without a trend only (on a trending
+        series it reports spurious level steps: docs/validation_breakpoints.md).
     max_breaks
         Largest number of breaks considered.
     min_segment

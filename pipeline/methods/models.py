@@ -14,6 +14,11 @@ coefficient); the family names are :class:`Family`:
     exp(E[log y]) is the median, not the mean.
 ``ipcc_tier1``
     E = N x EF, no background, EF by IPCC edition and (2019) disaggregation.
+``model_average``
+    A weighted mixture of candidate N-response forms (linear, exponential, quadratic,
+    saturating, exponential with random N slopes; :mod:`pipeline.methods.response_forms`),
+    weighted by stacking of leave-site-out predictive densities; every Monte Carlo draw takes
+    one form and that form's parameters (:class:`AveragedModel`, issue 12).
 
 An :class:`InventoryModel` holds one model per crop and serialises to plain JSON (no pickle).
 
@@ -40,6 +45,7 @@ import pandas as pd
 
 from pipeline.contract import CROPS
 from pipeline.errors import ConfigError, ModelError
+from pipeline.methods.response_forms import FittedForm, ModelAverage
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ class Family(StrEnum):
     GLM_GAMMA = "glm_gamma"
     MIXED_LOGNORMAL = "mixed_lognormal"
     IPCC_TIER1 = "ipcc_tier1"
+    MODEL_AVERAGE = "model_average"
 
 
 #: Families fitted to observations (log-linear in their coefficients).
@@ -294,7 +301,8 @@ class CropModel:
             d[key] = float("nan") if d.get(key) is None else float(d[key])
         target = cls
         if cls is CropModel:  # dispatch on the family written in the JSON
-            target = Tier1Model if d.get("family") == Family.IPCC_TIER1 else FittedModel
+            target = {Family.IPCC_TIER1.value: Tier1Model,
+                      Family.MODEL_AVERAGE.value: AveragedModel}.get(d.get("family"), FittedModel)
         try:
             return target(**d)
         except TypeError as e:
@@ -446,6 +454,211 @@ class Tier1Model(CropModel):
     def n_coef_index(self) -> int | None:
         """None: the Tier 1 emission is proportional to N, not log-linear in it."""
         return None
+
+
+def _form_shape(family: str, P: np.ndarray, N: np.ndarray) -> np.ndarray:
+    """log f(N) - log f(0) of a response form for parameter rows P (m, k) and N (m, n) or (n,).
+
+    Mirrors :meth:`pipeline.methods.response_forms.FittedForm._log_mean` (the N part only, which
+    is 0 at N = 0 for every form), so N can differ between draws (Monte Carlo N-rate errors).
+    ``exponential_rs`` also carries its N-dependent log-normal factor ``psi_01 N + psi_11 N^2/2``
+    (added by the caller from the form's ``re_cov``).
+    """
+    Nr = np.asarray(N, dtype=float)
+    if Nr.ndim == 1:
+        Nr = Nr[None, :]
+    if family in ("exponential", "exponential_rs"):
+        return P[:, 1:2] * Nr
+    if family == "quadratic":
+        return P[:, 1:2] * Nr + P[:, 2:3] * Nr**2
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if family == "linear":
+            return np.log(np.clip(1.0 + P[:, 1:2] * Nr, 0.0, None))
+        k = P[:, 2:3] * Nr
+        small = np.abs(k) < 1e-8
+        phi = np.where(small, 1.0 - k / 2.0, -np.expm1(-np.where(small, 1.0, k)) / np.where(small, 1.0, k))
+        return np.log(np.clip(1.0 + P[:, 1:2] * Nr * phi, 0.0, None))
+
+
+@dataclass
+class AveragedModel(CropModel):
+    """A model average of N-response forms (``model_average``): the EmissionModel interface.
+
+    Attributes
+    ----------
+    average
+        The :meth:`pipeline.methods.response_forms.ModelAverage.to_json` dict (forms with
+        positive weight, their weights and the reason).
+    design_names
+        Covariate design columns of every form, in order: numeric covariates (used as
+        ``x - center``, missing -> ``fill``) and indicators ``var[level]``; built from X by
+        :meth:`CropModel.design` with these names.
+
+    Notes
+    -----
+    ``coef``/``cov``/``coef_names`` hold every form's parameters side by side
+    (``"<family>:<param>"``, block-diagonal covariance), so the generic checks and tables work.
+    A Monte Carlo parameter row (:meth:`draw_params`) is ``[form index, block of form 1, ...,
+    block of form K]``: column 0 is the index of the form drawn in :attr:`families`, and only
+    that form's block is drawn (the others stay at their estimates and are not used).
+    The plug-in :meth:`mean_emission` (``params=None``) is ``sum_k w_k E_hat_k``: the central
+    estimate, free of the Jensen inflation of a mean over draws.
+    """
+
+    average: dict[str, Any] = field(default_factory=dict)
+    design_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.family != Family.MODEL_AVERAGE:
+            raise ModelError(f"crop {self.crop}: an averaged model has family model_average, not {self.family!r}. "
+                             "Fix: rebuild it with AveragedModel.from_average()")
+        self._avg = ModelAverage.from_json(self.average)
+        offsets, start = {}, 1
+        for fam in self.families:
+            k = len(self._avg.forms[fam].params)
+            offsets[fam] = (start, start + k)
+            start += k
+        self._blocks = offsets
+        if start - 1 != self.k:
+            raise ModelError(f"crop {self.crop}: model-average JSON has {self.k} coefficients for forms with "
+                             f"{start - 1} parameters. Fix: re-run `cropn2o fit`")
+
+    @classmethod
+    def from_average(cls, crop: str, avg: ModelAverage, skeleton: CropModel) -> AveragedModel:
+        """Wrap a fitted :class:`ModelAverage` with the design (terms, centring, levels) of
+        ``skeleton`` (a :class:`CropModel` whose ``coef_names`` are ``intercept``,
+        ``n_rate_kg_ha`` and the covariate design columns)."""
+        names, coefs, covs = [], [], []
+        for fam in avg.families:
+            f = avg.forms[fam]
+            names += [f"{fam}:{p}" for p in f.param_names]
+            coefs.append(f.params)
+            covs.append(f.cov)
+        k = sum(len(c) for c in coefs)
+        cov = np.zeros((k, k))
+        i = 0
+        for c in covs:
+            cov[i:i + len(c), i:i + len(c)] = c
+            i += len(c)
+        design = [n for n in skeleton.coef_names if n not in ("intercept", "n_rate_kg_ha", LOG_SMEARING)]
+        return cls(crop=crop, family=Family.MODEL_AVERAGE.value, terms=list(skeleton.terms), coef_names=names,
+                   coef=np.concatenate(coefs), cov=cov, center=dict(skeleton.center), fill=dict(skeleton.fill),
+                   reference=dict(skeleton.reference), merged={k2: list(v) for k2, v in skeleton.merged.items()},
+                   defaults=dict(skeleton.defaults), retransform="per_form", smearing=1.0,
+                   n_records=skeleton.n_records, n_groups=skeleton.n_groups, pooled_with=list(skeleton.pooled_with),
+                   notes=list(skeleton.notes), average=avg.to_json(), design_names=design)
+
+    # -- the model average ---------------------------------------------------------------------
+    @property
+    def families(self) -> list[str]:
+        """Forms with positive weight, in the order of the form index of a draw."""
+        return list(self.average["weights"])
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Form -> weight (sum 1)."""
+        return dict(self._avg.weights)
+
+    def form(self, family: str) -> FittedForm:
+        """The fitted form ``family``."""
+        return self._avg.forms[family]
+
+    def covariates(self, X: pd.DataFrame) -> np.ndarray:
+        """(n, p) covariate design of X for the forms (centred numeric columns, indicators)."""
+        shell = CropModel(crop=self.crop, family=Family.MIXED_LOGNORMAL.value, terms=self.terms,
+                          coef_names=list(self.design_names), coef=np.zeros(len(self.design_names)),
+                          cov=np.zeros((len(self.design_names),) * 2), center=self.center, fill=self.fill,
+                          reference=self.reference, merged=self.merged, defaults=self.defaults)
+        return shell.design(X)
+
+    def _n_rate(self, X: pd.DataFrame) -> np.ndarray:
+        if "n_rate_kg_ha" not in X.columns:
+            raise ModelError("the table passed to the model has no 'n_rate_kg_ha' column. Fix: add it")
+        return pd.to_numeric(X["n_rate_kg_ha"], errors="coerce").to_numpy(dtype=float)
+
+    def form_emission(self, X: pd.DataFrame, family: str) -> np.ndarray:
+        """Plug-in expected emission (kg N2O-N/ha per season) of one form at the rows of X."""
+        return self.form(family).predict_mean(self._n_rate(X), self.covariates(X))
+
+    def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None,
+                      n_mult: np.ndarray | None = None) -> np.ndarray:
+        """Expected emission, kg N2O-N/ha per season.
+
+        Parameters
+        ----------
+        X
+            Rows with ``n_rate_kg_ha`` (kg N/ha) and the model's terms.
+        params
+            ``None``: the plug-in model average ``sum_k w_k E_hat_k(N, x)`` (central estimate),
+            shape (n,). Otherwise (m, 1 + k) draws from :meth:`draw_params`: each row is
+            evaluated with its own form and parameters, shape (m, n).
+        n_mult
+            Optional (m, n) multiplicative N-rate errors (with ``params``): each draw is
+            evaluated at ``N * n_mult`` exactly, whatever the form.
+        """
+        N = self._n_rate(X)
+        Z = self.covariates(X)
+        if params is None:
+            return self._avg.predict_mean(N, Z)
+        P = np.atleast_2d(np.asarray(params, dtype=float))
+        if P.shape[1] != 1 + self.k:
+            raise ModelError(f"crop {self.crop}: model-average draws have {P.shape[1]} columns, expected "
+                             f"{1 + self.k}. Fix: draw them with draw_params()")
+        out = np.empty((P.shape[0], len(N)))
+        idx = P[:, 0].astype(int)
+        zeros = np.zeros(len(N))
+        for j, fam in enumerate(self.families):
+            rows = np.flatnonzero(idx == j)
+            if rows.size == 0:
+                continue
+            f = self.form(fam)
+            lo, hi = self._blocks[fam]
+            Pf = P[rows, lo:hi]
+            eta = f._log_mean(Pf, zeros, Z)  # level, covariates and log smearing (shape = 0 at N = 0)
+            Nd = N[None, :] if n_mult is None else N[None, :] * n_mult[rows]
+            eta = eta + _form_shape(fam, Pf, Nd)
+            if fam == "exponential_rs":
+                psi = f.re_cov
+                eta = eta + psi[0, 1] * Nd + 0.5 * psi[1, 1] * Nd**2
+            out[rows] = np.exp(eta)
+        return out
+
+    def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+        """Emission at N = 0 (kg N2O-N/ha per season), shapes as :meth:`mean_emission`."""
+        X0 = X.copy()
+        X0["n_rate_kg_ha"] = 0.0
+        return self.mean_emission(X0, params)
+
+    def draw_params(self, rng: np.random.Generator, n: int, u: np.ndarray | None = None) -> np.ndarray:
+        """``n`` Monte Carlo rows ``[form index, parameters...]``, shape (n, 1 + k).
+
+        The form of each draw is Categorical(weights) (or the inverse CDF of the weights at the
+        uniforms ``u``, shared across crops so their form draws are comonotone); its parameters
+        are drawn from N(theta_hat_k, Sigma_k) of that form.
+        """
+        fams = self._avg.draw_families(rng, n, u)
+        out = np.tile(self.coef, (n, 1))
+        out = np.column_stack([np.zeros(n), out])
+        for j, fam in enumerate(self.families):
+            rows = np.flatnonzero(fams == fam)
+            out[rows, 0] = j
+            if rows.size:
+                lo, hi = self._blocks[fam]
+                out[rows, lo:hi] = self.form(fam).draw_params(rng, rows.size)
+        return out
+
+    def draw_families(self, params: np.ndarray) -> np.ndarray:
+        """Form name of each Monte Carlo row of :meth:`draw_params`."""
+        return np.asarray(self.families, dtype=object)[np.atleast_2d(params)[:, 0].astype(int)]
+
+    def n_coef_index(self) -> int | None:
+        """None: N does not enter as one log-linear term (N errors go through ``n_mult``)."""
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON: the :class:`CropModel` fields, the forms and their weights."""
+        return {**super().to_json(), "average": self.average, "design_names": list(self.design_names)}
 
 
 def _num(v: float) -> float | None:

@@ -1,6 +1,7 @@
 """The settings a method reads, as structural types.
 
-Methods never import :mod:`pipeline.config`: they take any object with these attributes. The
+Methods never import :mod:`pipeline.config`: they take any object with these attributes
+(read-only properties, so frozen config sections and ``types.SimpleNamespace`` both qualify). The
 config sections (:class:`pipeline.config.FitConfig`, ...) satisfy them, and so does a
 ``types.SimpleNamespace`` in a notebook or a test. Each protocol lists exactly what its methods
 read, so the dependency of a method on its settings is visible here.
@@ -8,63 +9,112 @@ read, so the dependency of a method on its settings is visible here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 
 class FitOptions(Protocol):
     """Settings of model fitting and cross-validation (the ``fit:`` config section)."""
 
-    crops: list[str]
-    covariates: list[str]
-    candidates: list[str]
-    pin: dict[str, str]
-    min_records: int
-    min_sites: int
-    pooling: dict[str, str]
-    nonpositive_flux: str
-    flux_floor_kg_ha: float
-    cv_folds: int
-    cv_seed: int
-    group_by: str
-    retransform: str
-    rice_water_regime: str
-    max_missing_covariate: float
-    min_sites_per_level: int
-    ef_curve_max_n_kg_ha: float
-    ef_curve_draws: int
-
+    @property
+    def crops(self) -> Sequence[str]: ...
+    @property
+    def covariates(self) -> Sequence[str]: ...
+    @property
+    def candidates(self) -> Sequence[str]: ...
+    @property
+    def pin(self) -> Mapping[str, str]: ...
+    @property
+    def min_records(self) -> int: ...
+    @property
+    def min_sites(self) -> int: ...
+    @property
+    def pooling(self) -> Mapping[str, str]: ...
+    @property
+    def nonpositive_flux(self) -> str: ...
+    @property
+    def flux_floor_kg_ha(self) -> float: ...
+    @property
+    def cv_folds(self) -> int: ...
+    @property
+    def cv_seed(self) -> int: ...
+    @property
+    def group_by(self) -> str: ...
+    @property
+    def retransform(self) -> str: ...
+    @property
+    def rice_water_regime(self) -> str: ...
+    @property
+    def max_missing_covariate(self) -> float: ...
+    @property
+    def min_sites_per_level(self) -> int: ...
+    @property
+    def ef_curve_max_n_kg_ha(self) -> float: ...
+    @property
+    def ef_curve_draws(self) -> int: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def response_forms(self) -> Sequence[str]: ...
+    @property
+    def form_weighting(self) -> str: ...
+    @property
+    def measurement_period(self) -> str: ...
+    @property
+    def period_reference(self) -> str: ...
     def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
 
 
 class EstimateOptions(Protocol):
     """Settings of the Monte Carlo estimate (the ``estimate:`` config section)."""
 
-    background: str
-    indirect: bool
-    draws: int
-    seed: int
-    rel_error_n_rate: float
-    rel_error_area: float
-    max_cells_per_task: int
+    @property
+    def background(self) -> str: ...
+    @property
+    def indirect(self) -> bool: ...
+    @property
+    def draws(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def rel_error_n_rate(self) -> float: ...
+    @property
+    def rel_error_area(self) -> float: ...
+    @property
+    def max_cells_per_task(self) -> int: ...
+    @property
+    def form_draws(self) -> str: ...
 
 
 class TrendOptions(Protocol):
     """Settings of the breakpoint analysis (the ``trend:`` config section)."""
 
-    max_breaks: int
-    criterion: str
-    alpha: float
-    min_segment_years: int
-    n_sim: int
-    seed: int
+    @property
+    def max_breaks(self) -> int: ...
+    @property
+    def criterion(self) -> str: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def min_segment_years(self) -> int: ...
+    @property
+    def n_sim(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
 
 
 class GridOptions(Protocol):
     """One grid definition (an entry of ``grid.grids``)."""
 
-    name: str
-    resolution_deg: float
-    west: float | None
-    east: float | None
-    south: float | None
-    north: float | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def resolution_deg(self) -> float: ...
+    @property
+    def west(self) -> float | None: ...
+    @property
+    def east(self) -> float | None: ...
+    @property
+    def south(self) -> float | None: ...
+    @property
+    def north(self) -> float | None: ...

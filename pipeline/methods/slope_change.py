@@ -6,7 +6,8 @@ Two different questions, two methods:
   with 0, 1 or 2 kinks, the number chosen by BIC (or AIC). The fit is piecewise-regression's
   implementation of Muggeo's algorithm, started deterministically from the global optimum of an
   exact profile-likelihood grid over the kink position(s), so it never depends on random
-  restarts. Existence of a kink: Davies' (1987) test (piecewise-regression) and a finite-sample
+  restarts. Existence of a kink: Davies' (1987) test as R ``segmented::davies.test`` computes it
+  (:mod:`pipeline.methods.davies`, y ~ 1 + t, verified against R) and a finite-sample
   sup-F test whose null distribution is simulated once per design (the statistic is pivotal under
   Gaussian errors, so the p-value is exact up to Monte Carlo error).
 * **Mean or coefficient shift** (discontinuous, Bai & Perron 1998/2003): optimal partition by
@@ -57,6 +58,8 @@ from pipeline.methods.breakpoint_common import (
     information_criterion,
     mc_pvalue,
 )
+from pipeline.methods.davies import davies_test
+from pipeline.methods.kink_interval import profile_kink_interval
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,11 +205,14 @@ def _admissible(t: np.ndarray, psi: np.ndarray, min_segment: int) -> bool:
 
 
 def _davies(t: np.ndarray, y: np.ndarray) -> float:
-    from piecewise_regression.davies import davies_test
+    """Davies' test p-value for a slope change in y ~ 1 + t, as R ``segmented::davies.test``
+    (lm route ``daviesLM``, k = 10, two-sided): :func:`pipeline.methods.davies.davies_test`.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(min(1.0, davies_test(np.asarray(t, float), np.asarray(y, float))))
+    (Formerly piecewise-regression's ``davies_test``, which tests a slope change given a jump
+    with a normal reference and its own grid: 0.39 on FAOSTAT China where R gives 0.97;
+    docs/validation_breakpoints.md.)
+    """
+    return float(davies_test(np.asarray(t, float), np.asarray(y, float))["p_value"])
 
 
 def segmented_breaks(
@@ -255,7 +261,9 @@ def segmented_breaks(
     0.1 yr), so the result is deterministic; when Muggeo does not converge, the profile
     optimum is reported with its profile interval and ``converged: false``. The profile
     interval is ``{psi : (RSS(psi) - RSS_min) / (RSS_min/(n-p)) <= F_{1,n-p}(1-alpha)}``
-    (one kink). Existence: Davies' test (as reported by piecewise-regression, two-sided) and
+    (one kink; the reported interval, stable when the kink sits on a data year, with
+    ``truncated_low``/``truncated_high`` flags; the Muggeo Wald interval is supplementary).
+    Existence: Davies' test (R ``segmented::davies.test``, lm route, two-sided) and
     the sup-F of one kink vs a straight line with its simulated finite-sample p-value; the
     sup-F p-value is the one that decides "significant" because its size is exact at n = 25
     (see docs/validation.md for both tests' measured false-positive rates).
@@ -327,7 +335,8 @@ def segmented_breaks(
             "sup_f": {"name": "sup-F, one kink vs a straight line; finite-sample p-value simulated "
                               "under Gaussian errors", "statistic": supf, "p_value": p_supf,
                       "n_sim": int(n_sim), "seed": int(seed)},
-            "davies": {"name": "Davies (1987) as in piecewise-regression (two-sided)", "p_value": p_davies},
+            "davies": {"name": "Davies (1987) for y ~ 1 + t as R segmented::davies.test (k = 10, two-sided)",
+                       "p_value": p_davies},
             "second_kink": None if p_second is None else {
                 "name": "F test of two kinks vs one, parametric bootstrap from the one-kink fit (199 draws)",
                 "p_value": p_second},
@@ -362,17 +371,23 @@ def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict | None, alph
              "first_year_new_regime": int(math.floor(psi[i])) + 1}
         if mug is not None:
             e = mug["estimates"][f"breakpoint{i + 1}"]
-            b.update(se=float(e["se"]), ci_low=float(psi[i] - tq * e["se"]),
-                     ci_high=float(psi[i] + tq * e["se"]), converged=bool(mug["converged"]))
+            b.update(se=float(e["se"]), wald_ci_low=float(psi[i] - tq * e["se"]),
+                     wald_ci_high=float(psi[i] + tq * e["se"]), converged=bool(mug["converged"]))
         else:
-            b.update(se=None, ci_low=None, ci_high=None, converged=False)
+            b.update(se=None, wald_ci_low=None, wald_ci_high=None, converged=False)
         if m == 1:
-            # Profile-likelihood interval (better behaved than Wald at n = 25).
-            prof, grid = fit["profile"], fit["grid"][:, 0]
-            rmin = min(float(prof.min()), fit["rss"])
-            fq = float(stats.f.ppf(1 - alpha, 1, n - 4))
-            inside = grid[(prof - rmin) / (rmin / (n - 4)) <= fq]
-            b.update(profile_ci_low=float(inside.min()), profile_ci_high=float(inside.max()))
+            # Profile-likelihood F interval: the primary one. It depends on psi only through the
+            # continuous RSS(psi), so it does not jump when the kink sits on a data year, as the
+            # Muggeo SE does (11.6 vs 10.6 for a shift of 1e-7; docs/validation_breakpoints.md).
+            grid = fit["grid"][:, 0]
+            pr = profile_kink_interval(t, y, level=1 - alpha, method="F", psi_hat=float(psi[0]),
+                                       bounds=(float(grid.min()), float(grid.max())))
+            b.update(ci_low=pr["low"], ci_high=pr["high"], profile_ci_low=pr["low"], profile_ci_high=pr["high"],
+                     truncated_low=pr["truncated_low"], truncated_high=pr["truncated_high"],
+                     disjoint=pr["disjoint"], interval_method="profile likelihood F")
+        else:
+            # two kinks: the Wald (Muggeo) interval, the profile of one kink needs the other fixed
+            b.update(ci_low=b["wald_ci_low"], ci_high=b["wald_ci_high"], interval_method="Wald (Muggeo SE)")
         breaks.append(b)
     # Slope of segment s = b + sum_{k<s} d_k: a linear combination of the coefficients.
     slopes = []
@@ -389,7 +404,9 @@ def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict | None, alph
         slopes.append({"segment": s + 1, "from_year": edges[s], "to_year": edges[s + 1], "slope_per_year": est,
                        "se": se, "ci_low": est - tq * se, "ci_high": est + tq * se})
     return {"breaks": breaks, "slopes": slopes, "fitted": [float(v) for v in fitted],
-            "interval": f"{100 * (1 - alpha):g} % Wald (Muggeo SE, t with {dof} dof) and profile likelihood",
+            "interval": (f"{100 * (1 - alpha):g} % profile-likelihood F interval of the kink (one kink; "
+                         f"truncated_* flags when it reaches the search bounds), Wald (Muggeo SE, t with {dof} "
+                         "dof) as wald_ci_* and for two kinks"),
             "converged": all(b["converged"] for b in breaks)}
 
 

@@ -38,8 +38,10 @@ from pipeline.methods.attribution import (
     analyse,
     break_draws_summary,
     build_series,
+    central_column,
     counterfactuals,
     draw_matrix,
+    forms_contributed,
     national_kink,
     period_attribution,
     slopes_around,
@@ -67,9 +69,16 @@ def _read_estimate(stage: StageRun, run_kind: str, required: bool) -> dict[str, 
     if national is None:
         return None
     out: dict[str, pd.DataFrame | None] = {"national": io.read_parquet(national)}
-    for name in ("province", "county", "national_draws"):
+    for name in ("province", "county", "national_draws", "national_total", "province_total", "national_total_draws"):
         path = stage.upstream(f"estimate.{run_kind}_{name}", required=False)
         out[name] = io.read_parquet(path) if path is not None else None
+    # The estimate stage writes per-crop and all-crop tables separately (a plain sum of either
+    # is right); the analysis below wants both in one frame, the totals as crop "all".
+    for name, total in (("national", "national_total"), ("province", "province_total"),
+                        ("national_draws", "national_total_draws")):
+        t = out.pop(total)
+        if t is not None and out[name] is not None and "crop" not in t.columns:
+            out[name] = pd.concat([t.assign(crop="all"), out[name]], ignore_index=True)
     return out  # type: ignore[return-value]
 
 
@@ -108,6 +117,14 @@ def run(cfg: Config) -> list[Path]:
         written.append(io.write_csv(pd.DataFrame({"draw": np.arange(per_draw.size), "break_year": per_draw}),
                                     out / "break_draws.csv"))
     results["national"] = national
+    results["series_value"] = central_column(nat)
+    if fitted["national_draws"] is not None:
+        contributed = forms_contributed(fitted["national_draws"])
+        if contributed is not None:
+            # model average: every draw took one N-response form, so the slope intervals over
+            # draws (break_year_over_draws.slopes_per_year) carry the form's uncertainty
+            results["forms_contributed"] = {"share_of_draws": contributed,
+                                            "note": "share of Monte Carlo draws per N-response form and crop"}
     tables.append(bp.summary_table(national).assign(model="fitted", scope="national", unit="all"))
     if tier1 is not None:
         t1 = series_df[(series_df["model"] == "tier1") & (series_df["scope"] == "national")]
@@ -144,7 +161,8 @@ def run(cfg: Config) -> list[Path]:
         spatial["province_share_of_area_slowed"] = slowed_area_share(prov_slopes)
         written.append(io.write_csv(prov_slopes, out / "spatial_province.csv"))
     if fitted["county"] is not None:
-        c = fitted["county"].groupby(["county_code", "year"], as_index=False)[["n2o_n_kg_mean", "area_ha"]].sum()
+        value = central_column(fitted["county"])
+        c = fitted["county"].groupby(["county_code", "year"], as_index=False)[[value, "area_ha"]].sum()
         county_slopes = slopes_around(c, "county_code", psi)
         spatial["county_share_of_area_slowed"] = slowed_area_share(county_slopes)
         written.append(io.write_csv(county_slopes, out / "spatial_county.csv"))
