@@ -413,11 +413,18 @@ def _run(cfg: Config) -> list[Path]:
     irrigation_raw = _validated(irr_table, "irrigation")
     prefectures = np.unique(core["county_code"].to_numpy() // 100)
     # Any failed irrigation check is fatal (docs/data_contract.md): a code that matches no
-    # prefecture with activity is a wrong code, not a row to drop.
-    _check_codes(irrigation_raw, "prefecture_code", set(int(p) for p in prefectures),
-                 "no present-day unit with activity data lies in this prefecture",
+    # prefecture of the boundaries is a wrong code, not a row to drop. A prefecture of the
+    # boundaries without activity data (a statistics table covers more than the activity
+    # inputs) is valid and unused: counted in the manifest, never silently.
+    boundary_prefectures = {c // 100 for c in present}
+    _check_codes(irrigation_raw, "prefecture_code", boundary_prefectures,
+                 "no present-day unit of the boundaries lies in this prefecture",
                  "correct the code (the first four digits of a present-day code), or remove the row", irr_table.names)
-    irrigation, _ = harmonise_irrigation(irrigation_raw, prefectures, years, cfg.ingest.max_gap_years)
+    irrigation, unused_pref = harmonise_irrigation(irrigation_raw, prefectures, years, cfg.ingest.max_gap_years)
+    n_irrigation_unused = int(irrigation_raw["prefecture_code"].astype(int).isin(unused_pref).sum())
+    if n_irrigation_unused:
+        log.info("irrigation: %d rows of %d prefecture(s) without activity data are not used",
+                 n_irrigation_unused, len(unused_pref))
 
     cov_table = read_input(cfg, "covariates")
     covariates = None
@@ -464,6 +471,7 @@ def _run(cfg: Config) -> list[Path]:
         "historical_codes_remapped": int(mapping_log["code"].nunique()),
         "area_cells_filled": int(activity["area_filled"].sum()),
         "n_rate_cells_filled": int(activity["n_rate_filled"].sum()),
+        "irrigation_rows_unused_no_activity": n_irrigation_unused,
     }
     extra["counts"] = counts
     log.info("ingest: %s", counts)
