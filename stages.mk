@@ -13,6 +13,8 @@ $(DEMO)/MANIFEST.json: $(STAMP)/demo.json \
     pipeline/errors.py \
     pipeline/io.py \
     pipeline/methods/breakpoint_common.py \
+    pipeline/methods/davies.py \
+    pipeline/methods/kink_interval.py \
     pipeline/methods/slope_change.py \
     pipeline/readers/boundaries.py \
     pipeline/readers/edgar.py \
@@ -89,6 +91,7 @@ $(P)/estimate/manifest.json: $(P)/ingest/manifest.json \
     pipeline/methods/options.py \
     pipeline/methods/response_forms.py \
     pipeline/parallel.py \
+    pipeline/readers/boundaries.py \
     pipeline/stages/context.py \
     pipeline/stages/estimate.py \
     pipeline/stages/registry.py \
@@ -133,6 +136,8 @@ $(P)/trend/manifest.json: $(P)/ingest/manifest.json \
     pipeline/methods/attribution.py \
     pipeline/methods/breakpoint_common.py \
     pipeline/methods/breakpoints.py \
+    pipeline/methods/davies.py \
+    pipeline/methods/kink_interval.py \
     pipeline/methods/lmdi.py \
     pipeline/methods/mean_shift.py \
     pipeline/methods/models.py \

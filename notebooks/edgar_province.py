@@ -15,7 +15,7 @@
 # # The EDGAR comparison for one province
 #
 # Reads the compare stage's outputs (`compare/`) and this inventory's provincial series
-# (`trend/series.csv` or `estimate/province.parquet`) for `PROVINCE` (2-digit code; or
+# (`trend/series.csv` or `estimate/province_total.parquet`) for `PROVINCE` (2-digit code; or
 # `CROPN2O_PROVINCE`; default: the province with the largest emission). When the compare stage
 # has not run, the notebook says so and shows the inventory's series alone.
 
@@ -38,8 +38,7 @@ from pipeline import io
 from pipeline.plots import style
 
 label = io.read_json(PROCESSED / "estimate" / "manifest.json")["label"]
-prov = io.read_parquet(PROCESSED / "estimate" / "province.parquet")
-prov = prov[prov["crop"] == "all"]
+prov = io.read_parquet(PROCESSED / "estimate" / "province_total.parquet")  # all crops, one row per year
 if PROVINCE is None:
     PROVINCE = int(prov.groupby("province_code")["n2o_n_kg_mean"].mean().idxmax())
 ours = prov[prov["province_code"] == PROVINCE].set_index("year")[["n2o_n_kg_mean", "n2o_n_kg_p2_5", "n2o_n_kg_p97_5"]] / 1e6

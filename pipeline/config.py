@@ -269,12 +269,21 @@ class DaskConfig(_Strict):
     n_workers: int | None = Field(None, ge=1)  # None = one per core
 
 
+# option literals shared by a list field's annotation and its typed default (mypy infers a bare
+# lambda's list literal as list[str])
+FitFamily = Literal["glm_gamma", "mixed_lognormal"]
+ResponseForm = Literal["linear", "exponential", "quadratic", "saturating", "exponential_rs"]
+EstimateRun = Literal["fitted", "tier1"]
+_DEFAULT_CANDIDATES: tuple[FitFamily, ...] = ("glm_gamma", "mixed_lognormal")
+_DEFAULT_RESPONSE_FORMS: tuple[ResponseForm, ...] = ("linear", "exponential", "quadratic", "saturating", "exponential_rs")
+_DEFAULT_RUNS: tuple[EstimateRun, ...] = ("fitted", "tier1")
+
+
 class FitConfig(_Strict):
     crops: list[str] = Field(default_factory=lambda: list(CROPS))
     covariates: list[str] = Field(default_factory=lambda: ["water_input_mm", "mean_temp_c", "soil_ph", "soc_g_kg", "clay_pct"])
-    candidates: list[Literal["glm_gamma", "mixed_lognormal"]] = Field(
-        default_factory=lambda: ["glm_gamma", "mixed_lognormal"])
-    pin: dict[str, Literal["glm_gamma", "mixed_lognormal"]] = Field(default_factory=dict)
+    candidates: list[FitFamily] = Field(default_factory=lambda: list(_DEFAULT_CANDIDATES))
+    pin: dict[str, FitFamily] = Field(default_factory=dict)
     min_records: int = Field(30, ge=5)
     min_sites: int = Field(5, ge=2)
     pooling: dict[str, str] = Field(default_factory=dict)  # crop -> crop whose data it borrows
@@ -290,6 +299,19 @@ class FitConfig(_Strict):
     min_sites_per_level: int = Field(2, ge=1)  # a water regime / crop level needs this many sites
     ef_curve_max_n_kg_ha: float = Field(400.0, gt=0.0)
     ef_curve_draws: int = Field(400, ge=10)
+    # issue 12: the emission model the estimate uses. "model_average": the N-response forms in
+    # fit.response_forms weighted by fit.form_weighting and drawn per Monte Carlo iteration;
+    # "single_family": the best of fit.candidates by CV RMSE (the earlier behaviour, for contrast)
+    model: Literal["model_average", "single_family"] = "model_average"
+    response_forms: list[ResponseForm] = Field(default_factory=lambda: list(_DEFAULT_RESPONSE_FORMS), min_length=1)
+    form_weighting: Literal["stacking", "pseudo_bma", "pseudo_bma_plus"] = "stacking"
+    # measurement period: "covariate" adds log(duration_days / 365) (activity rows are annual:
+    # value 0); "ignore" mixes seasonal and annual records (reported in the diagnostics)
+    measurement_period: Literal["covariate", "ignore"] = "covariate"
+    # period the estimate predicts for an activity row: "median" (default), the median measured
+    # period of the crop's records (a crop season for seasonal records: no extrapolation), or
+    # "annual" (365 days; for compilations of annual records)
+    period_reference: Literal["median", "annual"] = "median"
 
     @model_validator(mode="after")
     def _known_crops(self) -> FitConfig:
@@ -309,7 +331,7 @@ class IpccConfig(_Strict):
 
 
 class EstimateConfig(_Strict):
-    runs: list[Literal["fitted", "tier1"]] = Field(default_factory=lambda: ["fitted", "tier1"])
+    runs: list[EstimateRun] = Field(default_factory=lambda: list(_DEFAULT_RUNS))
     background: Literal["separate", "included"] = "separate"
     indirect: bool = False
     gwp: Literal["AR4", "AR5", "AR6"] = "AR6"
@@ -318,6 +340,9 @@ class EstimateConfig(_Strict):
     rel_error_n_rate: float = Field(0.10, ge=0.0)
     rel_error_area: float = Field(0.05, ge=0.0)
     max_cells_per_task: int = Field(1_000_000, ge=1000)  # draws x rows held by one task
+    # model-average crops: one uniform per draw picks every crop's form ("shared", comonotone)
+    # or each crop draws its form independently
+    form_draws: Literal["shared", "independent"] = "shared"
 
 
 class GridSpec(_Strict):
@@ -337,6 +362,8 @@ class GridSpec(_Strict):
     north: float | None = Field(None, ge=-90.0, le=90.0)
     # 95 % interval layers (cell share x unit bounds, per crop) in this grid's NetCDF
     intervals: bool = True
+    # internal overviews of this grid's GeoTIFFs: average (mean per-cell mass), nearest or none
+    overviews: Literal["none", "nearest", "average"] = "average"
 
     @model_validator(mode="after")
     def _extent(self) -> GridSpec:
@@ -352,7 +379,7 @@ class GridConfig(_Strict):
 
     grids: list[GridSpec] = Field(default_factory=lambda: [
         GridSpec(name="0p1deg", resolution_deg=0.1),
-        GridSpec(name="0p01deg", resolution_deg=0.01, intervals=False)])
+        GridSpec(name="0p01deg", resolution_deg=0.01, intervals=False, overviews="none")])
     geotiff: bool = True
     use_proxy: bool = True  # weight by inputs.proxy (cropland fraction) when it is configured
     years_in_flight: int = Field(2, ge=1, le=64)  # year slabs held in memory at once (bounds peak memory)
@@ -363,9 +390,10 @@ class GridConfig(_Strict):
     compression_level: int = Field(1, ge=1, le=22)  # NetCDF level (zlib 1-9, zstd 1-22)
     netcdf_shuffle: bool = True
     deflate_engine: Literal["isal", "zlib"] = "isal"  # speed only: both write standard DEFLATE
-    geotiff_compression: Literal["deflate", "zstd", "lzw"] = "deflate"
+    # GeoTIFF codec: zstd (GDAL >= 2.3, e.g. stock 3.6) or deflate (every TIFF reader)
+    geotiff_compression: Literal["deflate", "zstd", "lzw"] = "zstd"
     geotiff_level: int = Field(1, ge=1, le=22)
-    geotiff_predictor: bool = True  # floating-point predictor (TIFF predictor 3)
+    geotiff_predictor: bool = False  # floating-point predictor (TIFF predictor 3): slower, larger here
     write_threads: int = Field(2, ge=1, le=64)  # threads compressing NetCDF chunks and GeoTIFF tiles
 
     @model_validator(mode="after")

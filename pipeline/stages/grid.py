@@ -150,6 +150,7 @@ def run(cfg: Config) -> list[Path]:
             tif_dir = out_dir / "geotiff" if gc.geotiff else None
             written += _write_grid_files(
                 nc, tif_dir, stacks(), grid=grid, years=years, crops=crops, variables=variables, domain=domain,
+                overviews=spec.overviews,
                 global_attrs={**stage.provenance(), **_provenance(cfg, grid, w, inputs_hash, crops)}, chunk=gc.chunk_cells,
                 nc_codec=nc_codec, tif_codec=tif_codec, label=cfg.inputs.label or "")
             mc = mass_check(years, crops, values, totals)
@@ -261,7 +262,8 @@ def _put(q: queue.Queue, item: object, writer: Future) -> None:
 def _write_grid_files(nc: Path, tif_dir: Path | None, stacks: Iterator[tuple[int, np.ndarray]], *,
                       grid: Grid, years: np.ndarray, crops: list[str], variables: list[io.GridVariable],
                       domain: np.ndarray, global_attrs: dict[str, str], chunk: int,
-                      nc_codec: io.NetcdfCodec, tif_codec: io.GeotiffCodec, label: str) -> list[Path]:
+                      nc_codec: io.NetcdfCodec, tif_codec: io.GeotiffCodec, label: str,
+                      overviews: str = "average") -> list[Path]:
     """Write the NetCDF (one thread) and the yearly COGs (another) while the caller's ``stacks``
     iterator allocates the next years; returns the files written (NetCDF last).
 
@@ -298,7 +300,7 @@ def _write_grid_files(nc: Path, tif_dir: Path | None, stacks: Iterator[tuple[int
                     year = int(years[i])
                     tif_future = tif_pool.submit(
                         io.write_cog, stack[:1 + len(crops)], grid.bounds, tif_dir / f"{grid.name}_{year}.tif",
-                        band_names=band_names, band_units=MASS_UNITS, codec=tif_codec, tile=chunk,
+                        band_names=band_names, band_units=MASS_UNITS, codec=tif_codec, tile=chunk, overviews=overviews,
                         tags={"year": str(year), "quantity": "N2O-N emitted per grid cell over the calendar year",
                               "units": MASS_UNITS, "bands": ",".join(band_names),
                               "source": global_attrs.get("source", ""), "label": label})

@@ -166,13 +166,14 @@ def _emissions_section(stage: StageRun, figs: _Figures, cfg: Config, label: str,
     nat_path = stage.upstream("estimate.fitted_national", required=False)
     if nat_path is None:
         return None, {}
-    nat = io.read_parquet(nat_path)
-    t1_path = stage.upstream("estimate.tier1_national", required=False)
+    nat = io.read_parquet(nat_path)  # per crop; the all-crop totals are in national_total.parquet
+    t1_path = stage.upstream("estimate.tier1_national_total", required=False)
     t1 = io.read_parquet(t1_path) if t1_path is not None else None
-    fitted_all = nat[nat["crop"] == "all"].sort_values("year")
-    tier1_all = t1[t1["crop"] == "all"].sort_values("year") if t1 is not None else None
+    total_path = stage.upstream("estimate.fitted_national_total", required=False)
+    fitted_all = (io.read_parquet(total_path) if total_path is not None else nat[nat["crop"] == "all"]).sort_values("year")
+    tier1_all = t1.sort_values("year") if t1 is not None else None
     by_crop = nat[nat["crop"] != "all"]
-    src = "estimate/national.parquet" + (" and estimate_tier1/national.parquet" if t1 is not None else "")
+    src = "estimate/national.parquet, national_total.parquet" + (" and estimate_tier1/national_total.parquet" if t1 is not None else "")
     items = [figs.add(emissions.national_emissions(fitted_all, tier1_all, by_crop=by_crop, label=label,
                                                    scope=scope, source=src), "national_emissions",
                       "National emissions per year: the fitted model against IPCC Tier 1 on the same activity "
@@ -185,19 +186,17 @@ def _emissions_section(stage: StageRun, figs: _Figures, cfg: Config, label: str,
     tables = [ReportTable(table.rename_axis("year").reset_index(),
                           f"National emissions, Gg N2O-N yr-1 (mean and 95 % Monte Carlo interval). Scope: {scope}. "
                           f"Source: {src}")]
-    prov_path = stage.upstream("estimate.fitted_province", required=False)
+    prov_path = stage.upstream("estimate.fitted_province_total", required=False)  # all crops
     if prov_path is not None:
         prov = io.read_parquet(prov_path)
-        prov = prov[prov["crop"] == "all"]
-        t1p_path = stage.upstream("estimate.tier1_province", required=False)
+        t1p_path = stage.upstream("estimate.tier1_province_total", required=False)
         t1p = io.read_parquet(t1p_path) if t1p_path is not None else None
-        t1p = t1p[t1p["crop"] == "all"] if t1p is not None else None
         codes = list(cfg.report.provinces) or (prov.groupby("province_code")["n2o_n_kg_mean"].mean()
                                                .sort_values(ascending=False).index[:cfg.report.max_provinces]
                                                .astype(int).tolist())
         codes = [c for c in codes if c in set(prov["province_code"])]
         if codes:
-            psrc = "estimate/province.parquet" + (" and estimate_tier1/province.parquet" if t1p is not None else "")
+            psrc = "estimate/province_total.parquet" + (" and estimate_tier1/province_total.parquet" if t1p is not None else "")
             chosen = "the configured provinces" if cfg.report.provinces else \
                 f"the {len(codes)} provinces with the largest mean emission"
             items.append(figs.add(emissions.provincial_emissions(prov, t1p, codes, label=label, scope=scope,
