@@ -74,3 +74,6 @@ ax.set_ylabel("Gg N2O-N / yr")
 ax.legend(fontsize=7)
 ax.set_title(f"{label} - province {PROVINCE}", fontsize=8)
 assert not ours.empty
+
+# %% The provincial series (Gg N2O-N / yr)
+ours.round(2)

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
+from pipeline.io import write_gpkg
 from pipeline.readers import nbs
 from pipeline.readers.boundaries import load_cnmaps_units
-from pipeline.io import write_gpkg
 from pipeline.stages.registry import STAGES
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "examples" / "china_provinces_nbs.yaml"

@@ -23,11 +23,16 @@ natural vegetation. Nutrient Cycling in Agroecosystems 74:207-228.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from pipeline.units import M2_PER_HA
+
+if TYPE_CHECKING:
+    from affine import Affine
 
 #: Equal-area projection for county land areas (Albers, standard parallels 25 and 47 N).
 ALBERS_CHINA = "+proj=aea +lat_1=25 +lat_2=47 +lat_0=0 +lon_0=105 +datum=WGS84 +units=m +no_defs"
@@ -99,7 +104,7 @@ def crop_suitability(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return np.column_stack([rice, wheat, maize, vegetables, other * np.ones_like(lon)])
 
 
-def pet_proxy_mm(mean_temp_c: np.ndarray) -> np.ndarray:
+def pet_proxy_mm(mean_temp_c: float | np.ndarray) -> float | np.ndarray:
     """Potential evapotranspiration proxy, mm/yr: 450 + 25 x max(T, 0) (documented demo rule)."""
     return 450.0 + 25.0 * np.maximum(mean_temp_c, 0.0)
 
@@ -171,7 +176,7 @@ def make_covariates(counties: pd.DataFrame, rng: np.random.Generator) -> pd.Data
     })
 
 
-def proxy_raster(gdf: gpd.GeoDataFrame, cropland_ha: np.ndarray, res: float) -> tuple[np.ndarray, object]:
+def proxy_raster(gdf: gpd.GeoDataFrame, cropland_ha: np.ndarray, res: float) -> tuple[np.ndarray, Affine]:
     """Cropland-fraction raster (0-1) whose county sums reproduce each county's cropland area.
 
     Notes

@@ -24,6 +24,7 @@ natural vegetation. Nutrient Cycling in Agroecosystems 74:207-228.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -371,7 +372,7 @@ def make_code_changes(counties: pd.DataFrame, all_codes: set[int], share: float,
         ``weight`` (merge: share of the present county's area), ``rate_dev`` (merge: relative
         N-rate departure of the first part).
     """
-    rows = []
+    rows: list[tuple[int, str, int, tuple[int, ...], float, float]] = []
     if share <= 0:
         return pd.DataFrame(columns=["retired_code", "kind", "year_changed", "successors", "weight", "rate_dev"])
     used_codes = set(all_codes)
@@ -626,7 +627,7 @@ def make_observations(world: World, provinces: set[int], demo: DemoConfig, rng: 
     for s, si in enumerate(site_idx):
         row = sel.iloc[si]
         k = kpos[int(row["county_code"])]
-        site = {
+        site: dict[str, Any] = {  # one site's covariates, floats plus the str climate class
             "soil_ph": float(np.clip(row["soil_ph"] + 0.2 * rng.standard_normal(), 3.5, 10.0)),
             "soc_g_kg": float(row["soc_g_kg"] * np.exp(0.1 * rng.standard_normal())),
             "clay_pct": float(np.clip(row["clay_pct"] + 2.0 * rng.standard_normal(), 1.0, 90.0)),

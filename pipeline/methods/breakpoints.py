@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from pipeline.methods.breakpoint_common import (
@@ -60,8 +61,8 @@ __all__ = ["KINK_CONVENTION", "NO_BREAK_TEXT", "SHIFT_CONVENTION", "analyse_seri
 
 
 def analyse_series(
-    years: Sequence[float],
-    y: Sequence[float],
+    years: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
     max_breaks: int = 2,
     min_segment: int = 4,
     criterion: Literal["bic", "aic"] = "bic",

@@ -259,7 +259,7 @@ def _levels(train: pd.DataFrame, var: str, preferred_ref: str | None, group: str
 
 
 def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
-              crop_effects: list[str] | None, reference_crop: str | None) -> CropModel:
+              crop_effects: list[str] | None, reference_crop: str | None) -> FittedModel:
     """A :class:`CropModel` with the structure (terms, centring, levels) but no estimates."""
     notes: list[str] = []
     names = ["intercept", N_COL]
@@ -318,7 +318,7 @@ def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
                      defaults=defaults, notes=notes)
 
 
-def _estimate(model: CropModel, train: pd.DataFrame, cfg: FitOptions) -> CropModel:
+def _estimate(model: FittedModel, train: pd.DataFrame, cfg: FitOptions) -> FittedModel:
     """Fill a skeleton's coefficients, covariance and variance components from ``train``.
 
     Notes
@@ -500,7 +500,7 @@ def cluster_cov(D: np.ndarray, resid_working: np.ndarray, weights: np.ndarray, g
 
 
 def _fit_frame(data: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
-               crop_effects: list[str] | None = None, reference_crop: str | None = None) -> CropModel:
+               crop_effects: list[str] | None = None, reference_crop: str | None = None) -> FittedModel:
     if FIT_FLUX_COL not in data.columns:
         data, _ = apply_flux_rule(data, cfg)
     model = _skeleton(data, crop, family, cfg, crop_effects, reference_crop)
@@ -816,7 +816,7 @@ def fit_forms(cd: CropData, cfg: FitOptions) -> tuple[AveragedModel, dict[str, A
     """
     skel, frame, names = form_design(cd, cfg)
     floor = cfg.flux_floor_kg_ha if cfg.nonpositive_flux == "floor" else None
-    kw = {"n_col": N_COL, "y_col": FLUX_COL, "site_col": "_site", "covariates": names,
+    kw: dict[str, Any] = {"n_col": N_COL, "y_col": FLUX_COL, "site_col": "_site", "covariates": names,
           "retransform": cfg.retransform, "floor_kg_ha": floor}
     cv = rf.leave_site_out_cv(frame, cfg.response_forms, n_folds=cfg.cv_folds, seed=cfg.cv_seed, **kw)
     st = rf.stacking_weights(cv.lpd, cv.families, method=cfg.form_weighting)

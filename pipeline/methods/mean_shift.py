@@ -211,7 +211,7 @@ def optimal_partition(rss: np.ndarray, max_breaks: int, min_size: int) -> dict[i
     n = rss.shape[0]
     cost = [rss[0].copy()]
     arg: list[np.ndarray] = [np.full(n, -1)]
-    out = {0: ((), float(rss[0, n - 1]))}
+    out: dict[int, tuple[tuple[int, ...], float]] = {0: ((), float(rss[0, n - 1]))}
     for m in range(1, max_breaks + 1):
         c = np.full(n, np.inf)
         a = np.full(n, -1)
@@ -308,8 +308,8 @@ def bai_confint(y: np.ndarray, X: np.ndarray, breaks: Sequence[int], level: floa
 
 
 def mean_shift_breaks(
-    years: Sequence[float],
-    y: Sequence[float],
+    years: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
     regressors: Literal["mean", "trend"] = "trend",
     max_breaks: int = 2,
     min_segment: int | float = 4,
@@ -373,7 +373,7 @@ def mean_shift_breaks(
                          f"values. Fix: supply a longer series or lower trend.min_segment_years")
     rss = segment_rss(yy, X, h)
     parts = optimal_partition(rss, max_breaks, h)
-    models = []
+    models: list[dict[str, Any]] = []
     for m, (bps, r) in sorted(parts.items()):
         models.append({"n_breaks": m, "rss": r, criterion: information_criterion(r, n, k * (m + 1) + m + 1, criterion),
                        "break_years": [float(yrs[b]) for b in bps]})

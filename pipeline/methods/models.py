@@ -302,7 +302,7 @@ class CropModel:
         target = cls
         if cls is CropModel:  # dispatch on the family written in the JSON
             target = {Family.IPCC_TIER1.value: Tier1Model,
-                      Family.MODEL_AVERAGE.value: AveragedModel}.get(d.get("family"), FittedModel)
+                      Family.MODEL_AVERAGE.value: AveragedModel}.get(d.get("family", ""), FittedModel)
         try:
             return target(**d)
         except TypeError as e:

@@ -10,7 +10,7 @@ read, so the dependency of a method on its settings is visible here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 
 class FitOptions(Protocol):
@@ -92,7 +92,7 @@ class TrendOptions(Protocol):
     @property
     def max_breaks(self) -> int: ...
     @property
-    def criterion(self) -> str: ...
+    def criterion(self) -> Literal["bic", "aic"]: ...
     @property
     def alpha(self) -> float: ...
     @property

@@ -216,8 +216,8 @@ def _davies(t: np.ndarray, y: np.ndarray) -> float:
 
 
 def segmented_breaks(
-    years: Sequence[float],
-    y: Sequence[float],
+    years: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
     max_breaks: int = 2,
     min_segment: int = 4,
     criterion: Literal["bic", "aic"] = "bic",
@@ -277,7 +277,8 @@ def segmented_breaks(
     if n < 2 * min_segment + 1:
         raise ModelError(f"series of {n} values is too short for a kink with segments of at least "
                          f"{min_segment} values. Fix: supply a longer series or lower trend.min_segment_years")
-    models, fits = [], {}
+    models: list[dict[str, Any]] = []
+    fits: dict[int, dict[str, Any]] = {}
     X0 = np.column_stack([np.ones(n), t - t.mean()])
     beta0 = np.linalg.lstsq(X0, yy, rcond=None)[0]
     rss0 = float(((yy - X0 @ beta0) ** 2).sum())
@@ -354,11 +355,15 @@ def segmented_breaks(
     return result
 
 
-def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict | None, alpha: float) -> dict[str, Any]:
+def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict[str, Any] | None, alpha: float) -> dict[str, Any]:
     n = t.size
     dof = n - 2 - 2 * m
     tq = float(stats.t.ppf(1 - alpha / 2, dof))
-    psi = np.zeros(0) if m == 0 else fit["psi"]
+    if m == 0:
+        psi = np.zeros(0)
+    else:
+        assert fit is not None, "segmented_breaks passes the fit of every model with kinks"
+        psi = fit["psi"]
     X = _kink_design(t - t.mean(), (psi - t.mean())[None, :])[0]
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     fitted = X @ beta
@@ -367,7 +372,7 @@ def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict | None, alph
     breaks = []
     mug = fit["muggeo"] if fit else None
     for i in range(m):
-        b = {"break_year": float(psi[i]), "last_year_old_regime": int(math.floor(psi[i])),
+        b: dict[str, Any] = {"break_year": float(psi[i]), "last_year_old_regime": int(math.floor(psi[i])),
              "first_year_new_regime": int(math.floor(psi[i])) + 1}
         if mug is not None:
             e = mug["estimates"][f"breakpoint{i + 1}"]
@@ -379,6 +384,7 @@ def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict | None, alph
             # Profile-likelihood F interval: the primary one. It depends on psi only through the
             # continuous RSS(psi), so it does not jump when the kink sits on a data year, as the
             # Muggeo SE does (11.6 vs 10.6 for a shift of 1e-7; docs/validation_breakpoints.md).
+            assert fit is not None  # m == 1 > 0: see above
             grid = fit["grid"][:, 0]
             pr = profile_kink_interval(t, y, level=1 - alpha, method="F", psi_hat=float(psi[0]),
                                        bounds=(float(grid.min()), float(grid.max())))
@@ -410,7 +416,7 @@ def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict | None, alph
             "converged": all(b["converged"] for b in breaks)}
 
 
-def kink_year_draws(years: Sequence[float], draws: np.ndarray, min_segment: int = 4, step: float = 0.1) -> np.ndarray:
+def kink_year_draws(years: Sequence[float] | np.ndarray, draws: np.ndarray, min_segment: int = 4, step: float = 0.1) -> np.ndarray:
     """One-kink least-squares break year of each series in ``draws`` (e.g. Monte Carlo draws).
 
     Parameters
@@ -441,7 +447,7 @@ def kink_year_draws(years: Sequence[float], draws: np.ndarray, min_segment: int 
     return np.concatenate(out)
 
 
-def kink_slopes(years: Sequence[float], draws: np.ndarray, psi: np.ndarray) -> np.ndarray:
+def kink_slopes(years: Sequence[float] | np.ndarray, draws: np.ndarray, psi: np.ndarray) -> np.ndarray:
     """Slopes before and after each series' own kink (continuous one-kink least squares).
 
     Parameters

@@ -122,6 +122,7 @@ def national_emissions(fitted: pd.DataFrame, tier1: pd.DataFrame | None, *, labe
     ax.set_title("National total")
     ax.legend(loc="lower right")
     if two:
+        assert by_crop is not None  # two implies by_crop
         ax2 = axes[1]
         for i, (crop, g) in enumerate(by_crop.groupby("crop", sort=True)):
             _band(ax2, g, style.PALETTE[i % len(style.PALETTE)], crop)

@@ -229,6 +229,7 @@ def _figure_html(fig: ReportFigure, anchor: str, number: int) -> str:
             links = (f' <a href="{svg_uri}" download="{_esc(anchor)}.svg" '
                      f'type="image/svg+xml">SVG</a>')
     else:
+        assert fig.svg is not None  # ReportFigure.__post_init__ requires PNG or SVG
         src = _data_uri("image/svg+xml", fig.svg.encode("utf-8"))
     kind = "raster" if fig.png is not None else "vector"
     return (f'<figure id="{_esc(anchor)}">\n<img class="{kind}" src="{src}" alt="{alt}" loading="eager" '

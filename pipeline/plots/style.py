@@ -39,7 +39,7 @@ import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cycler import cycler
 from matplotlib import colors as mcolors
@@ -154,7 +154,9 @@ RC: dict[str, Any] = {
 
 def styled() -> contextlib.AbstractContextManager:
     """Context manager applying :data:`RC` (matplotlib's global rcParams restored on exit)."""
-    return rc_context(RC)
+    # cast: matplotlib's stubs type rc_context's keys as a Literal of rcParams names; RC's keys are
+    # valid rcParams (a typo raises KeyError at runtime), but a dict[str, Any] cannot show that
+    return rc_context(cast(Any, RC))
 
 
 def _in_style(method):
@@ -251,7 +253,7 @@ def colorbar(fig: Figure, mappable, ax: Axes, label: str, *, width: float = 0.03
     Drawn in an inset axes right of ``ax`` so it follows the map's box rather than the grid cell.
     """
     with styled():
-        cax = ax.inset_axes([1.0 + pad, 0.0, width, 1.0])
+        cax = ax.inset_axes((1.0 + pad, 0.0, width, 1.0))
         cb = fig.colorbar(mappable, cax=cax, **kwargs)
         cb.set_label(label)
     return cb
@@ -339,11 +341,13 @@ def stamp(fig: Figure, label: str, scope: str, units: str, source: str) -> Stamp
                       linespacing=1.2, color="#333333", gid="cropn2o-stamp-detail")
     for t in (t1, t2):
         t.set_in_layout(False)
-    fig._cropn2o_footer = (t1, t2)
+    fig._cropn2o_footer = (t1, t2)  # type: ignore[attr-defined]  # private marker, removed on restamp (above)
 
     engine = fig.get_layout_engine()
     if engine is not None and hasattr(engine, "set") and "rect" in engine.get():
-        engine.set(rect=(0.0, footer_frac, 1.0, 1.0 - footer_frac))
+        # type: ignore: the base LayoutEngine.set takes no rect; the engines passing the check
+        # above (constrained, tight) do
+        engine.set(rect=(0.0, footer_frac, 1.0, 1.0 - footer_frac))  # type: ignore[call-arg]
     else:   # no constrained layout: shrink the subplots instead
         fig.subplots_adjust(bottom=max(footer_frac + 0.08, fig.subplotpars.bottom))
     setattr(fig, _STAMP_ATTR, info)

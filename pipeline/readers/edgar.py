@@ -77,7 +77,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -222,6 +222,10 @@ def flux_to_mass_t(flux_kg_m2_s: np.ndarray, area_m2: np.ndarray, year: int,
     return np.asarray(flux_kg_m2_s, dtype=np.float64) * area_m2 * seconds_per_year(year, days_per_year) / KG_PER_T
 
 
+@overload
+def _check_bbox(bbox: Bbox) -> Bbox: ...
+@overload
+def _check_bbox(bbox: None) -> None: ...
 def _check_bbox(bbox: Bbox | None) -> Bbox | None:
     if bbox is None:
         return None
@@ -534,7 +538,7 @@ def _time_years(ds, t_name: str, label: str) -> list[int] | None:
             dates = netCDF4.num2date(vals, units, getattr(t, "calendar", "standard"))
         except (ValueError, TypeError):
             return None
-        return [int(d.year) for d in np.atleast_1d(dates)]
+        return [int(d.year) for d in np.atleast_1d(np.asarray(dates))]
     if np.all((vals >= 1900) & (vals <= 2100) & (vals == np.round(vals))):
         return [int(v) for v in vals]
     return None
@@ -844,13 +848,14 @@ def read_edgar_grids(
         raise InputError(paths if isinstance(paths, (str, Path)) else "(list)",
                          f"no EDGAR file for {first_year}-{last_year}", "download the years with `cropn2o fetch-edgar`")
     by_year: dict[int, tuple[_Source, np.ndarray]] = {}
-    lat0 = lon0 = None
+    lat0: _Axis | None = None
+    lon0: _Axis | None = None
     metas: set[tuple[str, str]] = set()
     flavours, notes = [], []
     for s in chosen:
         sec, rel, _ = _meta(s, sector, release)
         years, arr, lat, lon, flavour, nts = _read_source(s, bbox, None, days_per_year, resolution_deg)
-        if lat0 is None:
+        if lat0 is None or lon0 is None:  # both set together, on the first source
             lat0, lon0 = lat, lon
         elif (lat.step != lat0.step or lon.step != lon0.step or not np.array_equal(lat.centres, lat0.centres)
               or not np.array_equal(lon.centres, lon0.centres)):
@@ -877,6 +882,7 @@ def read_edgar_grids(
     if missing:
         raise InputError(paths if isinstance(paths, (str, Path)) else "(list)",
                          f"years missing: {missing}", "download them with `cropn2o fetch-edgar` or narrow the year range")
+    assert lat0 is not None and lon0 is not None  # by_year is non-empty: a source was read
     sec, rel = next(iter(metas))
     arr = np.stack([by_year[y][1] for y in ys])
     names = [by_year[y][0].name for y in ys]

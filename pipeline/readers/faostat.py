@@ -295,7 +295,7 @@ def read_harvested_area(paths: Sequence[str | Path] | str | Path, area_code: int
     else:
         files = [Path(p) for p in paths]
     if not files:
-        raise InputError(paths, "no qcl_*_area_harvested files", "check the FAOSTAT folder")
+        raise InputError(str(paths), "no qcl_*_area_harvested files", "check the FAOSTAT folder")
     frames = []
     for f in files:
         df = read_faostat(f)

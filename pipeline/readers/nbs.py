@@ -42,9 +42,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import InputError
-from pipeline.units import NBS_UNITS
 from pipeline.io import write_csv
-
+from pipeline.units import NBS_UNITS
 
 
 def _unit_key(unit: str) -> str:

@@ -25,7 +25,7 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from pipeline import io
 from pipeline.config import Config
@@ -165,6 +165,10 @@ class StageRun:
         """Path of one of this stage's declared outputs."""
         return self.cfg.processed / self.stage.writes[name]
 
+    @overload
+    def upstream(self, ref: str, required: Literal[True] = ...) -> Path: ...
+    @overload
+    def upstream(self, ref: str, required: bool) -> Path | None: ...
     def upstream(self, ref: str, required: bool = True) -> Path | None:
         """Path of an upstream output ``"stage.output"`` of a completed run.
 

@@ -363,10 +363,12 @@ def _run(cfg: Config) -> list[Path]:
                         boundaries.to_crs("EPSG:6933").area.to_numpy() / 1e6, strict=True))
 
     nbs_tables, alloc, nbs_files = _nbs_tables(cfg, years)
-    tables = {n: _merge(read_input(cfg, n), nbs_tables.get(n)) for n in ("n_rate", "sown_area", "irrigation")}
-    for n, t in tables.items():
+    merged = {n: _merge(read_input(cfg, n), nbs_tables.get(n)) for n in ("n_rate", "sown_area", "irrigation")}
+    tables: dict[str, Table] = {}
+    for n, t in merged.items():
         if t is None:
             raise ConfigError(f"inputs.{n}: no source configured. Fix: give at least one `path:`")
+        tables[n] = t
 
     crosswalk_table = read_input(cfg, "crosswalk")
     if crosswalk_table is not None:

@@ -286,10 +286,10 @@ def _trend_sections(stage: StageRun, figs: _Figures, provinces_gdf, label: str, 
                                       units="Mg N2O-N yr-2 (change of the yearly increase; < 0: growth slowed)",
                                       source="trend/spatial_province.csv; outlines from the inventory's boundary file")
         share = results.get("spatial", {}).get("province_share_of_area_slowed")
-        intro = (f"Growth slowed in {int(sp['slowed'].sum())} of {len(sp)} provinces"
-                 + (f", {share * 100:.0f} % of the mean sown area" if isinstance(share, (int, float)) else "")
-                 + f". Definition: {results.get('spatial', {}).get('definition', '')}.")
-        out.append(Section("slowdown", "Where growth slowed", intro, figures=[figs.add(
+        slowed_intro = (f"Growth slowed in {int(sp['slowed'].sum())} of {len(sp)} provinces"
+                        + (f", {share * 100:.0f} % of the mean sown area" if isinstance(share, (int, float)) else "")
+                        + f". Definition: {results.get('spatial', {}).get('definition', '')}.")
+        out.append(Section("slowdown", "Where growth slowed", slowed_intro, figures=[figs.add(
             fig, "province_slope_change",
             "Change of the provincial emission trend across the national break (slope after minus slope before, "
             "kink fixed at the national break year); purple: growth slowed, orange: accelerated. "
@@ -319,7 +319,7 @@ def _maps_section(stage: StageRun, figs: _Figures, cfg: Config, provinces, label
         grid = maps.grid_total(ds.load())
     years = grid.years.tolist()
     chosen = [y for y in cfg.report.map_years if y in years] or sorted(
-        {years[0], *( [break_year] if break_year in years else []), years[-1]})
+        {years[0], *([break_year] if break_year is not None and break_year in years else []), years[-1]})
     src = f"grid/{name}.nc (cropn2o grid stage)"
     items = [figs.add(maps.grid_maps(grid, chosen, provinces, label=label, scope=scope, source=src), "maps_years",
                       f"Emission density on the {grid.resolution_deg:g}° grid in {', '.join(map(str, chosen))}, "

@@ -95,6 +95,7 @@ def run(cfg: Config) -> list[Path]:
     stage = StageRun(cfg, "trend")
     out = stage.folder
     fitted = _read_estimate(stage, "fitted", required=True)
+    assert fitted is not None  # required=True: a missing run raised StageOrderError
     tier1 = _read_estimate(stage, "tier1", required=False) if "tier1" in cfg.estimate.runs else None
     written: list[Path] = []
 
