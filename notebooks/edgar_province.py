@@ -27,7 +27,9 @@ from pipeline.config import load_config
 
 ROOT = Path(os.environ.get("CROPN2O_ROOT", Path.cwd() if (Path.cwd() / "config").is_dir() else Path.cwd().parent))
 CONFIG = Path(os.environ.get("CROPN2O_CONFIG", ROOT / "config" / "default.yaml"))
-PROCESSED = Path(os.environ["CROPN2O_PROCESSED"]) if "CROPN2O_PROCESSED" in os.environ else load_config(CONFIG).processed
+PROCESSED = (
+    Path(os.environ["CROPN2O_PROCESSED"]) if "CROPN2O_PROCESSED" in os.environ else load_config(CONFIG).processed
+)
 PROVINCE = int(os.environ["CROPN2O_PROVINCE"]) if "CROPN2O_PROVINCE" in os.environ else None
 
 # %%
@@ -41,7 +43,10 @@ label = io.read_json(PROCESSED / "estimate" / "manifest.json")["label"]
 prov = io.read_parquet(PROCESSED / "estimate" / "province_total.parquet")  # all crops, one row per year
 if PROVINCE is None:
     PROVINCE = int(prov.groupby("province_code")["n2o_n_kg_mean"].mean().idxmax())
-ours = prov[prov["province_code"] == PROVINCE].set_index("year")[["n2o_n_kg_mean", "n2o_n_kg_p2_5", "n2o_n_kg_p97_5"]] / 1e6
+ours = (
+    prov[prov["province_code"] == PROVINCE].set_index("year")[["n2o_n_kg_mean", "n2o_n_kg_p2_5", "n2o_n_kg_p97_5"]]
+    / 1e6
+)
 print(label, "| province", PROVINCE)
 
 # %% The compare stage's provincial tables, if it ran
@@ -56,8 +61,10 @@ if (compare / "manifest.json").exists():
                 tables[rel] = t[t["province_code"] == PROVINCE]
     print("compare tables with a province column:", sorted(tables) or "none")
 else:
-    print("The compare stage has not run (no compare/manifest.json): showing this inventory only. "
-          "Run `make compare` for the EDGAR and FAOSTAT comparison.")
+    print(
+        "The compare stage has not run (no compare/manifest.json): showing this inventory only. "
+        "Run `make compare` for the EDGAR and FAOSTAT comparison."
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
@@ -67,8 +74,12 @@ for i, (rel, t) in enumerate(tables.items(), 1):
     numeric = [c for c in t.select_dtypes("number").columns if c not in ("province_code", "year")]
     for j, col in enumerate(numeric[:3]):
         scale = 1e6 if col.endswith("_kg") or "_kg_" in col else 1.0
-        ax.plot(t["year"], t[col] / scale, linestyle=style.LINESTYLES[(i + j) % len(style.LINESTYLES)],
-                label=f"{Path(rel).stem}: {col}")
+        ax.plot(
+            t["year"],
+            t[col] / scale,
+            linestyle=style.LINESTYLES[(i + j) % len(style.LINESTYLES)],
+            label=f"{Path(rel).stem}: {col}",
+        )
 ax.set_xlabel("year")
 ax.set_ylabel("Gg N2O-N / yr")
 ax.legend(fontsize=7)

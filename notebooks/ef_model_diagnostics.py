@@ -27,7 +27,9 @@ from pipeline.config import load_config
 
 ROOT = Path(os.environ.get("CROPN2O_ROOT", Path.cwd() if (Path.cwd() / "config").is_dir() else Path.cwd().parent))
 CONFIG = Path(os.environ.get("CROPN2O_CONFIG", ROOT / "config" / "default.yaml"))
-PROCESSED = Path(os.environ["CROPN2O_PROCESSED"]) if "CROPN2O_PROCESSED" in os.environ else load_config(CONFIG).processed
+PROCESSED = (
+    Path(os.environ["CROPN2O_PROCESSED"]) if "CROPN2O_PROCESSED" in os.environ else load_config(CONFIG).processed
+)
 
 # %%
 import matplotlib.pyplot as plt
@@ -54,13 +56,20 @@ crops = sorted(cvc["crop"].unique())
 fig, axes = plt.subplots(1, len(crops), figsize=(2.4 * len(crops), 2.6), layout="constrained", squeeze=False)
 for ax, crop in zip(axes[0], crops):
     g = cvc[cvc["crop"] == crop]
-    ax.loglog(g["observed_kg_ha"].clip(lower=1e-3), g["predicted_kg_ha"].clip(lower=1e-3), "o", ms=3,
-              color=style.PALETTE[0], alpha=0.6)
+    ax.loglog(
+        g["observed_kg_ha"].clip(lower=1e-3),
+        g["predicted_kg_ha"].clip(lower=1e-3),
+        "o",
+        ms=3,
+        color=style.PALETTE[0],
+        alpha=0.6,
+    )
     lim = [1e-2, max(g["observed_kg_ha"].max(), g["predicted_kg_ha"].max()) * 1.5]
     ax.plot(lim, lim, "k--", lw=0.8)
     ax.set_title(crop)
     ax.set_xlabel("observed (kg N2O-N/ha)")
 axes[0, 0].set_ylabel("CV predicted (kg N2O-N/ha)")
+
 
 # %% Partial effects at the median N rate
 def reference_rows(crop: str, n: int = 25) -> pd.DataFrame:
@@ -72,22 +81,32 @@ def reference_rows(crop: str, n: int = 25) -> pd.DataFrame:
             row[col] = weighted_quantiles(a[col].to_numpy(float), a["area_ha"].to_numpy(float), np.array([0.5]))[0]
     return pd.concat([row] * n, ignore_index=True)
 
-covariates = [c for c in ("n_rate_kg_ha", "water_input_mm", "mean_temp_c", "soil_ph", "soc_g_kg", "clay_pct")
-              if c in activity.columns]
+
+covariates = [
+    c
+    for c in ("n_rate_kg_ha", "water_input_mm", "mean_temp_c", "soil_ph", "soc_g_kg", "clay_pct")
+    if c in activity.columns
+]
 effects = []
 for crop in sorted(activity["crop"].unique()):
     a = activity[activity["crop"] == crop]
     for cov in covariates:
         X = reference_rows(crop)
         X[cov] = np.linspace(a[cov].quantile(0.05), a[cov].quantile(0.95), len(X))
-        effects.append(pd.DataFrame({"crop": crop, "covariate": cov, "value": X[cov],
-                                     "e_kg_ha": model.mean_emission(X)}))
+        effects.append(
+            pd.DataFrame({"crop": crop, "covariate": cov, "value": X[cov], "e_kg_ha": model.mean_emission(X)})
+        )
 effects = pd.concat(effects, ignore_index=True)
 fig, axes = plt.subplots(1, len(covariates), figsize=(2.3 * len(covariates), 2.6), layout="constrained")
 for ax, cov in zip(np.atleast_1d(axes), covariates):
     for i, (crop, g) in enumerate(effects[effects["covariate"] == cov].groupby("crop")):
-        ax.plot(g["value"], g["e_kg_ha"], color=style.PALETTE[i % len(style.PALETTE)],
-                linestyle=style.LINESTYLES[i % len(style.LINESTYLES)], label=crop)
+        ax.plot(
+            g["value"],
+            g["e_kg_ha"],
+            color=style.PALETTE[i % len(style.PALETTE)],
+            linestyle=style.LINESTYLES[i % len(style.LINESTYLES)],
+            label=crop,
+        )
     ax.set_xlabel(cov)
 np.atleast_1d(axes)[0].set_ylabel("E (kg N2O-N/ha)")
 np.atleast_1d(axes)[0].legend(fontsize=6)

@@ -63,45 +63,68 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common options (before or after the command)")
     g.add_argument("--config", default=d("config/default.yaml"), help="YAML config (default: config/default.yaml)")
-    g.add_argument("--set", action="append", default=d([]), metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set estimate.draws=200 (repeatable)")
+    g.add_argument(
+        "--set",
+        action="append",
+        default=d([]),
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set estimate.draws=200 (repeatable)",
+    )
     g.add_argument("-q", "--quiet", action="store_true", default=d(False), help="only warnings and errors")
     g.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug messages too")
     return p
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cropn2o", description="Cropland N2O emission inventory: one subcommand per stage.",
-                                epilog="User errors print one line and exit non-zero; see docs/ for methods and data "
-                                       f"contract, docs/operations.md for cron, locks and exit codes "
-                                       f"({LOCK_EXIT_CODE}: another run holds the lock).",
-                                parents=[_common(suppress=False)])
+    p = argparse.ArgumentParser(
+        prog="cropn2o",
+        description="Cropland N2O emission inventory: one subcommand per stage.",
+        epilog="User errors print one line and exit non-zero; see docs/ for methods and data "
+        f"contract, docs/operations.md for cron, locks and exit codes "
+        f"({LOCK_EXIT_CODE}: another run holds the lock).",
+        parents=[_common(suppress=False)],
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = [_common(suppress=True)]
     for name, st in STAGES.items():
         sub.add_parser(name, help=st.help, description=st.help[0].upper() + st.help[1:] + ".", parents=common)
     sub.add_parser("stamp", help="refresh per-section config stamps (used by the Makefile)", parents=common)
-    sub.add_parser("makefile", help="print the Makefile's stage rules generated from the registry (stages.mk)",
-                   parents=common)
-    cron = sub.add_parser("cron", parents=common, help="rebuild what is stale, logging to a dated file (for cron)",
-                          description="Refresh the stamps, run the stale stages in registry order (each as "
-                                      "`cropn2o STAGE`), write the run manifest, and log everything to "
-                                      f"<processed>/{LOG_DIR}/cron-<date>.log. Exits 0 when nothing was stale, "
-                                      "the failed stage's exit code (naming it) when one fails, "
-                                      f"{LOCK_EXIT_CODE} when another run holds the lock.")
+    sub.add_parser(
+        "makefile", help="print the Makefile's stage rules generated from the registry (stages.mk)", parents=common
+    )
+    cron = sub.add_parser(
+        "cron",
+        parents=common,
+        help="rebuild what is stale, logging to a dated file (for cron)",
+        description="Refresh the stamps, run the stale stages in registry order (each as "
+        "`cropn2o STAGE`), write the run manifest, and log everything to "
+        f"<processed>/{LOG_DIR}/cron-<date>.log. Exits 0 when nothing was stale, "
+        "the failed stage's exit code (naming it) when one fails, "
+        f"{LOCK_EXIT_CODE} when another run holds the lock.",
+    )
     cron.add_argument("--dry-run", action="store_true", help="only log which stages would run")
-    cron.add_argument("--keep-logs", type=int, default=60, metavar="N",
-                      help="keep the N newest cron logs, delete older ones (default: %(default)s)")
-    sub.add_parser("run-manifest", parents=common,
-                   help="write <processed>/run_manifest.json: provenance and per-stage time and memory of the build")
-    bp = sub.add_parser("breaks", help="breakpoint analysis of any annual series (CSV with year, value)",
-                        parents=common)
+    cron.add_argument(
+        "--keep-logs",
+        type=int,
+        default=60,
+        metavar="N",
+        help="keep the N newest cron logs, delete older ones (default: %(default)s)",
+    )
+    sub.add_parser(
+        "run-manifest",
+        parents=common,
+        help="write <processed>/run_manifest.json: provenance and per-stage time and memory of the build",
+    )
+    bp = sub.add_parser(
+        "breaks", help="breakpoint analysis of any annual series (CSV with year, value)", parents=common
+    )
     bp.add_argument("series", help="CSV file with columns year and value (or --value-column)")
     bp.add_argument("--value-column", default="value", help="column of the values (default: %(default)s)")
     bp.add_argument("--out", default=None, help="JSON output file (default: print to stdout)")
-    fe = sub.add_parser("fetch-edgar", parents=common,
-                        help="download EDGAR gridded zips (resume, sha256 manifest) and unpack them")
+    fe = sub.add_parser(
+        "fetch-edgar", parents=common, help="download EDGAR gridded zips (resume, sha256 manifest) and unpack them"
+    )
     fe.add_argument("--release", default="v8.0", help="v8.0, EDGAR_2024_GHG or EDGAR_2025_GHG (default: %(default)s)")
     fe.add_argument("--substance", default="N2O")
     fe.add_argument("--sector", default="AGS", help="EDGAR sector code (default: %(default)s, agricultural soils)")
@@ -122,7 +145,9 @@ def _overrides(pairs: Sequence[str]) -> dict[str, object]:
         try:
             out[key] = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise ConfigError(f"--set {pair!r}: the value is not valid YAML. Fix: quote it, e.g. --set 'key=\"text\"'") from None
+            raise ConfigError(
+                f"--set {pair!r}: the value is not valid YAML. Fix: quote it, e.g. --set 'key=\"text\"'"
+            ) from None
     return out
 
 
@@ -146,15 +171,24 @@ def warnings_to_log(context: str) -> Iterator[None]:
     wlog = logging.getLogger("py.warnings")
     previous = warnings.showwarning
 
-    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-             file: TextIO | None = None, line: str | None = None) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         first = str(message).strip().splitlines()[0] if str(message).strip() else ""
         if (category, first) in seen:
             return
         seen.add((category, first))
         where = Path(filename)
-        short = "/".join(where.parts[-2:]) if "site-packages" not in where.parts else \
-            "/".join(where.parts[where.parts.index("site-packages") + 1:])
+        short = (
+            "/".join(where.parts[-2:])
+            if "site-packages" not in where.parts
+            else "/".join(where.parts[where.parts.index("site-packages") + 1 :])
+        )
         wlog.warning("%s: %s from %s:%d: %s", context, category.__name__, short, lineno, first)
 
     warnings.showwarning = show
@@ -194,9 +228,11 @@ def build_lock(cfg: Config, command: str) -> Iterator[Path]:
             if inherited and inherited == f"{path.resolve()}:{_holder_pid(holder)}":
                 yield path  # started by the run that holds the lock (cron -> stage)
                 return
-            raise LockHeldError(f"{path}: another run holds the lock ({holder or 'holder unknown'}); "
-                                f"`cropn2o {command}` did not run. Fix: wait for it to finish "
-                                "(the lock is released when it exits) and run again") from None
+            raise LockHeldError(
+                f"{path}: another run holds the lock ({holder or 'holder unknown'}); "
+                f"`cropn2o {command}` did not run. Fix: wait for it to finish "
+                "(the lock is released when it exits) and run again"
+            ) from None
         stamp = dt.datetime.now().astimezone().isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, `cropn2o {command}` since {stamp}\n".encode(), 0)
@@ -217,8 +253,14 @@ def _holder_pid(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # cron
 # ---------------------------------------------------------------------------------------------
-def cron(cfg: Config, config_file: str, sets: Sequence[str], dry_run: bool = False, keep_logs: int = 60,
-         verbose: bool = False) -> int:
+def cron(
+    cfg: Config,
+    config_file: str,
+    sets: Sequence[str],
+    dry_run: bool = False,
+    keep_logs: int = 60,
+    verbose: bool = False,
+) -> int:
     """Rebuild what is stale, each stage as its own ``cropn2o STAGE`` process, logging to a
     dated file ``<processed>/logs/cron-<YYYYmmdd-HHMMSS>.log``; return the exit code.
 
@@ -233,8 +275,9 @@ def cron(cfg: Config, config_file: str, sets: Sequence[str], dry_run: bool = Fal
     logging.getLogger().addHandler(handler)
     try:
         _prune_logs(log_dir, keep_logs)
-        log.info("cron: cropn2o %s, config %s, processed %s, log %s", package_version(), config_file,
-                 cfg.processed, log_file)
+        log.info(
+            "cron: cropn2o %s, config %s, processed %s, log %s", package_version(), config_file, cfg.processed, log_file
+        )
         write_stamps(cfg)
         todo = stale_stages(cfg)
         if not todo:
@@ -252,12 +295,18 @@ def cron(cfg: Config, config_file: str, sets: Sequence[str], dry_run: bool = Fal
             log.info("cron: running %s", name)
             handler.flush()
             with open(log_file, "a", encoding="utf-8") as out:
-                code = subprocess.run([*base, name], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                      cwd=os.getcwd()).returncode
+                code = subprocess.run(
+                    [*base, name], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()
+                ).returncode
             if code != 0:
-                log.error("cron: stage %s failed (exit %d) after %.1f s; later stages not run: %s. See %s",
-                          name, code, time.perf_counter() - t0, ", ".join(todo[todo.index(name) + 1:]) or "none",
-                          log_file)
+                log.error(
+                    "cron: stage %s failed (exit %d) after %.1f s; later stages not run: %s. See %s",
+                    name,
+                    code,
+                    time.perf_counter() - t0,
+                    ", ".join(todo[todo.index(name) + 1 :]) or "none",
+                    log_file,
+                )
                 print(f"error: cron: stage {name} failed (exit {code}); see {log_file}", file=sys.stderr)
                 return code
             log.info("cron: %s done in %.1f s", name, time.perf_counter() - t0)
@@ -271,7 +320,7 @@ def cron(cfg: Config, config_file: str, sets: Sequence[str], dry_run: bool = Fal
 
 def _prune_logs(log_dir: Path, keep: int) -> None:
     logs = sorted(log_dir.glob("cron-*.log"))
-    for old in logs[:max(0, len(logs) - max(keep, 1))]:
+    for old in logs[: max(0, len(logs) - max(keep, 1))]:
         with contextlib.suppress(OSError):
             old.unlink()
 
@@ -307,15 +356,22 @@ def _run(args: Any) -> int:
             if cfg.inputs.edgar is None:
                 raise ConfigError("fetch-edgar: no --dest and no inputs.edgar in the config. Fix: pass --dest FOLDER")
             dest = cfg.path(cfg.inputs.edgar.path)
-        for path in fetch_edgar_command(args.release, args.substance, args.sector, args.first_year, args.last_year,
-                                        dest, base_url=args.base_url, kind=args.kind):
+        for path in fetch_edgar_command(
+            args.release,
+            args.substance,
+            args.sector,
+            args.first_year,
+            args.last_year,
+            dest,
+            base_url=args.base_url,
+            kind=args.kind,
+        ):
             print(path)
         return 0
     if args.command == "breaks":
         # Any series can be analysed without a project: the config's trend settings apply
         # when the config file exists, the defaults otherwise.
-        tcfg = (load_config(args.config, _overrides(args.set)).trend if Path(args.config).is_file()
-                else TrendConfig())
+        tcfg = load_config(args.config, _overrides(args.set)).trend if Path(args.config).is_file() else TrendConfig()
         # imported on demand, like the stage modules: every other command starts faster without it
         trend = importlib.import_module(STAGES["trend"].module)
         return trend.breaks_command(args.series, args.value_column, args.out, tcfg)

@@ -98,8 +98,7 @@ class Inputs(_Strict):
 
 def _check_years(first: int, last: int, section: str) -> None:
     if first > last:
-        raise ValueError(f"{section}.first_year ({first}) is after {section}.last_year ({last}); "
-                         "swap them")
+        raise ValueError(f"{section}.first_year ({first}) is after {section}.last_year ({last}); swap them")
 
 
 class PlausibilityLimit(_Strict):
@@ -193,8 +192,9 @@ class NAllocation(_Strict):
     def _known(self) -> NAllocation:
         unknown = sorted(c for c in self.crop_n_intensity if c not in CROPS)
         if unknown:
-            raise ValueError(f"ingest.n_allocation: unknown crop(s) {', '.join(unknown)}; the crop classes are "
-                             f"{', '.join(CROPS)}")
+            raise ValueError(
+                f"ingest.n_allocation: unknown crop(s) {', '.join(unknown)}; the crop classes are {', '.join(CROPS)}"
+            )
         return self
 
 
@@ -217,8 +217,10 @@ class IngestConfig(_Strict):
         _check_years(self.first_year, self.last_year, "ingest")
         unknown = sorted(f"{k}: {v}" for k, v in self.borrow_observations.items() if k not in CROPS or v not in CROPS)
         if unknown:
-            raise ValueError(f"ingest.borrow_observations: unknown crop(s) in {', '.join(unknown)}; the crop "
-                             f"classes are {', '.join(CROPS)}")
+            raise ValueError(
+                f"ingest.borrow_observations: unknown crop(s) in {', '.join(unknown)}; the crop "
+                f"classes are {', '.join(CROPS)}"
+            )
         if self.defaults.irrigation_mm is not None and not self.defaults.irrigation_mm_source.strip():
             raise ValueError("ingest.defaults.irrigation_mm needs ingest.defaults.irrigation_mm_source")
         return self
@@ -275,13 +277,21 @@ FitFamily = Literal["glm_gamma", "mixed_lognormal"]
 ResponseForm = Literal["linear", "exponential", "quadratic", "saturating", "exponential_rs"]
 EstimateRun = Literal["fitted", "tier1"]
 _DEFAULT_CANDIDATES: tuple[FitFamily, ...] = ("glm_gamma", "mixed_lognormal")
-_DEFAULT_RESPONSE_FORMS: tuple[ResponseForm, ...] = ("linear", "exponential", "quadratic", "saturating", "exponential_rs")
+_DEFAULT_RESPONSE_FORMS: tuple[ResponseForm, ...] = (
+    "linear",
+    "exponential",
+    "quadratic",
+    "saturating",
+    "exponential_rs",
+)
 _DEFAULT_RUNS: tuple[EstimateRun, ...] = ("fitted", "tier1")
 
 
 class FitConfig(_Strict):
     crops: list[str] = Field(default_factory=lambda: list(CROPS))
-    covariates: list[str] = Field(default_factory=lambda: ["water_input_mm", "mean_temp_c", "soil_ph", "soc_g_kg", "clay_pct"])
+    covariates: list[str] = Field(
+        default_factory=lambda: ["water_input_mm", "mean_temp_c", "soil_ph", "soc_g_kg", "clay_pct"]
+    )
     candidates: list[FitFamily] = Field(default_factory=lambda: list(_DEFAULT_CANDIDATES))
     pin: dict[str, FitFamily] = Field(default_factory=dict)
     min_records: int = Field(30, ge=5)
@@ -294,7 +304,8 @@ class FitConfig(_Strict):
     group_by: Literal["site_id", "study_id"] = "site_id"  # random-intercept / cluster unit
     retransform: Literal["duan", "lognormal"] = "duan"  # log-scale -> mean bias correction
     rice_water_regime: Literal["continuous_flooding", "single_drainage", "multiple_drainage"] = (
-        "single_drainage")  # regime assumed for activity rows (no water_regime column)
+        "single_drainage"  # regime assumed for activity rows (no water_regime column)
+    )
     max_missing_covariate: float = Field(0.5, ge=0.0, le=1.0)  # drop a covariate above this share
     min_sites_per_level: int = Field(2, ge=1)  # a water regime / crop level needs this many sites
     ef_curve_max_n_kg_ha: float = Field(400.0, gt=0.0)
@@ -319,7 +330,9 @@ class FitConfig(_Strict):
         for key, crops in (("fit.pin", self.pin), ("fit.pooling", self.pooling)):
             unknown += [f"{key}.{c}" for c in crops if c not in CROPS]
         for crop, donors in self.pooling.items():
-            unknown += [f"fit.pooling.{crop}: {d}" for d in (x.strip() for x in donors.split(",")) if d and d not in CROPS]
+            unknown += [
+                f"fit.pooling.{crop}: {d}" for d in (x.strip() for x in donors.split(",")) if d and d not in CROPS
+            ]
         if unknown:
             raise ValueError(f"unknown crop(s) {', '.join(unknown)}; the crop classes are {', '.join(CROPS)}")
         return self
@@ -377,9 +390,12 @@ class GridSpec(_Strict):
 class GridConfig(_Strict):
     """Settings of the grid stage (see docs/grid.md)."""
 
-    grids: list[GridSpec] = Field(default_factory=lambda: [
-        GridSpec(name="0p1deg", resolution_deg=0.1),
-        GridSpec(name="0p01deg", resolution_deg=0.01, intervals=False, overviews="none")])
+    grids: list[GridSpec] = Field(
+        default_factory=lambda: [
+            GridSpec(name="0p1deg", resolution_deg=0.1),
+            GridSpec(name="0p01deg", resolution_deg=0.01, intervals=False, overviews="none"),
+        ]
+    )
     geotiff: bool = True
     use_proxy: bool = True  # weight by inputs.proxy (cropland fraction) when it is configured
     years_in_flight: int = Field(2, ge=1, le=64)  # year slabs held in memory at once (bounds peak memory)
@@ -516,11 +532,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found. Fix: pass --config with an existing file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the config ({type(e).__name__}). Fix: pass --config with a readable YAML file") from None
+        raise ConfigError(
+            f"{path}: cannot read the config ({type(e).__name__}). Fix: pass --config with a readable YAML file"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)}). Fix: correct the syntax") from None
+        raise ConfigError(
+            f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)}). Fix: correct the syntax"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level. Fix: see config/default.yaml")
     for dotted, value in (overrides or {}).items():
@@ -529,7 +549,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {dotted}: '{p}' is a value, not a section. Fix: check the key against config/default.yaml")
+                raise ConfigError(
+                    f"--set {dotted}: '{p}' is a value, not a section. Fix: check the key against config/default.yaml"
+                )
         node[leaf] = value
     root = Path(raw.pop("root", project_root_of(path)))
     try:
@@ -547,8 +569,10 @@ def load_mapping(cfg: Config, spec: InputSpec) -> ColumnMapping:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a column mapping must be a mapping of keys (columns:, values:, ...). "
-                              "Fix: see config/examples/kensyn_mapping.yaml")
+            raise ConfigError(
+                f"{path}: a column mapping must be a mapping of keys (columns:, values:, ...). "
+                "Fix: see config/examples/kensyn_mapping.yaml"
+            )
         return ColumnMapping(**raw)
     except FileNotFoundError:
         raise ConfigError(f"{path}: mapping file not found. Fix: correct `mapping:` in the config") from None
@@ -572,8 +596,14 @@ def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple
         default = field.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
             default = default.model_dump(mode="json")
-        type_name = (str(ann).replace("typing.", "").replace("pipeline.config.", "").replace("__main__.", "")
-                     .replace("<class '", "").replace("'>", "").replace(" | ", " or "))
+        type_name = (
+            str(ann)
+            .replace("typing.", "")
+            .replace("pipeline.config.", "")
+            .replace("__main__.", "")
+            .replace("<class '", "")
+            .replace("'>", "")
+            .replace(" | ", " or ")
+        )
         rows.append((key, type_name, "required" if field.is_required() else repr(default)))
     return rows
-

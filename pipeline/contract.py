@@ -110,36 +110,101 @@ OBSERVATIONS_RAW = TableSchema(
     columns=(
         _c("obs_id", "str", "", "unique record id (a mapping may build it from the row number)"),
         _c("site_id", "str", "", "field site; records at one site share a random effect"),
-        _c("study_id", "str", "", "publication or experiment; defaults to `site_id`", required=False,
-           nullable=True),
+        _c("study_id", "str", "", "publication or experiment; defaults to `site_id`", required=False, nullable=True),
         _c("crop", "str", "", "crop class", allowed=CROPS),
-        _c("water_regime", "str", "", "rice water management; `upland` for other crops",
-           required=False, nullable=True, allowed=WATER_REGIMES),
-        _c("year", "int", "yr", "harvest year of the season measured; inside `ingest.observation_years` "
-           "(never after the current year)", required=False, nullable=True),
-        _c("n_rate", "float", "see `n_rate_unit`", "N applied; bounded after conversion (`n_rate_kg_ha`)",
-           minimum=0.0),
+        _c(
+            "water_regime",
+            "str",
+            "",
+            "rice water management; `upland` for other crops",
+            required=False,
+            nullable=True,
+            allowed=WATER_REGIMES,
+        ),
+        _c(
+            "year",
+            "int",
+            "yr",
+            "harvest year of the season measured; inside `ingest.observation_years` (never after the current year)",
+            required=False,
+            nullable=True,
+        ),
+        _c("n_rate", "float", "see `n_rate_unit`", "N applied; bounded after conversion (`n_rate_kg_ha`)", minimum=0.0),
         _c("n_rate_unit", "str", "", "`kg N/ha` or `kg N/mu`"),
-        _c("fertilizer_type", "str", "", "synthetic, other (organic) or mixed N", required=False,
-           nullable=True, allowed=FERTILIZER_TYPES),
-        _c("flux", "float", "see `flux_unit`", "measured N2O emission; zero and negative kept; "
-           "bounded after conversion (`flux_kg_n2o_n_ha`)"),
+        _c(
+            "fertilizer_type",
+            "str",
+            "",
+            "synthetic, other (organic) or mixed N",
+            required=False,
+            nullable=True,
+            allowed=FERTILIZER_TYPES,
+        ),
+        _c(
+            "flux",
+            "float",
+            "see `flux_unit`",
+            "measured N2O emission; zero and negative kept; bounded after conversion (`flux_kg_n2o_n_ha`)",
+        ),
         _c("flux_unit", "str", "", "one of the flux units listed below"),
-        _c("duration_days", "float", "d", "length of the measured period; needed for rate units",
-           required=False, nullable=True, minimum=1.0, maximum=1100.0),
-        *(_c(c.name, c.kind, c.unit, c.description, required=False, nullable=True,
-             minimum=c.minimum, maximum=c.maximum) for c in _COVARIATE_COLUMNS),
-        _c("irrigation_mm", "float", "mm", "irrigation water over the period; 0 if rain-fed",
-           required=False, nullable=True, minimum=0.0, maximum=5000.0),
-        _c("water_input_mm", "float", "mm", "total water input (rain + irrigation) when reported as one "
-           "figure; wins over `precip_mm` + `irrigation_mm`", required=False, nullable=True,
-           minimum=0.0, maximum=11000.0),
-        _c("climate", "str", "", "IPCC 2019 climate class (wet/dry)", required=False,
-           nullable=True, allowed=CLIMATES),
-        _c("lat", "float", "degrees_north", "site latitude", required=False, nullable=True,
-           minimum=-90.0, maximum=90.0),
-        _c("lon", "float", "degrees_east", "site longitude", required=False, nullable=True,
-           minimum=-180.0, maximum=180.0),
+        _c(
+            "duration_days",
+            "float",
+            "d",
+            "length of the measured period; needed for rate units",
+            required=False,
+            nullable=True,
+            minimum=1.0,
+            maximum=1100.0,
+        ),
+        *(
+            _c(
+                c.name,
+                c.kind,
+                c.unit,
+                c.description,
+                required=False,
+                nullable=True,
+                minimum=c.minimum,
+                maximum=c.maximum,
+            )
+            for c in _COVARIATE_COLUMNS
+        ),
+        _c(
+            "irrigation_mm",
+            "float",
+            "mm",
+            "irrigation water over the period; 0 if rain-fed",
+            required=False,
+            nullable=True,
+            minimum=0.0,
+            maximum=5000.0,
+        ),
+        _c(
+            "water_input_mm",
+            "float",
+            "mm",
+            "total water input (rain + irrigation) when reported as one "
+            "figure; wins over `precip_mm` + `irrigation_mm`",
+            required=False,
+            nullable=True,
+            minimum=0.0,
+            maximum=11000.0,
+        ),
+        _c("climate", "str", "", "IPCC 2019 climate class (wet/dry)", required=False, nullable=True, allowed=CLIMATES),
+        _c(
+            "lat", "float", "degrees_north", "site latitude", required=False, nullable=True, minimum=-90.0, maximum=90.0
+        ),
+        _c(
+            "lon",
+            "float",
+            "degrees_east",
+            "site longitude",
+            required=False,
+            nullable=True,
+            minimum=-180.0,
+            maximum=180.0,
+        ),
     ),
 )
 
@@ -151,8 +216,14 @@ N_RATE_RAW = TableSchema(
         _c("county_code", "int", "", "6-digit county code of any vintage 1981-2025", digits=6),
         _c("year", "int", "yr", "harvest year (winter wheat sown in t-1 counts in t)", minimum=1949, maximum=2100),
         _c("crop", "str", "", "crop class", allowed=CROPS),
-        _c("n_rate", "float", "see `unit`", "N applied per sown area; bounded after conversion",
-           nullable=True, minimum=0.0),
+        _c(
+            "n_rate",
+            "float",
+            "see `unit`",
+            "N applied per sown area; bounded after conversion",
+            nullable=True,
+            minimum=0.0,
+        ),
         _c("unit", "str", "", "`kg N/ha` or `kg N/mu` (kg/mu x 15 = kg/ha)"),
     ),
 )
@@ -177,10 +248,16 @@ IRRIGATION_RAW = TableSchema(
     columns=(
         _c("prefecture_code", "int", "", "4-digit prefecture code", digits=4),
         _c("year", "int", "yr", "statistical year", minimum=1949, maximum=2100),
-        _c("irrigated_fraction", "float", "1", "share of sown area irrigated", nullable=True,
-           minimum=0.0, maximum=1.0),
-        _c("irrigation_mm", "float", "mm/yr", "water applied on irrigated land", nullable=True,
-           minimum=0.0, maximum=3000.0),
+        _c("irrigated_fraction", "float", "1", "share of sown area irrigated", nullable=True, minimum=0.0, maximum=1.0),
+        _c(
+            "irrigation_mm",
+            "float",
+            "mm/yr",
+            "water applied on irrigated land",
+            nullable=True,
+            minimum=0.0,
+            maximum=3000.0,
+        ),
     ),
 )
 
@@ -191,8 +268,15 @@ COVARIATES_RAW = TableSchema(
     columns=(
         _c("county_code", "int", "", "6-digit county code", digits=6),
         *_COVARIATE_COLUMNS,
-        _c("climate", "str", "", "IPCC 2019 climate class (wet/dry); default `ingest.defaults.climate`",
-           required=False, nullable=True, allowed=CLIMATES),
+        _c(
+            "climate",
+            "str",
+            "",
+            "IPCC 2019 climate class (wet/dry); default `ingest.defaults.climate`",
+            required=False,
+            nullable=True,
+            allowed=CLIMATES,
+        ),
     ),
 )
 
@@ -222,20 +306,38 @@ OBSERVATIONS = TableSchema(
     description="Validated observations with harmonised units; input to `fit`.",
     key=("obs_id",),
     columns=(
-        _c("obs_id", "str"), _c("site_id", "str"), _c("study_id", "str"),
+        _c("obs_id", "str"),
+        _c("site_id", "str"),
+        _c("study_id", "str"),
         _c("crop", "str", allowed=CROPS),
-        _c("water_regime", "str", "", "`upland` for crops other than rice; empty for rice that reports "
-           "none (the fit stage assumes `fit.rice_water_regime`)", allowed=WATER_REGIMES, nullable=True),
+        _c(
+            "water_regime",
+            "str",
+            "",
+            "`upland` for crops other than rice; empty for rice that reports "
+            "none (the fit stage assumes `fit.rice_water_regime`)",
+            allowed=WATER_REGIMES,
+            nullable=True,
+        ),
         _c("year", "int", "yr", nullable=True),
         _c("n_rate_kg_ha", "float", "kg N/ha", "bounded by `ingest.limits.max_n_rate_kg_ha`", minimum=0.0),
         _c("fertilizer_type", "str", allowed=FERTILIZER_TYPES, nullable=True),
-        _c("flux_kg_n2o_n_ha", "float", "kg N2O-N/ha", "emission over the measured period; bounded by "
-           "`ingest.limits.min_flux_kg_n2o_n_ha`/`max_flux_kg_n2o_n_ha`"),
+        _c(
+            "flux_kg_n2o_n_ha",
+            "float",
+            "kg N2O-N/ha",
+            "emission over the measured period; bounded by `ingest.limits.min_flux_kg_n2o_n_ha`/`max_flux_kg_n2o_n_ha`",
+        ),
         _c("duration_days", "float", "d", nullable=True),
         *(_c(c.name, c.kind, c.unit, c.description, nullable=True) for c in _COVARIATE_COLUMNS),
         _c("irrigation_mm", "float", "mm", "0 when not reported"),
-        _c("water_input_mm", "float", "mm", "the reported total water input, else precip_mm + irrigation_mm",
-           nullable=True),
+        _c(
+            "water_input_mm",
+            "float",
+            "mm",
+            "the reported total water input, else precip_mm + irrigation_mm",
+            nullable=True,
+        ),
         _c("climate", "str", allowed=CLIMATES, nullable=True),
         _c("lat", "float", "degrees_north", nullable=True),
         _c("lon", "float", "degrees_east", nullable=True),
@@ -264,8 +366,18 @@ ACTIVITY = TableSchema(
         _c("irrigated_fraction", "float", "1", minimum=0.0, maximum=1.0),
         _c("irrigation_mm", "float", "mm/yr", minimum=0.0),
         _c("irrigation_filled", "bool", "", "irrigation interpolated over a short gap, or a default"),
-        *(_c(c.name, c.kind, c.unit, c.description + "; empty without a covariates input", nullable=True,
-             minimum=c.minimum, maximum=c.maximum) for c in _COVARIATE_COLUMNS),
+        *(
+            _c(
+                c.name,
+                c.kind,
+                c.unit,
+                c.description + "; empty without a covariates input",
+                nullable=True,
+                minimum=c.minimum,
+                maximum=c.maximum,
+            )
+            for c in _COVARIATE_COLUMNS
+        ),
         _c("water_input_mm", "float", "mm/yr", "precip_mm + irrigated_fraction x irrigation_mm", nullable=True),
         _c("climate", "str", "", "from the covariates, else `ingest.defaults.climate`", allowed=CLIMATES),
     ),
@@ -275,8 +387,12 @@ QUARANTINE = TableSchema(
     name="ingest/quarantine.csv",
     description="Every rejected input row, with the file, line, column and reason.",
     columns=(
-        _c("table", "str"), _c("file", "str"), _c("row", "int"), _c("column", "str"),
-        _c("reason", "str"), _c("record", "str", "", "the rejected row as JSON"),
+        _c("table", "str"),
+        _c("file", "str"),
+        _c("row", "int"),
+        _c("column", "str"),
+        _c("reason", "str"),
+        _c("record", "str", "", "the rejected row as JSON"),
     ),
 )
 
@@ -330,8 +446,13 @@ def _coerce(series: pd.Series, col: Column) -> tuple[pd.Series, pd.Series]:
         out = series.astype("string").str.strip()
         return out.where(~missing, pd.NA), pd.Series(False, index=series.index)
     if col.kind == "bool":
-        mapped = series.map(lambda v: {"true": True, "false": False, "1": True, "0": False}.get(
-            str(v).strip().lower()) if not pd.isna(v) else None)
+        mapped = series.map(
+            lambda v: (
+                {"true": True, "false": False, "1": True, "0": False}.get(str(v).strip().lower())
+                if not pd.isna(v)
+                else None
+            )
+        )
         bad = mapped.isna() & ~missing
         return mapped.astype("boolean"), bad
     text = series.where(~missing).astype("string")
@@ -389,15 +510,20 @@ def ensure_valid(
 
     file_name = str(df[SOURCE_FILE].iloc[0]) if SOURCE_FILE in df.columns and len(df) else fallback
     if len(df) == 0:
-        raise InputError(file_name, f"no data rows for table '{schema.name}'",
-                         "supply a file with a header line and at least one data row")
+        raise InputError(
+            file_name,
+            f"no data rows for table '{schema.name}'",
+            "supply a file with a header line and at least one data row",
+        )
     missing_cols = [c.name for c in schema.columns if c.required and c.name not in df.columns]
     if missing_cols:
         raise InputError(
-            file_name, f"required column missing for table '{schema.name}' "
+            file_name,
+            f"required column missing for table '{schema.name}' "
             f"(columns present: {', '.join(str(c) for c in df.columns if c not in BOOKKEEPING)})",
-            "add the column, or map your column name to it under `columns:` in the input's "
-            "mapping in the config", column=user(missing_cols[0]))
+            "add the column, or map your column name to it under `columns:` in the input's mapping in the config",
+            column=user(missing_cols[0]),
+        )
 
     out = df.copy()
     rejections: list[Rejection] = []
@@ -406,8 +532,7 @@ def ensure_valid(
             out[col.name] = pd.Series(pd.NA, index=out.index, dtype="object")
         coerced, bad = _coerce(out[col.name], col)
         for idx in out.index[bad.to_numpy()]:
-            rejections.append(Rejection(idx, col.name,
-                                        f"'{out.at[idx, col.name]}' is not a valid {col.kind}"))
+            rejections.append(Rejection(idx, col.name, f"'{out.at[idx, col.name]}' is not a valid {col.kind}"))
         out[col.name] = coerced
         values = coerced
         null = values.isna() & ~bad
@@ -417,18 +542,21 @@ def ensure_valid(
         if col.allowed is not None:
             bad_cat = values.notna() & ~values.isin(col.allowed)
             for idx in out.index[bad_cat.fillna(False).to_numpy(dtype=bool)]:
-                rejections.append(Rejection(
-                    idx, col.name, f"'{values.at[idx]}' is not one of {', '.join(col.allowed)}"))
+                rejections.append(
+                    Rejection(idx, col.name, f"'{values.at[idx]}' is not one of {', '.join(col.allowed)}")
+                )
         if col.minimum is not None:
             low = (values < col.minimum).fillna(False).to_numpy(dtype=bool)
             for idx in out.index[low]:
-                rejections.append(Rejection(
-                    idx, col.name, f"{values.at[idx]:g} is below the minimum {col.minimum:g}{_unit(col)}"))
+                rejections.append(
+                    Rejection(idx, col.name, f"{values.at[idx]:g} is below the minimum {col.minimum:g}{_unit(col)}")
+                )
         if col.maximum is not None:
             high = (values > col.maximum).fillna(False).to_numpy(dtype=bool)
             for idx in out.index[high]:
-                rejections.append(Rejection(
-                    idx, col.name, f"{values.at[idx]:g} is above the maximum {col.maximum:g}{_unit(col)}"))
+                rejections.append(
+                    Rejection(idx, col.name, f"{values.at[idx]:g} is above the maximum {col.maximum:g}{_unit(col)}")
+                )
         if col.digits is not None:
             lo, hi = 10 ** (col.digits - 1), 10**col.digits - 1
             wrong = ((values < lo) | (values > hi)).fillna(False).to_numpy(dtype=bool)
@@ -436,10 +564,11 @@ def ensure_valid(
                 rejections.append(Rejection(idx, col.name, f"{values.at[idx]} is not a {col.digits}-digit code"))
 
     if rejections and on_error == "raise":
-        first = min(rejections, key=lambda r: (_where(out, r.index)[1] or 0))
+        first = min(rejections, key=lambda r: _where(out, r.index)[1] or 0)
         file, row = _where(out, first.index)
-        raise InputError(file if file != "<table>" else fallback, first.reason, schema.fix_hint,
-                         row=row, column=user(first.column))
+        raise InputError(
+            file if file != "<table>" else fallback, first.reason, schema.fix_hint, row=row, column=user(first.column)
+        )
 
     bad_index = {r.index for r in rejections}
     rejects = out.loc[[i for i in out.index if i in bad_index]].copy()
@@ -456,10 +585,13 @@ def ensure_valid(
             idx = valid.index[dup.to_numpy()][0]
             file, row = _where(valid, idx)
             key = ", ".join(f"{k}={valid.at[idx, k]}" for k in schema.key)
-            raise InputError(file if file != "<table>" else fallback,
-                             f"duplicate key ({key}) for table '{schema.name}'",
-                             "keep one row per key, or sum the duplicates before ingest",
-                             row=row, column=user(schema.key[0]))
+            raise InputError(
+                file if file != "<table>" else fallback,
+                f"duplicate key ({key}) for table '{schema.name}'",
+                "keep one row per key, or sum the duplicates before ingest",
+                row=row,
+                column=user(schema.key[0]),
+            )
     keep = schema.names + [c for c in BOOKKEEPING if c in valid.columns]
     return valid[keep], rejects
 
@@ -469,8 +601,7 @@ def render_markdown(schema: TableSchema) -> str:
     lines = [f"### `{schema.name}`", "", schema.description, ""]
     if schema.key:
         lines += [f"Key: {', '.join(f'`{k}`' for k in schema.key)}", ""]
-    lines += ["| column | type | unit | required | nullable | allowed | description |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| column | type | unit | required | nullable | allowed | description |", "|---|---|---|---|---|---|---|"]
     for c in schema.columns:
         if c.allowed:
             allowed = ", ".join(c.allowed)
@@ -482,8 +613,10 @@ def render_markdown(schema: TableSchema) -> str:
             allowed = f"[{lo}, {hi}]"
         else:
             allowed = ""
-        lines.append(f"| `{c.name}` | {c.kind} | {c.unit} | {'yes' if c.required else 'no'} | "
-                     f"{'yes' if c.nullable else 'no'} | {allowed} | {c.description} |")
+        lines.append(
+            f"| `{c.name}` | {c.kind} | {c.unit} | {'yes' if c.required else 'no'} | "
+            f"{'yes' if c.nullable else 'no'} | {allowed} | {c.description} |"
+        )
     return "\n".join(lines) + "\n"
 
 

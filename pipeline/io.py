@@ -42,8 +42,11 @@ def expand_paths(path: str | Path, suffixes: Sequence[str] = TABLE_SUFFIXES) -> 
         raise InputError(path, "no input files found", "check the path in the config's `inputs:`")
     missing = [f for f in files if not f.exists()]
     if missing:
-        raise InputError(missing[0], "file not found",
-                         "check the path in the config's `inputs:`, or run `make demo-data` for the demo world")
+        raise InputError(
+            missing[0],
+            "file not found",
+            "check the path in the config's `inputs:`, or run `make demo-data` for the demo world",
+        )
     return files
 
 
@@ -68,9 +71,11 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise InputError(path, "file not found", "run the stage that writes it first (see `make help`)") from None
     except Exception as e:  # pyarrow raises several types for corrupt files
-        raise InputError(path, f"cannot read Parquet ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-                         "check permissions and disk; if the file is corrupt, delete it and re-run "
-                         "the stage that writes it") from None
+        raise InputError(
+            path,
+            f"cannot read Parquet ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+            "check permissions and disk; if the file is corrupt, delete it and re-run the stage that writes it",
+        ) from None
 
 
 def read_json(path: str | Path) -> Any:
@@ -146,8 +151,12 @@ def write_with(target: str | Path, writer: Callable[[Path], None]) -> Path:
     return Path(target)
 
 
-def write_parquet(df: pd.DataFrame, target: str | Path, metadata: dict[str, str] | None = None,
-                  column_units: dict[str, str] | None = None) -> Path:
+def write_parquet(
+    df: pd.DataFrame,
+    target: str | Path,
+    metadata: dict[str, str] | None = None,
+    column_units: dict[str, str] | None = None,
+) -> Path:
     """Write a frame as Parquet, deterministically (no index, fixed compression).
 
     ``metadata`` goes into the file's key-value schema metadata (e.g. units, scope, label, input
@@ -156,8 +165,9 @@ def write_parquet(df: pd.DataFrame, target: str | Path, metadata: dict[str, str]
     """
     if not metadata and not column_units:
         return write_with(target, lambda p: df.to_parquet(p, index=False, compression="zstd"))
-    return write_with(target, lambda p: _write_arrow(_with_metadata(
-        pa_table_from_pandas(df), metadata, column_units), p))
+    return write_with(
+        target, lambda p: _write_arrow(_with_metadata(pa_table_from_pandas(df), metadata, column_units), p)
+    )
 
 
 def pa_table_from_pandas(df: pd.DataFrame) -> Any:
@@ -186,8 +196,9 @@ def _write_arrow(table: Any, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def write_geoparquet(gdf: Any, target: str | Path, metadata: dict[str, str] | None = None,
-                     column_units: dict[str, str] | None = None) -> Path:
+def write_geoparquet(
+    gdf: Any, target: str | Path, metadata: dict[str, str] | None = None, column_units: dict[str, str] | None = None
+) -> Path:
     """Write a GeoDataFrame as GeoParquet 1.0 (WKB, ``geo`` metadata) plus our schema metadata."""
     import pyarrow as pa
 
@@ -213,11 +224,13 @@ def write_png(fig: Any, target: str | Path, label: str = "", dpi: int = 120) -> 
     return write_with(target, lambda p: fig.savefig(p, format="png", dpi=dpi, metadata={"Software": None}))
 
 
-def write_csv(df: pd.DataFrame, target: str | Path, float_format: str | None = "%.10g",
-              encoding: str = "utf-8") -> Path:
+def write_csv(
+    df: pd.DataFrame, target: str | Path, float_format: str | None = "%.10g", encoding: str = "utf-8"
+) -> Path:
     """Write a frame as CSV (UTF-8 unless told otherwise, e.g. GBK for statistics-style files)."""
-    return write_with(target, lambda p: df.to_csv(p, index=False, float_format=float_format, lineterminator="\n",
-                                                  encoding=encoding))
+    return write_with(
+        target, lambda p: df.to_csv(p, index=False, float_format=float_format, lineterminator="\n", encoding=encoding)
+    )
 
 
 def write_gpkg(gdf: Any, target: str | Path, layer: str, layer_metadata: dict[str, str] | None = None) -> Path:
@@ -237,8 +250,13 @@ def write_gpkg(gdf: Any, target: str | Path, layer: str, layer_metadata: dict[st
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The filename extension should be 'gpkg'")
-                gdf.to_file(p, driver="GPKG", layer=layer, engine="pyogrio",
-                            **({"layer_metadata": layer_metadata} if layer_metadata else {}))
+                gdf.to_file(
+                    p,
+                    driver="GPKG",
+                    layer=layer,
+                    engine="pyogrio",
+                    **({"layer_metadata": layer_metadata} if layer_metadata else {}),
+                )
         finally:
             pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
 
@@ -273,6 +291,7 @@ def _json_default(o: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 def write_npz(arrays: dict[str, np.ndarray], target: str | Path) -> Path:
     """Write named arrays as an uncompressed ``.npz`` (used for caches), atomically."""
+
     def _write(p: Path) -> None:
         with open(p, "wb") as f:  # a file object: np.savez would append ".npz" to a path
             np.savez(f, **arrays)
@@ -299,25 +318,33 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float
 
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "proxy raster not found",
-                         "check `inputs.proxy.path`, remove `inputs.proxy`, or run `make demo-data`")
+        raise InputError(
+            path, "proxy raster not found", "check `inputs.proxy.path`, remove `inputs.proxy`, or run `make demo-data`"
+        )
     try:
         with rasterio.open(path) as ds:
             values = ds.read(1).astype(np.float64)
             t, crs, nodata = ds.transform, ds.crs, ds.nodata
     except rasterio.errors.RasterioError as e:
-        raise InputError(path, f"cannot read the raster ({str(e).splitlines()[0]})",
-                         "supply a GeoTIFF in EPSG:4326") from None
+        raise InputError(
+            path, f"cannot read the raster ({str(e).splitlines()[0]})", "supply a GeoTIFF in EPSG:4326"
+        ) from None
     if crs is None or crs.to_epsg() != 4326:
-        raise InputError(path, f"raster CRS is {crs}, not EPSG:4326",
-                         "reproject it to EPSG:4326 (e.g. gdalwarp -t_srs EPSG:4326)")
+        raise InputError(
+            path, f"raster CRS is {crs}, not EPSG:4326", "reproject it to EPSG:4326 (e.g. gdalwarp -t_srs EPSG:4326)"
+        )
     if t.b != 0 or t.d != 0 or t.e >= 0 or t.a <= 0:
         raise InputError(path, "raster is rotated or not north-up", "warp it to a north-up EPSG:4326 grid")
     return values, (float(t.c), float(t.f), float(t.a), float(-t.e)), nodata
 
 
-def write_geotiff(values: np.ndarray, bounds: tuple[float, float, float, float], target: str | Path,
-                  tile: int = 256, tags: dict[str, str] | None = None) -> Path:
+def write_geotiff(
+    values: np.ndarray,
+    bounds: tuple[float, float, float, float],
+    target: str | Path,
+    tile: int = 256,
+    tags: dict[str, str] | None = None,
+) -> Path:
     """Write one (nlat, nlon) south-up grid as a tiled, DEFLATE-compressed float32 GeoTIFF.
 
     The file is north-up (GIS convention), EPSG:4326, with ``bounds`` = (west, south, east,
@@ -331,10 +358,19 @@ def write_geotiff(values: np.ndarray, bounds: tuple[float, float, float, float],
     west, south, east, north = bounds
     block = max(16, (min(tile, 4096) // 16) * 16)
     profile = {
-        "driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "float32",
-        "crs": "EPSG:4326", "transform": Affine((east - west) / w, 0.0, west, 0.0, -(north - south) / h, north),
-        "compress": "deflate", "predictor": 3, "zlevel": 6,
-        "tiled": True, "blockxsize": block, "blockysize": block,
+        "driver": "GTiff",
+        "height": h,
+        "width": w,
+        "count": 1,
+        "dtype": "float32",
+        "crs": "EPSG:4326",
+        "transform": Affine((east - west) / w, 0.0, west, 0.0, -(north - south) / h, north),
+        "compress": "deflate",
+        "predictor": 3,
+        "zlevel": 6,
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
     }
 
     def _write(p: Path) -> None:
@@ -353,10 +389,12 @@ GRID_FILL_F4 = 9.969209968386869e36
 #: EPSG:4326 (WGS 84, latitude-longitude) as GDAL writes it in WKT 1; stored verbatim in the
 #: NetCDF ``crs`` variable (``crs_wkt`` and GDAL's ``spatial_ref``) so the bytes never depend on
 #: the PROJ version of the machine.
-WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,'
-             'AUTHORITY["EPSG","7030"]],AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,'
-             'AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],'
-             'AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]')
+WGS84_WKT = (
+    'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,'
+    'AUTHORITY["EPSG","7030"]],AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,'
+    'AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],'
+    'AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]'
+)
 
 
 @dataclass(frozen=True)
@@ -419,10 +457,19 @@ class GridVariable:
     attrs: dict[str, str]
 
 
-def write_cog(values: np.ndarray, bounds: tuple[float, float, float, float], target: str | Path, *,
-              band_names: Sequence[str], band_units: str, nodata: float = GRID_FILL_F4,
-              tags: dict[str, str] | None = None, codec: GeotiffCodec = GeotiffCodec(),
-              tile: int = 256, overviews: Literal["none", "nearest", "average"] = "average") -> Path:
+def write_cog(
+    values: np.ndarray,
+    bounds: tuple[float, float, float, float],
+    target: str | Path,
+    *,
+    band_names: Sequence[str],
+    band_units: str,
+    nodata: float = GRID_FILL_F4,
+    tags: dict[str, str] | None = None,
+    codec: GeotiffCodec = GeotiffCodec(),
+    tile: int = 256,
+    overviews: Literal["none", "nearest", "average"] = "average",
+) -> Path:
     """Write (bands, nlat, nlon) south-up float32 layers as one Cloud-Optimised GeoTIFF.
 
     Parameters
@@ -464,9 +511,17 @@ def write_cog(values: np.ndarray, bounds: tuple[float, float, float, float], tar
     west, south, east, north = bounds
     block = max(128, (min(tile, 4096) // 16) * 16)  # COG readers expect tiles of >= 128 cells
     options: dict[str, Any] = {
-        "TILED": "YES", "BLOCKXSIZE": block, "BLOCKYSIZE": block, "COMPRESS": codec.compression.upper(),
-        "PREDICTOR": 3 if codec.predictor else 1, "INTERLEAVE": "BAND", "COPY_SRC_OVERVIEWS": "YES",
-        "SPARSE_OK": "TRUE", "NUM_THREADS": max(1, codec.threads), "BIGTIFF": "IF_SAFER"}
+        "TILED": "YES",
+        "BLOCKXSIZE": block,
+        "BLOCKYSIZE": block,
+        "COMPRESS": codec.compression.upper(),
+        "PREDICTOR": 3 if codec.predictor else 1,
+        "INTERLEAVE": "BAND",
+        "COPY_SRC_OVERVIEWS": "YES",
+        "SPARSE_OK": "TRUE",
+        "NUM_THREADS": max(1, codec.threads),
+        "BIGTIFF": "IF_SAFER",
+    }
     if codec.compression == "deflate":
         options["ZLEVEL"] = codec.level
     elif codec.compression == "zstd":
@@ -476,9 +531,18 @@ def write_cog(values: np.ndarray, bounds: tuple[float, float, float, float], tar
         factors.append(2 ** (len(factors) + 1))
 
     def _write(p: Path) -> None:
-        with rasterio.open(f"/vsimem/cog-{p.name}", "w", driver="MEM", height=h, width=w, count=n,
-                           dtype="float32", crs="EPSG:4326", nodata=nodata,
-                           transform=Affine((east - west) / w, 0.0, west, 0.0, -(north - south) / h, north)) as src:
+        with rasterio.open(
+            f"/vsimem/cog-{p.name}",
+            "w",
+            driver="MEM",
+            height=h,
+            width=w,
+            count=n,
+            dtype="float32",
+            crs="EPSG:4326",
+            nodata=nodata,
+            transform=Affine((east - west) / w, 0.0, west, 0.0, -(north - south) / h, north),
+        ) as src:
             for b in range(n):
                 src.write(np.ascontiguousarray(arr[b, ::-1]), b + 1)
                 src.set_band_description(b + 1, str(band_names[b]))
@@ -527,7 +591,7 @@ def _chunk_origins(domain: np.ndarray | None, shape: tuple[int, int], ch: tuple[
     if domain is None:
         return origins
     d = np.asarray(domain, dtype=bool)
-    return [(r, c) for r, c in origins if d[r:r + ch[0], c:c + ch[1]].any()]
+    return [(r, c) for r, c in origins if d[r : r + ch[0], c : c + ch[1]].any()]
 
 
 def write_netcdf_grid(
@@ -607,8 +671,16 @@ def write_netcdf_grid(
         ds.createDimension("lon", nlon)
         ds.createDimension("nv", 2)
         t = ds.createVariable("time", "f8", ("time",))
-        t.setncatts({"standard_name": "time", "long_name": "time", "units": "days since 1970-01-01 00:00:00",
-                     "calendar": "standard", "bounds": "time_bnds", "axis": "T"})
+        t.setncatts(
+            {
+                "standard_name": "time",
+                "long_name": "time",
+                "units": "days since 1970-01-01 00:00:00",
+                "calendar": "standard",
+                "bounds": "time_bnds",
+                "axis": "T",
+            }
+        )
         t[:] = 0.5 * (starts + ends)
         tb = ds.createVariable("time_bnds", "f8", ("time", "nv"))
         tb[:] = np.stack([starts, ends], axis=1)
@@ -616,29 +688,58 @@ def write_netcdf_grid(
         yv.setncatts({"long_name": "calendar year", "units": "1"})
         yv[:] = np.asarray(years, dtype=np.int32)
         la = ds.createVariable("lat", "f8", ("lat",))
-        la.setncatts({"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
-                      "axis": "Y", "bounds": "lat_bnds"})
+        la.setncatts(
+            {
+                "standard_name": "latitude",
+                "long_name": "latitude",
+                "units": "degrees_north",
+                "axis": "Y",
+                "bounds": "lat_bnds",
+            }
+        )
         la[:] = lat
         lb = ds.createVariable("lat_bnds", "f8", ("lat", "nv"))
         lb[:] = np.stack([lat_edges[:-1], lat_edges[1:]], axis=1)
         lo = ds.createVariable("lon", "f8", ("lon",))
-        lo.setncatts({"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
-                      "axis": "X", "bounds": "lon_bnds"})
+        lo.setncatts(
+            {
+                "standard_name": "longitude",
+                "long_name": "longitude",
+                "units": "degrees_east",
+                "axis": "X",
+                "bounds": "lon_bnds",
+            }
+        )
         lo[:] = lon
         lob = ds.createVariable("lon_bnds", "f8", ("lon", "nv"))
         lob[:] = np.stack([lon_edges[:-1], lon_edges[1:]], axis=1)
         crs = ds.createVariable("crs", "i4", ())
-        crs.setncatts({"grid_mapping_name": "latitude_longitude", "long_name": "WGS 84 (EPSG:4326)",
-                       "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563,
-                       "longitude_of_prime_meridian": 0.0, "crs_wkt": WGS84_WKT, "spatial_ref": WGS84_WKT})
+        crs.setncatts(
+            {
+                "grid_mapping_name": "latitude_longitude",
+                "long_name": "WGS 84 (EPSG:4326)",
+                "semi_major_axis": 6378137.0,
+                "inverse_flattening": 298.257223563,
+                "longitude_of_prime_meridian": 0.0,
+                "crs_wkt": WGS84_WKT,
+                "spatial_ref": WGS84_WKT,
+            }
+        )
         ca = ds.createVariable("cell_area", "f8", ("lat", "lon"), chunksizes=ch, zlib=True, complevel=1, shuffle=True)
-        ca.setncatts({"standard_name": "cell_area", "long_name": "area of the grid cell", "units": "m2",
-                      "grid_mapping": "crs",
-                      "comment": "area of the cell on the authalic sphere (R = 6371007.181 m)"})
+        ca.setncatts(
+            {
+                "standard_name": "cell_area",
+                "long_name": "area of the grid cell",
+                "units": "m2",
+                "grid_mapping": "crs",
+                "comment": "area of the cell on the authalic sphere (R = 6371007.181 m)",
+            }
+        )
         ca[:] = area
         for var in variables:
-            v = ds.createVariable(var.name, "f4", ("time", "lat", "lon"), chunksizes=(1, *ch),
-                                  fill_value=np.float32(GRID_FILL_F4), **comp)
+            v = ds.createVariable(
+                var.name, "f4", ("time", "lat", "lon"), chunksizes=(1, *ch), fill_value=np.float32(GRID_FILL_F4), **comp
+            )
             v.setncatts({**var.attrs, "grid_mapping": "crs", "coordinates": "year"})
 
     def _check_stack(i: int, stack: np.ndarray) -> np.ndarray:
@@ -663,16 +764,24 @@ def write_netcdf_grid(
         if direct:
             _write_chunks_direct(p, slabs, names, (nlat, nlon), ch, domain, codec, _check_stack, done)
         if not done.all():
-            raise RuntimeError(f"NetCDF {Path(target).name}: years not written: "
-                               f"{[y for y, d in zip(years, done) if not d]}")
+            raise RuntimeError(
+                f"NetCDF {Path(target).name}: years not written: {[y for y, d in zip(years, done) if not d]}"
+            )
 
     return write_with(target, _write)
 
 
-def _write_chunks_direct(path: Path, slabs: Iterator[tuple[int, np.ndarray]], names: Sequence[str],
-                         shape: tuple[int, int], ch: tuple[int, int], domain: np.ndarray | None,
-                         codec: NetcdfCodec, check: Callable[[int, np.ndarray], np.ndarray],
-                         done: np.ndarray) -> None:
+def _write_chunks_direct(
+    path: Path,
+    slabs: Iterator[tuple[int, np.ndarray]],
+    names: Sequence[str],
+    shape: tuple[int, int],
+    ch: tuple[int, int],
+    domain: np.ndarray | None,
+    codec: NetcdfCodec,
+    check: Callable[[int, np.ndarray], np.ndarray],
+    done: np.ndarray,
+) -> None:
     """Shuffle + DEFLATE every domain chunk in threads; store them in order with H5Dwrite_chunk."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -685,7 +794,7 @@ def _write_chunks_direct(path: Path, slabs: Iterator[tuple[int, np.ndarray]], na
     def encode(block: np.ndarray) -> bytes:
         if block.shape != ch:  # edge chunk: HDF5 stores full chunks; the padding is never read
             full = pad.copy()
-            full[:block.shape[0], :block.shape[1]] = block
+            full[: block.shape[0], : block.shape[1]] = block
             block = full
         raw = shuffle_bytes(block) if codec.shuffle else np.ascontiguousarray(block).tobytes()
         return deflate(raw)
@@ -696,7 +805,7 @@ def _write_chunks_direct(path: Path, slabs: Iterator[tuple[int, np.ndarray]], na
             s = check(i, stack)
             for j, d in enumerate(dsets):
                 layer = s[j]
-                blocks = (layer[r:r + ch[0], c:c + ch[1]] for r, c in origins)
+                blocks = (layer[r : r + ch[0], c : c + ch[1]] for r, c in origins)
                 for (r, c), data in zip(origins, pool.map(encode, blocks)):
                     d.id.write_direct_chunk((i, r, c), data, filter_mask=0)
             done[i] = True

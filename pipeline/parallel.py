@@ -43,8 +43,13 @@ T = TypeVar("T")
 #: Graph constants at least this large are scattered to the workers instead of sent in the graph.
 SCATTER_MIN_BYTES = 1 << 20
 #: Labels of the task functions of the pipeline's long steps (key prefix -> what the bar says).
-TASK_LABELS = {"task": "Monte Carlo blocks", "cv_fold_of": "cross-validation folds",
-               "cv_fold": "cross-validation folds", "safe_fit": "model fits", "year_slab": "grid years"}
+TASK_LABELS = {
+    "task": "Monte Carlo blocks",
+    "cv_fold_of": "cross-validation folds",
+    "cv_fold": "cross-validation folds",
+    "safe_fit": "model fits",
+    "year_slab": "grid years",
+}
 #: Seconds between two redraws of a bar.
 REFRESH_S = 0.25
 
@@ -99,8 +104,10 @@ class Bar:
             frac = min(1.0, self.n / self.total)
             filled = int(30 * frac)
             eta = elapsed / frac - elapsed if frac > 0 else float("nan")
-            text = (f"\r{self.desc}: [{'#' * filled}{'.' * (30 - filled)}] {self.n}/{self.total} "
-                    f"{100 * frac:3.0f}% {elapsed:5.1f} s, ~{eta:.0f} s left ")
+            text = (
+                f"\r{self.desc}: [{'#' * filled}{'.' * (30 - filled)}] {self.n}/{self.total} "
+                f"{100 * frac:3.0f}% {elapsed:5.1f} s, ~{eta:.0f} s left "
+            )
         else:
             text = f"\r{self.desc}: {self.n} {elapsed:5.1f} s "
         self.stream.write(text)
@@ -177,8 +184,9 @@ class TaskProgress(Callback):
             self.bar = None
 
 
-def scatter_large_constants(client: Any, graph: Mapping[Any, Any], min_bytes: int = SCATTER_MIN_BYTES
-                            ) -> tuple[dict[Any, Any], int]:
+def scatter_large_constants(
+    client: Any, graph: Mapping[Any, Any], min_bytes: int = SCATTER_MIN_BYTES
+) -> tuple[dict[Any, Any], int]:
     """Replace the constants of ``graph`` by futures of copies held by the workers.
 
     Returns the new graph and the bytes scattered. A constant is a ``DataNode`` leaf (what
@@ -265,7 +273,8 @@ def dask_context(cfg: DaskConfig) -> Iterator[object | None]:
         except OSError as e:
             raise ConfigError(
                 f"cannot reach the Dask scheduler at {cfg.scheduler} ({e}). "
-                "Fix: start it, or remove `dask.scheduler` to run locally") from None
+                "Fix: start it, or remove `dask.scheduler` to run locally"
+            ) from None
         try:
             with dask.config.set(scheduler=distributed_get(client)):
                 yield client

@@ -46,10 +46,18 @@ def repo_root() -> Path:
     return REPO
 
 
-DEMO_FILES = {"observations": "observations.csv", "n_rate": "n_rate", "sown_area": "sown_area",
-              "irrigation": "irrigation.csv", "covariates": "covariates.csv",
-              "boundaries": "boundaries.gpkg", "crosswalk": "crosswalk.csv", "proxy": "cropland_fraction.tif",
-              "edgar": "edgar", "faostat": "faostat_synthetic_fertilizers_n2o.csv"}
+DEMO_FILES = {
+    "observations": "observations.csv",
+    "n_rate": "n_rate",
+    "sown_area": "sown_area",
+    "irrigation": "irrigation.csv",
+    "covariates": "covariates.csv",
+    "boundaries": "boundaries.gpkg",
+    "crosswalk": "crosswalk.csv",
+    "proxy": "cropland_fraction.tif",
+    "edgar": "edgar",
+    "faostat": "faostat_synthetic_fertilizers_n2o.csv",
+}
 
 
 def demo_input_overrides(raw: Path) -> dict[str, str]:
@@ -73,8 +81,14 @@ def demo_slice(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_slice")
     raw = root / "raw"
     overrides = demo_input_overrides(raw)
-    overrides.update({"processed_dir": str(root / "processed"), "demo.provinces": DEMO_SLICE_PROVINCES,
-                      "demo.first_year": 1990, "demo.last_year": 1995})
+    overrides.update(
+        {
+            "processed_dir": str(root / "processed"),
+            "demo.provinces": DEMO_SLICE_PROVINCES,
+            "demo.first_year": 1990,
+            "demo.last_year": 1995,
+        }
+    )
     cfg = load_config(REPO / "config" / "default.yaml", overrides)
     demo.run(cfg)
     return cfg

@@ -88,8 +88,22 @@ def observation_rows(n: int = 40) -> list[list]:
     return rows
 
 
-OBS_HEADER = ["obs_id", "site_id", "crop", "year", "n_rate", "n_rate_unit", "flux", "flux_unit", "duration_days",
-              "soil_ph", "soc_g_kg", "clay_pct", "mean_temp_c", "precip_mm"]
+OBS_HEADER = [
+    "obs_id",
+    "site_id",
+    "crop",
+    "year",
+    "n_rate",
+    "n_rate_unit",
+    "flux",
+    "flux_unit",
+    "duration_days",
+    "soil_ph",
+    "soc_g_kg",
+    "clay_pct",
+    "mean_temp_c",
+    "precip_mm",
+]
 
 CROSSWALK_HEADER = ["代码", "一级行政区", "二级行政区", "名称", "级别", "状态", "启用时间", "变更/弃用时间", "新代码"]
 
@@ -100,21 +114,39 @@ def build(root: Path) -> Path:
     gdf = gpd.GeoDataFrame({"county_code": list(SQUARES)}, geometry=list(SQUARES.values()), crs="EPSG:4326")
     raw.mkdir(parents=True, exist_ok=True)
     gdf.to_file(raw / "boundaries.gpkg", engine="pyogrio")
-    write_csv(raw / "sown_area" / "41.csv", ["county_code", "county_name", "year", "crop", "area", "unit"],
-              [r for r in area_rows() if str(r[0]).startswith("41")], encoding="gbk")
-    write_csv(raw / "sown_area" / "43.csv", ["county_code", "county_name", "year", "crop", "area", "unit"],
-              [r for r in area_rows() if str(r[0]).startswith("43")])
+    write_csv(
+        raw / "sown_area" / "41.csv",
+        ["county_code", "county_name", "year", "crop", "area", "unit"],
+        [r for r in area_rows() if str(r[0]).startswith("41")],
+        encoding="gbk",
+    )
+    write_csv(
+        raw / "sown_area" / "43.csv",
+        ["county_code", "county_name", "year", "crop", "area", "unit"],
+        [r for r in area_rows() if str(r[0]).startswith("43")],
+    )
     write_csv(raw / "n_rate.csv", ["county_code", "year", "crop", "n_rate", "unit"], n_rate_rows())
-    write_csv(raw / "irrigation.csv", ["prefecture_code", "year", "irrigated_fraction", "irrigation_mm"],
-              [[p, y, 0.5, 200.0] for p in (4101, 4102, 4301) for y in YEARS])
-    write_csv(raw / "covariates.csv", ["county_code", "soil_ph", "soc_g_kg", "clay_pct", "mean_temp_c", "precip_mm", "climate"],
-              [[c, 7.0, 10.0, 20.0, 14.0, 600.0, "dry"] for c in SQUARES])
-    write_csv(raw / "crosswalk.csv", CROSSWALK_HEADER, [
-        [410199, "河南省", "郑州市", "旧县", "县级", "弃用", 1981, 1995, "410101;410102"],
-        [430198, "湖南省", "长沙市", "丁", "县级", "弃用", 1981, 1993, "430101"],
-        [430199, "湖南省", "长沙市", "戊", "县级", "弃用", 1981, 1993, "430101"],
-        *[[c, "", "", "", "县级", "在用", 1981, "", ""] for c in SQUARES],
-    ], encoding="utf-8-sig")
+    write_csv(
+        raw / "irrigation.csv",
+        ["prefecture_code", "year", "irrigated_fraction", "irrigation_mm"],
+        [[p, y, 0.5, 200.0] for p in (4101, 4102, 4301) for y in YEARS],
+    )
+    write_csv(
+        raw / "covariates.csv",
+        ["county_code", "soil_ph", "soc_g_kg", "clay_pct", "mean_temp_c", "precip_mm", "climate"],
+        [[c, 7.0, 10.0, 20.0, 14.0, 600.0, "dry"] for c in SQUARES],
+    )
+    write_csv(
+        raw / "crosswalk.csv",
+        CROSSWALK_HEADER,
+        [
+            [410199, "河南省", "郑州市", "旧县", "县级", "弃用", 1981, 1995, "410101;410102"],
+            [430198, "湖南省", "长沙市", "丁", "县级", "弃用", 1981, 1993, "430101"],
+            [430199, "湖南省", "长沙市", "戊", "县级", "弃用", 1981, 1993, "430101"],
+            *[[c, "", "", "", "县级", "在用", 1981, "", ""] for c in SQUARES],
+        ],
+        encoding="utf-8-sig",
+    )
     write_csv(raw / "observations.csv", OBS_HEADER, observation_rows())
     cfg = {
         "root": str(root),

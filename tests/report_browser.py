@@ -20,8 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "chromium-headless-shell",
-                       "google-chrome", "google-chrome-stable")
+CHROMIUM_CANDIDATES = (
+    "chromium",
+    "chromium-browser",
+    "chromium-headless-shell",
+    "google-chrome",
+    "google-chrome-stable",
+)
 CHROMEDRIVER_CANDIDATES = ("chromedriver",)
 LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:")
 BROWSER_INTERNAL = ("chrome:", "chrome-untrusted:", "devtools:", "chrome-extension:")
@@ -110,7 +115,7 @@ def _network_urls(perf_entries: list[dict[str, Any]]) -> list[str]:
             continue
         params = msg.get("params", {})
         if str(params.get("documentURL", "")).startswith(BROWSER_INTERNAL):
-            continue   # e.g. the new-tab page Chromium opens before the navigation
+            continue  # e.g. the new-tab page Chromium opens before the navigation
         if msg.get("method") == "Network.requestWillBeSent":
             urls.append(params.get("request", {}).get("url", ""))
         elif msg.get("method") == "Network.webSocketCreated":
@@ -123,18 +128,31 @@ def _full_page_screenshot(driver, path: Path, max_height: int) -> dict[str, int]
     size = metrics.get("cssContentSize") or metrics["contentSize"]
     width = int(size["width"])
     height = int(min(size["height"], max_height))
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True, "fromSurface": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "fromSurface": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        },
+    )
     import base64
+
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
     return {"width": width, "height": height}
 
 
-def render_in_browser(html_path: str | os.PathLike, screenshot_path: str | os.PathLike, *,
-                      width: int = 1280, height: int = 900, timeout_s: float = 30.0,
-                      max_screenshot_height: int = 20000) -> dict[str, Any]:
+def render_in_browser(
+    html_path: str | os.PathLike,
+    screenshot_path: str | os.PathLike,
+    *,
+    width: int = 1280,
+    height: int = 900,
+    timeout_s: float = 30.0,
+    max_screenshot_height: int = 20000,
+) -> dict[str, Any]:
     """Open ``html_path`` in headless Chromium, save a full-page PNG to ``screenshot_path``.
 
     Returns ``console_errors`` (browser-log entries at SEVERE: JS errors, failed loads, CSP
@@ -156,13 +174,27 @@ def render_in_browser(html_path: str | os.PathLike, screenshot_path: str | os.Pa
     profile = tempfile.mkdtemp(prefix="cropn2o-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = find_chromium()
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-extensions", "--disable-default-apps", "--disable-dev-shm-usage",
-                "--no-default-browser-check", "--metrics-recording-only", "--mute-audio",
-                "--hide-scrollbars", "--force-device-scale-factor=1",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
-                f"--window-size={width},{height}", f"--user-data-dir={profile}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
+        "--disable-dev-shm-usage",
+        "--no-default-browser-check",
+        "--metrics-recording-only",
+        "--mute-audio",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+        f"--window-size={width},{height}",
+        f"--user-data-dir={profile}",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     opts.page_load_strategy = "normal"
@@ -175,7 +207,7 @@ def render_in_browser(html_path: str | os.PathLike, screenshot_path: str | os.Pa
         driver.set_page_load_timeout(timeout_s)
         driver.set_script_timeout(timeout_s)
         driver.execute_cdp_cmd("Network.enable", {})
-        driver.get_log("performance")   # drop what the start-up tab logged
+        driver.get_log("performance")  # drop what the start-up tab logged
         driver.get_log("browser")
         try:
             driver.get(html_path.as_uri())
@@ -185,7 +217,8 @@ def render_in_browser(html_path: str | os.PathLike, screenshot_path: str | os.Pa
         images = driver.execute_script(_IMAGES_JS)
         viewport = driver.execute_script(
             "const d = document.documentElement; return {width: d.clientWidth, "
-            "height: d.clientHeight, scrollWidth: d.scrollWidth, scrollHeight: d.scrollHeight};")
+            "height: d.clientHeight, scrollWidth: d.scrollWidth, scrollHeight: d.scrollHeight};"
+        )
         dom_urls = driver.execute_script(_DOM_URLS_JS)
         title = driver.title
         page = _full_page_screenshot(driver, screenshot_path, max_screenshot_height)
@@ -202,7 +235,15 @@ def render_in_browser(html_path: str | os.PathLike, screenshot_path: str | os.Pa
     if timed_out:
         console_errors.append(f"page load timed out after {timeout_s:g} s")
     loaded = sum(1 for im in images if im["complete"] and im["naturalWidth"] > 0)
-    return {"console_errors": console_errors, "images_total": len(images),
-            "images_loaded": loaded, "external_requests": external, "images": images,
-            "requests": requests, "title": title, "page_size": page, "viewport": viewport,
-            "screenshot": screenshot_path}
+    return {
+        "console_errors": console_errors,
+        "images_total": len(images),
+        "images_loaded": loaded,
+        "external_requests": external,
+        "images": images,
+        "requests": requests,
+        "title": title,
+        "page_size": page,
+        "viewport": viewport,
+        "screenshot": screenshot_path,
+    }

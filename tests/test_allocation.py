@@ -24,16 +24,27 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def frames(areas: dict[tuple[int, int], dict[str, float]], totals: dict[tuple[int, int], tuple[float, float]]):
-    a = pd.DataFrame([{"province_code": p, "year": y, "crop": c, "sown_area_ha": v}
-                      for (p, y), d in areas.items() for c, v in d.items()])
-    t = pd.DataFrame([{"province_code": p, "year": y, "n_straight_fert_kg": s, "n_compound_fert_kg": c}
-                      for (p, y), (s, c) in totals.items()])
+    a = pd.DataFrame(
+        [
+            {"province_code": p, "year": y, "crop": c, "sown_area_ha": v}
+            for (p, y), d in areas.items()
+            for c, v in d.items()
+        ]
+    )
+    t = pd.DataFrame(
+        [
+            {"province_code": p, "year": y, "n_straight_fert_kg": s, "n_compound_fert_kg": c}
+            for (p, y), (s, c) in totals.items()
+        ]
+    )
     return a, t
 
 
 def test_hand_example() -> None:
-    a, t = frames({(41, 2014): {"rice": 100.0, "wheat": 300.0, "maize": 0.0, "vegetables": 50.0,
-                                "other_upland": 50.0}}, {(41, 2014): (60_000.0, 30_000.0)})
+    a, t = frames(
+        {(41, 2014): {"rice": 100.0, "wheat": 300.0, "maize": 0.0, "vegetables": 50.0, "other_upland": 50.0}},
+        {(41, 2014): (60_000.0, 30_000.0)},
+    )
     out = allocate_n(a, t, W, compound_n_share=1 / 3)
     r = out.set_index("crop")
     n_total = 60_000 + 10_000
@@ -42,8 +53,17 @@ def test_hand_example() -> None:
     assert r.loc["vegetables", "n_rate_kg_ha"] / r.loc["rice", "n_rate_kg_ha"] == pytest.approx(1.25)
     assert r.loc["maize", "n_crop_kg"] == 0.0
     assert r["n_crop_kg"].sum() == pytest.approx(n_total, rel=1e-12)
-    assert set(out.columns) >= {"sown_area_ha", "intensity", "n_straight_fert_kg", "n_compound_fert_kg",
-                                "compound_n_share", "n_total_kg", "weighted_area_ha", "n_rate_kg_ha", "n_crop_kg"}
+    assert set(out.columns) >= {
+        "sown_area_ha",
+        "intensity",
+        "n_straight_fert_kg",
+        "n_compound_fert_kg",
+        "compound_n_share",
+        "n_total_kg",
+        "weighted_area_ha",
+        "n_rate_kg_ha",
+        "n_crop_kg",
+    }
     summary = check_allocation(out)
     assert summary["rel_error"].max() < 1e-12
 
@@ -138,8 +158,10 @@ def test_refuses_bad_parameters() -> None:
 
 
 def test_check_detects_tampering() -> None:
-    a, t = frames({(41, 2014): dict.fromkeys(CROPS, 10.0), (42, 2014): dict.fromkeys(CROPS, 5.0)},
-                  {(41, 2014): (1e6, 0.0), (42, 2014): (2e6, 0.0)})
+    a, t = frames(
+        {(41, 2014): dict.fromkeys(CROPS, 10.0), (42, 2014): dict.fromkeys(CROPS, 5.0)},
+        {(41, 2014): (1e6, 0.0), (42, 2014): (2e6, 0.0)},
+    )
     out = allocate_n(a, t, W, compound_n_share=0.3)
     out.loc[0, "n_crop_kg"] *= 1 + 1e-6
     with pytest.raises(AllocationError) as e:
@@ -170,8 +192,9 @@ def test_real_allocation_sums_back(shared_data: Path) -> None:
     from pipeline.readers import nbs
 
     d = shared_data / "nbs_province"
-    tidy = nbs.read_nbs([d / "nbs_sown_area_by_crop_province_2005_2024.csv",
-                         d / "nbs_irrigation_fertilizer_province_2005_2024.csv"])
+    tidy = nbs.read_nbs(
+        [d / "nbs_sown_area_by_crop_province_2005_2024.csv", d / "nbs_irrigation_fertilizer_province_2005_2024.csv"]
+    )
     years = range(2005, 2015)
     areas = nbs.crop_sown_area_ha(tidy, years=years, blank_as_zero=True)
     totals = nbs.fertilizer_n_kg(tidy, years=years)
@@ -182,8 +205,8 @@ def test_real_allocation_sums_back(shared_data: Path) -> None:
     assert len(summary) == 31 * 10
     assert summary["rel_error"].max() <= 1e-9
     nat = out.groupby("year")["n_crop_kg"].sum()
-    assert nat[2014] / 1e9 == pytest.approx(23.929 + 21.158 / 3, abs=0.002)   # Mt N
-    assert out["n_rate_kg_ha"].between(0, 1500).all()    # contract bound on N rates
+    assert nat[2014] / 1e9 == pytest.approx(23.929 + 21.158 / 3, abs=0.002)  # Mt N
+    assert out["n_rate_kg_ha"].between(0, 1500).all()  # contract bound on N rates
     henan = out[(out["province_code"] == 41) & (out["year"] == 2014)].set_index("crop")
     assert henan.loc["vegetables", "n_rate_kg_ha"] / henan.loc["wheat", "n_rate_kg_ha"] == pytest.approx(1.25)
     assert "adcode" in out.columns  # identifying columns carried through for the contract writer

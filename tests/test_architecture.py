@@ -34,8 +34,16 @@ def _files(layer: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", _files("methods"), ids=lambda p: p.name)
 def test_methods_import_no_config_io_stage_or_cli(path: Path) -> None:
-    forbidden = ("pipeline.config", "pipeline.io", "pipeline.stages", "pipeline.cli", "pipeline.demo",
-                 "pipeline.plots", "pipeline.stamps", "pipeline.parallel")
+    forbidden = (
+        "pipeline.config",
+        "pipeline.io",
+        "pipeline.stages",
+        "pipeline.cli",
+        "pipeline.demo",
+        "pipeline.plots",
+        "pipeline.stamps",
+        "pipeline.parallel",
+    )
     bad = [(m, line) for m, line, _ in _imports(path) if m.startswith(forbidden)]
     assert not bad, f"{path.name} imports {bad}: methods take arrays, frames and option objects only"
 
@@ -44,9 +52,12 @@ def test_methods_import_no_config_io_stage_or_cli(path: Path) -> None:
 def test_stages_import_no_other_stage_cli_or_demo(path: Path) -> None:
     own = f"pipeline.stages.{path.stem}"
     shared = ("pipeline.stages.registry", "pipeline.stages.context")
-    bad = [(m, line) for m, line, _ in _imports(path)
-           if (m.startswith("pipeline.stages.") and m not in shared and m != own)
-           or m.startswith(("pipeline.cli", "pipeline.demo"))]
+    bad = [
+        (m, line)
+        for m, line, _ in _imports(path)
+        if (m.startswith("pipeline.stages.") and m not in shared and m != own)
+        or m.startswith(("pipeline.cli", "pipeline.demo"))
+    ]
     assert not bad, f"{path.name} imports {bad}: a stage reads other stages' outputs through the registry"
 
 
@@ -65,8 +76,12 @@ def test_demo_is_imported_only_by_the_cli_and_itself() -> None:
 
 
 def test_package_imports_are_at_the_top() -> None:
-    hidden = [(str(p.relative_to(REPO)), line, m) for p in sorted(PKG.rglob("*.py"))
-              for m, line, top in _imports(p) if not top]
+    hidden = [
+        (str(p.relative_to(REPO)), line, m)
+        for p in sorted(PKG.rglob("*.py"))
+        for m, line, top in _imports(p)
+        if not top
+    ]
     assert not hidden, f"in-function imports of the package's own modules: {hidden}"
 
 
@@ -90,8 +105,9 @@ def test_registry_wiring_is_consistent() -> None:
             producer, _, output = ref.partition(".")
             assert output in STAGES[producer].writes, ref
         assert st.module.startswith(("pipeline.stages.", "pipeline.demo")), st.module
-        assert any(f.endswith(st.module.split(".")[-1] + ".py") or f.endswith("__init__.py")
-                   for f in code_files(st.module))
+        assert any(
+            f.endswith(st.module.split(".")[-1] + ".py") or f.endswith("__init__.py") for f in code_files(st.module)
+        )
 
 
 def test_code_files_follow_imports() -> None:

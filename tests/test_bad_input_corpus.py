@@ -55,13 +55,17 @@ def test_observation_dated_in_the_future_is_quarantined(tmp_path: Path, capsys) 
     assert '"obs_id": "o003"' in row["record"] and '"year": "2099"' in row["record"]  # the row as read
 
 
-@pytest.mark.parametrize(("old", "new", "column", "words"), [
-    ("410201,1995,rice,155.0,kg N/ha", "410201,1995,rice,-1.0,kg N/ha", "n_rate", "-1 is below the minimum 0"),
-    ("410201,1995,rice,155.0,kg N/ha", "410201,1995,rice,lots,kg N/ha", "n_rate", "'lots' is not a valid float"),
-    ("410201,1995,rice,155.0,kg N/ha", "410201,1995,rice,155.0,kg N/acre", "unit", "unknown N-rate unit"),
-])
-def test_bad_cells_name_file_row_and_column(tmp_path: Path, capsys, old: str, new: str, column: str,
-                                            words: str) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "column", "words"),
+    [
+        ("410201,1995,rice,155.0,kg N/ha", "410201,1995,rice,-1.0,kg N/ha", "n_rate", "-1 is below the minimum 0"),
+        ("410201,1995,rice,155.0,kg N/ha", "410201,1995,rice,lots,kg N/ha", "n_rate", "'lots' is not a valid float"),
+        ("410201,1995,rice,155.0,kg N/ha", "410201,1995,rice,155.0,kg N/acre", "unit", "unknown N-rate unit"),
+    ],
+)
+def test_bad_cells_name_file_row_and_column(
+    tmp_path: Path, capsys, old: str, new: str, column: str, words: str
+) -> None:
     cfg = mini_world.build(tmp_path)
     p = tmp_path / "raw" / "n_rate.csv"
     text = p.read_text(encoding="utf-8")

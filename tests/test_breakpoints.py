@@ -28,8 +28,13 @@ def _kink(rng, psi=2003.0, s1=11.2, s2=2.8, sd=3.0):
 
 
 def _two_kinks(rng):
-    return (100 + 10 * (YEARS - 1990) - 12 * np.maximum(YEARS - 1998, 0) + 8 * np.maximum(YEARS - 2007, 0)
-            + rng.normal(0, 2, YEARS.size))
+    return (
+        100
+        + 10 * (YEARS - 1990)
+        - 12 * np.maximum(YEARS - 1998, 0)
+        + 8 * np.maximum(YEARS - 2007, 0)
+        + rng.normal(0, 2, YEARS.size)
+    )
 
 
 def _line(rng):
@@ -59,8 +64,8 @@ def test_segment_rss_matches_brute_force():
     X = mean_shift.design_matrix(20, "trend")
     rss = mean_shift.segment_rss(y, X, 3)
     for i, j in [(0, 19), (2, 9), (5, 7), (12, 19)]:
-        beta, *_ = np.linalg.lstsq(X[i:j + 1], y[i:j + 1], rcond=None)
-        assert rss[i, j] == pytest.approx(float(((y[i:j + 1] - X[i:j + 1] @ beta) ** 2).sum()), rel=1e-8)
+        beta, *_ = np.linalg.lstsq(X[i : j + 1], y[i : j + 1], rcond=None)
+        assert rss[i, j] == pytest.approx(float(((y[i : j + 1] - X[i : j + 1] @ beta) ** 2).sum()), rel=1e-8)
     assert np.isinf(rss[4, 5])
 
 
@@ -71,9 +76,14 @@ def test_optimal_partition_matches_exhaustive_search():
     h = 3
     rss = mean_shift.segment_rss(y, X, h)
     parts = mean_shift.optimal_partition(rss, 2, h)
-    best = min(((b1, b2) for b1, b2 in itertools.combinations(range(y.size), 2)
-                if b1 >= h - 1 and b2 - b1 >= h and y.size - 1 - b2 >= h),
-               key=lambda b: rss[0, b[0]] + rss[b[0] + 1, b[1]] + rss[b[1] + 1, y.size - 1])
+    best = min(
+        (
+            (b1, b2)
+            for b1, b2 in itertools.combinations(range(y.size), 2)
+            if b1 >= h - 1 and b2 - b1 >= h and y.size - 1 - b2 >= h
+        ),
+        key=lambda b: rss[0, b[0]] + rss[b[0] + 1, b[1]] + rss[b[1] + 1, y.size - 1],
+    )
     assert parts[2][0] == best
 
 
@@ -130,12 +140,16 @@ def test_straight_line_gives_no_break_and_says_so():
 
 
 def test_level_shift_found_by_mean_shift_method():
-    runs = [bp.mean_shift_breaks(YEARS, _level_shift(np.random.default_rng(20_000 + s)), "mean") for s in range(N_SEEDS)]
+    runs = [
+        bp.mean_shift_breaks(YEARS, _level_shift(np.random.default_rng(20_000 + s)), "mean") for s in range(N_SEEDS)
+    ]
     ok = [r for r in runs if r["n_breaks"] == 1]
     assert len(ok) >= 0.9 * N_SEEDS
     assert np.mean([abs(r["breaks"][0]["break_year"] - 2002) <= 1 for r in ok]) >= 0.9
-    flat = [bp.mean_shift_breaks(YEARS, 10 + np.random.default_rng(30_000 + s).normal(0, 1, YEARS.size), "mean")
-            for s in range(N_SEEDS)]
+    flat = [
+        bp.mean_shift_breaks(YEARS, 10 + np.random.default_rng(30_000 + s).normal(0, 1, YEARS.size), "mean")
+        for s in range(N_SEEDS)
+    ]
     assert sum(r["n_breaks"] == 0 for r in flat) >= 0.9 * N_SEEDS
 
 
@@ -225,10 +239,24 @@ def test_kink_interval_is_profile_and_stable_on_a_data_year():
 
 def test_kink_interval_truncation_is_flagged_when_the_data_do_not_locate_it():
     """A nearly straight noisy line: the profile set reaches a search bound and says so."""
-    y = 5 + 0.5 * (YEARS - 1990) + 0.05 * np.maximum(YEARS - 2001, 0) + np.random.default_rng(3).normal(0, 2, YEARS.size)
-    r = slope_change._describe_kinks(YEARS.astype(float), y, 1, {
-        "psi": np.array([2001.0]), "rss": 0.0, "muggeo": None,
-        "grid": slope_change.kink_grid(YEARS.astype(float), 1, 4)}, 0.05)
+    y = (
+        5
+        + 0.5 * (YEARS - 1990)
+        + 0.05 * np.maximum(YEARS - 2001, 0)
+        + np.random.default_rng(3).normal(0, 2, YEARS.size)
+    )
+    r = slope_change._describe_kinks(
+        YEARS.astype(float),
+        y,
+        1,
+        {
+            "psi": np.array([2001.0]),
+            "rss": 0.0,
+            "muggeo": None,
+            "grid": slope_change.kink_grid(YEARS.astype(float), 1, 4),
+        },
+        0.05,
+    )
     b = r["breaks"][0]
     assert b["truncated_low"] or b["truncated_high"]
     assert b["interval_method"] == "profile likelihood F" and b["wald_ci_low"] is None

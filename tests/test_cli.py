@@ -21,7 +21,9 @@ def test_missing_config_is_one_line(capsys, tmp_path: Path) -> None:
 
 
 def test_stage_out_of_order(capsys, repo_root: Path, tmp_path: Path) -> None:
-    code = main(["--config", str(repo_root / "config" / "default.yaml"), "--set", f"processed_dir={tmp_path}", "estimate"])
+    code = main(
+        ["--config", str(repo_root / "config" / "default.yaml"), "--set", f"processed_dir={tmp_path}", "estimate"]
+    )
     assert code != 0 and "run `cropn2o ingest` first" in capsys.readouterr().err
 
 

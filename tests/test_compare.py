@@ -114,8 +114,9 @@ def test_spatial_metrics_on_constructed_fields() -> None:
     neg = cmp.spatial_agreement(inv, -inv, mask)
     assert neg["pearson_r"] == pytest.approx(-1.0, abs=1e-12) and neg["spearman_rho"] == pytest.approx(-1.0, abs=1e-12)
     # one known 2x2 case: r of (1,2,3,4) and (1,3,2,4) is 4/5 (centred cross-products 4, sums of squares 5)
-    two = cmp.spatial_agreement(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0, 3.0], [2.0, 4.0]]),
-                                np.ones((2, 2), bool))
+    two = cmp.spatial_agreement(
+        np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0, 3.0], [2.0, 4.0]]), np.ones((2, 2), bool)
+    )
     assert two["pearson_r"] == pytest.approx(0.8) and two["spearman_rho"] == pytest.approx(0.8)
     assert math.isnan(cmp.spatial_agreement(np.ones((2, 2)), inv[:2, :2], np.ones((2, 2), bool))["pearson_r"])
 
@@ -178,8 +179,12 @@ def test_trend_statement_slowdown_vs_straight_line() -> None:
     rng = np.random.default_rng(11)
     kinked = 100 + 11.2 * (years - 1990) - 8.4 * np.maximum(years - 2003, 0) + rng.normal(0, 1.0, years.size)
     straight = 100 + 9.0 * (years - 1990) + rng.normal(0, 1.0, years.size)
-    table, results = cmp.trend_table({"fitted": (years, kinked), "edgar_grid": (years, straight),
-                                      "short": (years[:5], kinked[:5])}, FAST, "Gg N2O-N/yr", {})
+    table, results = cmp.trend_table(
+        {"fitted": (years, kinked), "edgar_grid": (years, straight), "short": (years[:5], kinked[:5])},
+        FAST,
+        "Gg N2O-N/yr",
+        {},
+    )
     r = table.set_index("series")
     assert bool(r.loc["fitted", "slowdown"]) and not bool(r.loc["edgar_grid", "slowdown"])
     assert abs(r.loc["fitted", "one_kink_psi"] - 2003) < 1.0
@@ -194,23 +199,38 @@ def test_trend_statement_slowdown_vs_straight_line() -> None:
 # Independent reference: R 4.2.2, segmented 1.6.2 (benchmarks/r/segmented_reference_output.txt,
 # docs/validation_breakpoints.md).
 R_REF = {
-    "faostat": {"psi": 2000.99972, "rss": 15159.3218, "slope1": 9.4032228637241708, "slope2": 12.07846419034,
-                "davies_p": 0.97387143830396672, "n": 25},
-    "edgar": {"psi": 2001.0000089960447, "rss": 11093.317854916912, "slope1": 9.7326004393444805,
-              "slope2": 17.6514261460634, "davies_p": 0.12482805674807454, "n": 23},
+    "faostat": {
+        "psi": 2000.99972,
+        "rss": 15159.3218,
+        "slope1": 9.4032228637241708,
+        "slope2": 12.07846419034,
+        "davies_p": 0.97387143830396672,
+        "n": 25,
+    },
+    "edgar": {
+        "psi": 2001.0000089960447,
+        "rss": 11093.317854916912,
+        "slope1": 9.7326004393444805,
+        "slope2": 17.6514261460634,
+        "davies_p": 0.12482805674807454,
+        "n": 23,
+    },
 }
 
 
 def _real_series(shared_data: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    f = read_synthetic_fertilizer_n2o(shared_data / "faostat_china_extracts"
-                                      / "ddf_unfao_faostat_gt_synthetic_fertilizers_emissions_n2o_china.csv")
+    f = read_synthetic_fertilizer_n2o(
+        shared_data / "faostat_china_extracts" / "ddf_unfao_faostat_gt_synthetic_fertilizers_emissions_n2o_china.csv"
+    )
     f = f[f["year"].between(1990, 2014)]
     t = read_edgar_national(shared_data / "edgar_v432" / "v432_N2O_1970_2012.xls")
     e = national_series(t, "CHN", ["4D1"])
     e = e[e["year"].between(1990, 2012)]
     assert e.loc[e["year"] == 1990, "n2o_gg"].iloc[0] == pytest.approx(463.4731, abs=5e-5)
-    return {"faostat": (f["year"].to_numpy(float), f["n2o_kt"].to_numpy()),
-            "edgar": (e["year"].to_numpy(float), e["n2o_gg"].to_numpy())}
+    return {
+        "faostat": (f["year"].to_numpy(float), f["n2o_kt"].to_numpy()),
+        "edgar": (e["year"].to_numpy(float), e["n2o_gg"].to_numpy()),
+    }
 
 
 def test_real_national_series_breakpoints_match_r(shared_data: Path) -> None:
@@ -236,14 +256,18 @@ def test_real_national_series_breakpoints_match_r(shared_data: Path) -> None:
 @pytest.fixture(scope="module")
 def compared(demo_slice, tmp_path_factory):
     processed = tmp_path_factory.mktemp("compare_processed")
-    cfg = demo_slice.model_copy(update={
-        "processed_dir": str(processed),
-        "ingest": IngestConfig(first_year=1990, last_year=1995),
-        "grid": GridConfig(grids=[GridSpec(name="0p1deg", resolution_deg=0.1)], geotiff=False),
-        "estimate": demo_slice.estimate.model_copy(update={"draws": 50}),
-        # one model family: the compare stage only needs some fitted model (and it is the fast one)
-        "fit": demo_slice.fit.model_copy(update={"model": "single_family"})
-        if "model" in type(demo_slice.fit).model_fields else demo_slice.fit})
+    cfg = demo_slice.model_copy(
+        update={
+            "processed_dir": str(processed),
+            "ingest": IngestConfig(first_year=1990, last_year=1995),
+            "grid": GridConfig(grids=[GridSpec(name="0p1deg", resolution_deg=0.1)], geotiff=False),
+            "estimate": demo_slice.estimate.model_copy(update={"draws": 50}),
+            # one model family: the compare stage only needs some fitted model (and it is the fast one)
+            "fit": demo_slice.fit.model_copy(update={"model": "single_family"})
+            if "model" in type(demo_slice.fit).model_fields
+            else demo_slice.fit,
+        }
+    )
     for mod in (ingest, fit, estimate, grid):
         mod.run(cfg)
     return cfg, compare_stage.run(cfg)
@@ -272,17 +296,30 @@ def test_demo_compare_stage_end_to_end(compared) -> None:
     cfg, written = compared
     out = cfg.processed / "compare"
     names = {p.name for p in written}
-    for f in ("national.csv", "province.csv", "county.parquet", "bridge.csv", "trends.csv", "spatial.csv",
-              "difference_map.nc", "summary.json", "totals.png", "totals.svg", "bridge.svg",
-              "difference_map.png", "manifest.json"):
+    for f in (
+        "national.csv",
+        "province.csv",
+        "county.parquet",
+        "bridge.csv",
+        "trends.csv",
+        "spatial.csv",
+        "difference_map.nc",
+        "summary.json",
+        "totals.png",
+        "totals.svg",
+        "bridge.svg",
+        "difference_map.png",
+        "manifest.json",
+    ):
         assert f in names, f
     national = pd.read_csv(out / "national.csv")
     assert {"edgar_grid", "faostat"} <= set(national["reference"])
     assert national["scope_inventory"].notna().all() and national["scope_reference"].notna().all()
     br = pd.read_csv(out / "bridge.csv")
     assert len(br) == 6 and (br["closure_rel"] <= 1e-9).all()
-    np.testing.assert_allclose(br["activity_data_n2o_n_kg"] + br["emission_model_n2o_n_kg"],
-                               br["total_difference_n2o_n_kg"], rtol=1e-9)
+    np.testing.assert_allclose(
+        br["activity_data_n2o_n_kg"] + br["emission_model_n2o_n_kg"], br["total_difference_n2o_n_kg"], rtol=1e-9
+    )
     # the bridge's EDGAR equals the scope-matched EDGAR of the national table, its fitted the estimate
     nat = national[(national["reference"] == "edgar_grid") & (national["inventory"] == "fitted")].set_index("year")
     np.testing.assert_allclose(br.set_index("year")["edgar_n2o_n_kg"], nat["reference_n2o_n_kg"], rtol=1e-12)
@@ -328,12 +365,32 @@ def test_bridge_closure_error_names_the_year() -> None:
 def test_fetch_edgar_cli_downloads_and_unpacks(server, tmp_path, capsys) -> None:  # noqa: F811
     serve_years(server, tmp_path, [2004, 2005])
     dest = tmp_path / "edgar"
-    rc = main(["fetch-edgar", "--release", "v8.0", "--sector", "AGS", "--first-year", "2004", "--last-year", "2005",
-               "--dest", str(dest), "--base-url", server.base])
+    rc = main(
+        [
+            "fetch-edgar",
+            "--release",
+            "v8.0",
+            "--sector",
+            "AGS",
+            "--first-year",
+            "2004",
+            "--last-year",
+            "2005",
+            "--dest",
+            str(dest),
+            "--base-url",
+            server.base,
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out.split()
-    assert [Path(p).name for p in printed] == ["v8.0_FT2022_GHG_N2O_2004_AGS_emi.nc", "v8.0_FT2022_GHG_N2O_2005_AGS_emi.nc"]
+    assert [Path(p).name for p in printed] == [
+        "v8.0_FT2022_GHG_N2O_2004_AGS_emi.nc",
+        "v8.0_FT2022_GHG_N2O_2005_AGS_emi.nc",
+    ]
     assert (dest / "v8.0_FT2022_GHG_N2O_2005_AGS_emi_nc.zip").exists()
-    rc = main(["fetch-edgar", "--first-year", "1960", "--last-year", "1961", "--dest", str(dest), "--base-url", server.base])
+    rc = main(
+        ["fetch-edgar", "--first-year", "1960", "--last-year", "1961", "--dest", str(dest), "--base-url", server.base]
+    )
     err = capsys.readouterr().err
     assert rc != 0 and "covers 1970-2022" in err and err.count("\n") == 1

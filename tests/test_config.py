@@ -14,11 +14,14 @@ def test_default_config_loads(repo_root: Path) -> None:
     assert project_root_of(repo_root / "config" / "examples" / "kensyn.yaml") == repo_root
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("inputs: {}\nbogus: 1\n", "unknown key 'bogus'"),
-    ("inputs: {}\n", "required key 'inputs.observations' is missing"),
-    ("inputs: [1\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("inputs: {}\nbogus: 1\n", "unknown key 'bogus'"),
+        ("inputs: {}\n", "required key 'inputs.observations' is missing"),
+        ("inputs: [1\n", "not valid YAML"),
+    ],
+)
 def test_bad_config_messages(tmp_path: Path, text: str, fragment: str) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(text)
@@ -33,9 +36,12 @@ def test_wrong_type_is_named(repo_root: Path) -> None:
     assert "estimate.draws" in str(e.value)
 
 
-@pytest.mark.parametrize("overrides,fragment", [
-    ({"demo.seed.x": 1}, "is a value, not a section"),
-])
+@pytest.mark.parametrize(
+    "overrides,fragment",
+    [
+        ({"demo.seed.x": 1}, "is a value, not a section"),
+    ],
+)
 def test_bad_override(repo_root: Path, overrides, fragment) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load_config(repo_root / "config" / "default.yaml", overrides)

@@ -15,12 +15,18 @@ def _xw(rows):
 
 
 def test_merge_split_and_chain() -> None:
-    graph = successor_graph(_xw([
-        (1, "弃用", "10"), (2, "弃用", "10"),            # merge
-        (3, "弃用", "11;12"),                            # split
-        (4, "弃用", "5"), (5, "弃用", "11;13"),          # chain into a split
-        (10, "在用", None),
-    ]))
+    graph = successor_graph(
+        _xw(
+            [
+                (1, "弃用", "10"),
+                (2, "弃用", "10"),  # merge
+                (3, "弃用", "11;12"),  # split
+                (4, "弃用", "5"),
+                (5, "弃用", "11;13"),  # chain into a split
+                (10, "在用", None),
+            ]
+        )
+    )
     w = resolve(np.array([1, 2, 3, 4, 10, 99]), {10, 11, 12, 13}, graph, {11: 1.0, 12: 3.0, 13: 1.0})
     got = {(r.code, r.county_code): r.weight for r in w.itertuples()}
     assert got[(1, 10)] == 1.0 and got[(2, 10)] == 1.0 and got[(10, 10)] == 1.0

@@ -281,7 +281,7 @@ def synth_series() -> tuple[np.ndarray, np.ndarray]:
     """The R script's synthetic series (deterministic 'noise' 6 sin(1.3 i^1.5))."""
     t = np.arange(1990, 2015, dtype=float)
     i = np.arange(1, t.size + 1, dtype=float)
-    return t, 400 + 10 * (t - 1990) - 7 * np.maximum(t - 2004.5, 0) + 6 * np.sin(1.3 * i ** 1.5)
+    return t, 400 + 10 * (t - 1990) - 7 * np.maximum(t - 2004.5, 0) + 6 * np.sin(1.3 * i**1.5)
 
 
 def load_series(name: str, shared) -> tuple[np.ndarray, np.ndarray]:

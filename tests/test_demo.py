@@ -18,8 +18,15 @@ from pipeline.errors import ConfigError
 from pipeline.readers import tables
 from pipeline.units import area_to_ha, flux_to_kg_n2o_n_ha, n_rate_to_kg_ha
 
-CROSSWALK_HEADERS = {"代码": "code", "名称": "name", "级别": "level", "状态": "status", "启用时间": "start_year",
-                     "变更/弃用时间": "end_year", "新代码": "successors"}
+CROSSWALK_HEADERS = {
+    "代码": "code",
+    "名称": "name",
+    "级别": "level",
+    "状态": "status",
+    "启用时间": "start_year",
+    "变更/弃用时间": "end_year",
+    "新代码": "successors",
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +65,8 @@ def test_mixed_units_and_encodings(demo_slice):
     assert ",ha\n" in hunan.decode("gbk")
     cw = demo_slice.path(demo_slice.inputs.crosswalk.path).read_bytes()
     assert cw.startswith(b"\xef\xbb\xbf") and cw.decode("utf-8-sig").startswith(
-        "代码,一级行政区,二级行政区,名称,级别,状态,启用时间,变更/弃用时间,新代码\n")
+        "代码,一级行政区,二级行政区,名称,级别,状态,启用时间,变更/弃用时间,新代码\n"
+    )
 
 
 def test_boundaries_and_manifest(demo_slice):
@@ -76,11 +84,26 @@ def test_boundaries_and_manifest(demo_slice):
 
 def test_deterministic_and_reuses_boundaries(tmp_path):
     def cfg_for(d: Path):
-        files = {"observations": "obs.csv", "n_rate": "n", "sown_area": "a", "irrigation": "irr.csv",
-                 "covariates": "cov.csv", "boundaries": "b.gpkg", "crosswalk": "cw.csv", "proxy": "p.tif"}
+        files = {
+            "observations": "obs.csv",
+            "n_rate": "n",
+            "sown_area": "a",
+            "irrigation": "irr.csv",
+            "covariates": "cov.csv",
+            "boundaries": "b.gpkg",
+            "crosswalk": "cw.csv",
+            "proxy": "p.tif",
+        }
         ov = {f"inputs.{k}.path": str(d / v) for k, v in files.items()}
-        ov.update({"demo.provinces": [64], "demo.first_year": 1990, "demo.last_year": 1992,
-                   "demo.n_sites": 20, "processed_dir": str(d / "proc")})
+        ov.update(
+            {
+                "demo.provinces": [64],
+                "demo.first_year": 1990,
+                "demo.last_year": 1992,
+                "demo.n_sites": 20,
+                "processed_dir": str(d / "proc"),
+            }
+        )
         return load_config(Path(__file__).resolve().parents[1] / "config" / "default.yaml", ov)
 
     demo.run(cfg_for(tmp_path / "one"))
@@ -129,7 +152,9 @@ def test_smooth_targets_are_least_squares_broken_lines():
     assert sm["n_fertilizer_t"]["max_abs_dev_year"] == 1993 and sm["n_fertilizer_t"]["max_abs_dev_pct"] < 20
     rng = np.random.default_rng(0)
     _, _, noise = demo_truth.national_targets(cal, years, B, rng)
-    assert noise.shape == (4, years.size) and np.std(np.log(noise)) == pytest.approx(demo_truth.NATIONAL_NOISE_SD, rel=0.25)
+    assert noise.shape == (4, years.size) and np.std(np.log(noise)) == pytest.approx(
+        demo_truth.NATIONAL_NOISE_SD, rel=0.25
+    )
 
 
 def test_national_break_truth_recovers_a_known_kink():
@@ -194,7 +219,7 @@ def test_retired_codes_resolve_through_crosswalk(demo_slice):
     assert present <= in_use and not (set(retired["code"]) & in_use)
     succ = retired.set_index("code")["successors"].str.split(";").map(lambda s: [int(x) for x in s])
     assert all(set(s) <= present for s in succ)
-    assert (succ.map(len) == 2).any()                                    # a split
+    assert (succ.map(len) == 2).any()  # a split
     assert (succ[succ.map(len) == 1].map(lambda s: s[0]).value_counts() == 2).any()  # a merge
     used = _codes_in_activity(demo_slice)
     assert used <= (present | set(retired["code"])) and set(retired["code"]) <= used
@@ -211,7 +236,9 @@ def test_every_observation_has_a_paired_control(demo_slice):
     assert (groups.min() == 0).all() and (groups.apply(lambda s: (s == 0).sum()) == 1).all()
     n_sites = demo_slice.demo.n_sites
     assert obs["site_id"].nunique() == n_sites
-    assert 0.75 * n_sites * demo_slice.demo.records_per_site < len(obs) < 1.25 * n_sites * demo_slice.demo.records_per_site
+    assert (
+        0.75 * n_sites * demo_slice.demo.records_per_site < len(obs) < 1.25 * n_sites * demo_slice.demo.records_per_site
+    )
     assert set(obs["flux_unit"]) == {"kg N2O-N/ha", "g N2O-N/ha/d", "kg N2O/ha"}
     assert 1 <= (pd.to_numeric(obs["flux"]) <= 0).sum() <= 0.05 * len(obs)  # a handful, as in real data
 
@@ -219,8 +246,11 @@ def test_every_observation_has_a_paired_control(demo_slice):
 def test_observation_units_round_trip(demo_slice):
     obs = _read(demo_slice, "observations")
     truth = pd.read_csv(_truth(demo_slice) / "observations_truth.csv")
-    kg = flux_to_kg_n2o_n_ha(pd.to_numeric(obs["flux"]).to_numpy(), obs["flux_unit"].to_numpy(),
-                             pd.to_numeric(obs["duration_days"]).to_numpy())
+    kg = flux_to_kg_n2o_n_ha(
+        pd.to_numeric(obs["flux"]).to_numpy(),
+        obs["flux_unit"].to_numpy(),
+        pd.to_numeric(obs["duration_days"]).to_numpy(),
+    )
     np.testing.assert_allclose(kg, truth["flux_kg_n2o_n_ha"], atol=2e-4, rtol=1e-4)
     n = n_rate_to_kg_ha(pd.to_numeric(obs["n_rate"]).to_numpy(), obs["n_rate_unit"].to_numpy())
     np.testing.assert_allclose(n, truth["n_rate_kg_ha"], atol=0.01)
@@ -230,8 +260,7 @@ def test_observations_follow_documented_model(world_counties):
     """OLS on log flux minus the true log N response (the Hill curve) of a large sample recovers
     the covariate effects and leaves no N slope; the response itself is not log-linear in N (so
     the exponential family is not the truth), nor any other candidate form (docs/demo_world.md)."""
-    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "default.yaml",
-                      {"demo.n_sites": 1500})
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "default.yaml", {"demo.n_sites": 1500})
     world = demo.build_world(world_counties, cfg.demo)
     provinces = set(world.counties["province_code"])
     obs, truth = demo_truth.make_observations(world, provinces, cfg.demo, np.random.default_rng(99))
@@ -243,8 +272,16 @@ def test_observations_follow_documented_model(world_counties):
         offset[m] = demo_truth.log_n_response(crop, t["n_rate_kg_ha"].to_numpy()[m])
     crop_dummies = pd.get_dummies(o["crop"]).astype(float)
     regimes = pd.get_dummies(o["water_regime"]).drop(columns=["upland", "single_drainage"]).astype(float)
-    X = pd.concat([crop_dummies, crop_dummies.mul(t["n_rate_kg_ha"], axis=0).add_prefix("b_"), regimes,
-                   t["water_input_mm"], o[["mean_temp_c", "soil_ph", "soc_g_kg"]]], axis=1)
+    X = pd.concat(
+        [
+            crop_dummies,
+            crop_dummies.mul(t["n_rate_kg_ha"], axis=0).add_prefix("b_"),
+            regimes,
+            t["water_input_mm"],
+            o[["mean_temp_c", "soil_ph", "soc_g_kg"]],
+        ],
+        axis=1,
+    )
     y = np.log(t["flux_kg_n2o_n_ha"].to_numpy())
     coef, *_ = np.linalg.lstsq(X.to_numpy(float), y - offset, rcond=None)
     est = dict(zip(X.columns, coef))
@@ -302,7 +339,7 @@ def test_proxy_raster_matches_county_cropland(demo_slice, world_counties):
 
 
 def test_geography_of_fields():
-    lon = np.array([88.0, 83.0, 116.0, 113.3, 87.6, 126.6])   # plateau, Taklamakan, NCP, Guangzhou, Urumqi, Harbin
+    lon = np.array([88.0, 83.0, 116.0, 113.3, 87.6, 126.6])  # plateau, Taklamakan, NCP, Guangzhou, Urumqi, Harbin
     lat = np.array([33.0, 39.0, 35.5, 23.1, 43.8, 45.7])
     f = demo_truth.cropland_field(lon, lat)
     assert f[0] < 0.01 and f[1] < 0.02 and f[2] > 0.4
@@ -310,14 +347,14 @@ def test_geography_of_fields():
     share = suit / suit.sum(axis=1, keepdims=True)
     assert share[3, CROPS.index("rice")] > 0.4 and share[2, CROPS.index("wheat")] > share[3, CROPS.index("wheat")]
     assert share[5, CROPS.index("maize")] > 0.25
-    cov = demo.make_covariates(pd.DataFrame({"county_code": np.arange(6) + 110101, "lon": lon, "lat": lat}),
-                               np.random.default_rng(0))
+    cov = demo.make_covariates(
+        pd.DataFrame({"county_code": np.arange(6) + 110101, "lon": lon, "lat": lat}), np.random.default_rng(0)
+    )
     assert cov.loc[3, "climate"] == "wet" and cov.loc[4, "climate"] == "dry"
     assert cov.loc[3, "precip_mm"] > 3 * cov.loc[4, "precip_mm"] and cov.loc[2, "soil_ph"] > cov.loc[3, "soil_ph"] + 1
 
 
 def test_missing_calibration_year_is_a_config_error(world_counties):
-    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "default.yaml",
-                      {"demo.last_year": 2016})
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "default.yaml", {"demo.last_year": 2016})
     with pytest.raises(ConfigError, match="demo.first_year/last_year"):
         demo.build_world(world_counties, cfg.demo)

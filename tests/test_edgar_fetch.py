@@ -81,8 +81,10 @@ def serve_years(server, tmp_path, years) -> dict[int, bytes]:
 
 def test_official_urls():
     urls = edgar_fetch.edgar_urls("v8.0", "N2O", "AGS", 2005, 2006)
-    assert urls[0] == ("https://jeodpp.jrc.ec.europa.eu/ftp/jrc-opendata/EDGAR/datasets/v80_FT2022_GHG/N2O/AGS/"
-                       "emi_nc/v8.0_FT2022_GHG_N2O_2005_AGS_emi_nc.zip")
+    assert urls[0] == (
+        "https://jeodpp.jrc.ec.europa.eu/ftp/jrc-opendata/EDGAR/datasets/v80_FT2022_GHG/N2O/AGS/"
+        "emi_nc/v8.0_FT2022_GHG_N2O_2005_AGS_emi_nc.zip"
+    )
     assert len(urls) == 2
     f = edgar_fetch.edgar_urls("2024", "N2O", "AGS", 2023, 2023, kind="flx_nc", base_url="http://mirror/x/")
     assert f == ["http://mirror/x/EDGAR_2024_GHG/N2O/AGS/flx_nc/EDGAR_2024_GHG_N2O_2023_AGS_flx_nc.zip"]
@@ -148,12 +150,18 @@ def test_404_and_hash_mismatch_are_one_line(server, tmp_path):
     msg = str(e.value)
     assert "HTTP 404" in msg and "2001_AGS_emi_nc.zip" in msg and "\n" not in msg and "Fix:" in msg
     # 2000 completed before the failure and is in the manifest
-    assert "v8.0_FT2022_GHG_N2O_2000_AGS_emi_nc.zip" in json.loads((dest / edgar_fetch.MANIFEST_NAME).read_text())["files"]
+    assert (
+        "v8.0_FT2022_GHG_N2O_2000_AGS_emi_nc.zip" in json.loads((dest / edgar_fetch.MANIFEST_NAME).read_text())["files"]
+    )
     name = "v8.0_FT2022_GHG_N2O_2000_AGS_emi_nc.zip"
     other = tmp_path / "dl2"
     with pytest.raises(InputError) as e:
-        edgar_fetch.fetch(edgar_fetch.edgar_urls("v8.0", "N2O", "AGS", 2000, 2000), other, base_url=server.base,
-                          expected_sha256={name: "0" * 64})
+        edgar_fetch.fetch(
+            edgar_fetch.edgar_urls("v8.0", "N2O", "AGS", 2000, 2000),
+            other,
+            base_url=server.base,
+            expected_sha256={name: "0" * 64},
+        )
     assert "does not match" in str(e.value) and "\n" not in str(e.value)
     assert not (other / name).exists()
 

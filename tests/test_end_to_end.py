@@ -27,11 +27,26 @@ def slice_run(tmp_path_factory) -> tuple[list[str], Path]:
     args = ["--config", str(REPO / "config" / "default.yaml"), "-q"]
     for key, value in demo_input_overrides(raw).items():
         args += ["--set", f"{key}={value}"]
-    args += ["--set", f"processed_dir={root / 'processed'}", "--set", "demo.provinces=[41, 43]",
-             "--set", "demo.first_year=1995", "--set", "demo.last_year=2010",
-             "--set", "ingest.first_year=1995", "--set", "ingest.last_year=2010",
-             "--set", "estimate.draws=200", "--set", "fit.cv_folds=3",
-             "--set", "grid.grids=[{name: 0p1deg, resolution_deg: 0.1}]"]
+    args += [
+        "--set",
+        f"processed_dir={root / 'processed'}",
+        "--set",
+        "demo.provinces=[41, 43]",
+        "--set",
+        "demo.first_year=1995",
+        "--set",
+        "demo.last_year=2010",
+        "--set",
+        "ingest.first_year=1995",
+        "--set",
+        "ingest.last_year=2010",
+        "--set",
+        "estimate.draws=200",
+        "--set",
+        "fit.cv_folds=3",
+        "--set",
+        "grid.grids=[{name: 0p1deg, resolution_deg: 0.1}]",
+    ]
     for stage in STAGES:
         assert main([*args, stage]) == 0, stage
     return args, root
@@ -49,9 +64,14 @@ def test_every_stage_writes_its_manifest(slice_run) -> None:
             assert digest == hashlib.sha256((folder / name).read_bytes()).hexdigest(), (stage, name)
         # and every file of the folder (but the manifest and the grid's reusable weights cache,
         # grid/weights/<hash>.npz, which is keyed by its inputs and not a result) is listed
-        on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                   if p.is_file() and p.name != "manifest.json" and ".stamps" not in p.parts
-                   and not (stage == "grid" and p.relative_to(folder).parts[0] == "weights")}
+        on_disk = {
+            p.relative_to(folder).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file()
+            and p.name != "manifest.json"
+            and ".stamps" not in p.parts
+            and not (stage == "grid" and p.relative_to(folder).parts[0] == "weights")
+        }
         assert on_disk <= set(outputs), (stage, sorted(on_disk - set(outputs)))
     assert json.loads((root / "raw" / "MANIFEST.json").read_text())["synthetic"] is True
 
@@ -73,8 +93,11 @@ def test_totals_are_consistent_across_stages(slice_run) -> None:
 def test_rerun_is_byte_identical(slice_run) -> None:
     args, root = slice_run
     processed = root / "processed"
-    before = {p.relative_to(processed): reproducible_bytes(p) for p in processed.rglob("*")
-              if p.is_file() and ".stamps" not in p.parts}
+    before = {
+        p.relative_to(processed): reproducible_bytes(p)
+        for p in processed.rglob("*")
+        if p.is_file() and ".stamps" not in p.parts
+    }
     shutil.rmtree(processed)
     # A fresh process with another hash seed: set or dict ordering must not reach any output.
     exe = Path(sys.executable).parent / "cropn2o"
@@ -82,8 +105,11 @@ def test_rerun_is_byte_identical(slice_run) -> None:
     for stage in STAGES[1:]:
         r = subprocess.run([str(exe), *args, stage], capture_output=True, text=True, env=env)
         assert r.returncode == 0, (stage, r.stderr[-2000:])
-    after = {p.relative_to(processed): reproducible_bytes(p) for p in processed.rglob("*")
-             if p.is_file() and ".stamps" not in p.parts}
+    after = {
+        p.relative_to(processed): reproducible_bytes(p)
+        for p in processed.rglob("*")
+        if p.is_file() and ".stamps" not in p.parts
+    }
     assert sorted(after) == sorted(before)
     changed = [str(k) for k in before if before[k] != after[k]]
     assert not changed, changed

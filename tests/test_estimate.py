@@ -23,10 +23,20 @@ def _activity(n_counties: int = 30, years=range(2000, 2004), seed: int = 0) -> p
         code = (41 if c % 2 else 43) * 10_000 + 101 + c
         for y in years:
             for crop in ("rice", "wheat"):
-                rows.append({"county_code": code, "province_code": code // 10_000, "year": y, "crop": crop,
-                             "area_ha": float(rng.uniform(1e3, 5e4)), "n_rate_kg_ha": float(rng.uniform(50, 350)),
-                             "water_input_mm": 800.0, "irrigated_fraction": 0.5, "climate": "wet",
-                             "mean_temp_c": float(rng.uniform(5, 20))})
+                rows.append(
+                    {
+                        "county_code": code,
+                        "province_code": code // 10_000,
+                        "year": y,
+                        "crop": crop,
+                        "area_ha": float(rng.uniform(1e3, 5e4)),
+                        "n_rate_kg_ha": float(rng.uniform(50, 350)),
+                        "water_input_mm": 800.0,
+                        "irrigated_fraction": 0.5,
+                        "climate": "wet",
+                        "mean_temp_c": float(rng.uniform(5, 20)),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -35,9 +45,15 @@ def _model(sd: float = 0.05) -> InventoryModel:
     models = {}
     for crop, a, b in (("rice", -0.5, 0.004), ("wheat", -0.2, 0.005)):
         cov = np.diag([sd**2, (sd * 0.02) ** 2, (sd * 0.1) ** 2])
-        models[crop] = FittedModel(crop=crop, family="glm_gamma", terms=["n_rate_kg_ha", "mean_temp_c"],
-                                 coef_names=["intercept", "n_rate_kg_ha", "mean_temp_c"],
-                                 coef=np.array([a, b, 0.03]), cov=cov, center={"mean_temp_c": 12.0})
+        models[crop] = FittedModel(
+            crop=crop,
+            family="glm_gamma",
+            terms=["n_rate_kg_ha", "mean_temp_c"],
+            coef_names=["intercept", "n_rate_kg_ha", "mean_temp_c"],
+            coef=np.array([a, b, 0.03]),
+            cov=cov,
+            center={"mean_temp_c": 12.0},
+        )
     return InventoryModel(models=models, kind="fitted")
 
 
@@ -66,11 +82,15 @@ def test_county_sums_equal_province_and_national() -> None:
         total = nat[(nat["year"] == y) & (nat["crop"] == "all")]["n2o_n_kg_mean"].item()
         assert total == pytest.approx(c["n2o_n_kg_mean"].sum(), rel=1e-12)
         p = prov[(prov["year"] == y) & (prov["crop"] == "all")].set_index("province_code")["n2o_n_kg_mean"]
-        assert np.allclose(p.to_numpy(), c.groupby("province_code")["n2o_n_kg_mean"].sum().loc[p.index].to_numpy(), rtol=1e-12)
+        assert np.allclose(
+            p.to_numpy(), c.groupby("province_code")["n2o_n_kg_mean"].sum().loc[p.index].to_numpy(), rtol=1e-12
+        )
     # the draw-level national series averages to the same mean
     d = out["national_draws"]
     dm = d[d["crop"] == "all"].groupby("year")["n2o_n_kg"].mean()
-    assert np.allclose(dm.to_numpy(), nat[nat["crop"] == "all"].sort_values("year")["n2o_n_kg_mean"].to_numpy(), rtol=1e-9)
+    assert np.allclose(
+        dm.to_numpy(), nat[nat["crop"] == "all"].sort_values("year")["n2o_n_kg_mean"].to_numpy(), rtol=1e-9
+    )
 
 
 def test_no_uncertainty_gives_the_point_estimate() -> None:
@@ -79,7 +99,9 @@ def test_no_uncertainty_gives_the_point_estimate() -> None:
     county = out["county"].sort_values(["county_code", "crop", "year"])
     ref = act.assign(e=_manual(act)).sort_values(["county_code", "crop", "year"])["e"].to_numpy()
     assert np.allclose(county["n2o_n_kg_mean"], ref, rtol=1e-12)
-    assert np.allclose(county["n2o_n_kg_p2_5"], ref, rtol=1e-12) and np.allclose(county["n2o_n_kg_p97_5"], ref, rtol=1e-12)
+    assert np.allclose(county["n2o_n_kg_p2_5"], ref, rtol=1e-12) and np.allclose(
+        county["n2o_n_kg_p97_5"], ref, rtol=1e-12
+    )
 
 
 def test_chunking_and_scheduler_do_not_change_results() -> None:
@@ -196,17 +218,35 @@ def _simulate_observations(seed: int, n_sites: int) -> pd.DataFrame:
         levels = np.r_[0.0, np.sort(rng.uniform(40.0, 320.0, 1 + rng.poisson(2.5)))]
         for j, n in enumerate(levels):
             mu = A_TRUE + B_TRUE * n + GT_TRUE * (t - 12.0) + u + rng.normal(0.0, SE_TRUE)
-            rows.append({"obs_id": f"S{s}-{j}", "site_id": f"S{s}", "crop": "wheat", "n_rate_kg_ha": float(n),
-                         "flux_kg_n2o_n_ha": float(np.exp(mu)), "mean_temp_c": t})
+            rows.append(
+                {
+                    "obs_id": f"S{s}-{j}",
+                    "site_id": f"S{s}",
+                    "crop": "wheat",
+                    "n_rate_kg_ha": float(n),
+                    "flux_kg_n2o_n_ha": float(np.exp(mu)),
+                    "mean_temp_c": t,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def _coverage_activity(n: int = 25) -> pd.DataFrame:
     rng = np.random.default_rng(999)
-    return pd.DataFrame({"county_code": 410101 + np.arange(n), "province_code": 41, "year": 2000, "crop": "wheat",
-                         "area_ha": rng.uniform(1e3, 5e4, n), "n_rate_kg_ha": rng.uniform(80.0, 300.0, n),
-                         "water_input_mm": 600.0, "mean_temp_c": rng.uniform(6.0, 20.0, n),
-                         "irrigated_fraction": 0.5, "climate": "wet"})
+    return pd.DataFrame(
+        {
+            "county_code": 410101 + np.arange(n),
+            "province_code": 41,
+            "year": 2000,
+            "crop": "wheat",
+            "area_ha": rng.uniform(1e3, 5e4, n),
+            "n_rate_kg_ha": rng.uniform(80.0, 300.0, n),
+            "water_input_mm": 600.0,
+            "mean_temp_c": rng.uniform(6.0, 20.0, n),
+            "irrigated_fraction": 0.5,
+            "climate": "wet",
+        }
+    )
 
 
 def _true_national(act: pd.DataFrame) -> float:
@@ -280,7 +320,9 @@ def test_central_is_the_plug_in_and_the_draw_mean_carries_the_jensen_gap() -> No
     sd = 0.3
     cfg = EstimateConfig(draws=20_000, seed=3, rel_error_n_rate=0.0, rel_error_area=0.0, background="included")
     out = estimate(act, _model(sd), cfg)
-    county = out["county"].merge(act, on=["county_code", "year", "crop", "area_ha", "n_rate_kg_ha"], suffixes=("", "_a"))
+    county = out["county"].merge(
+        act, on=["county_code", "year", "crop", "area_ha", "n_rate_kg_ha"], suffixes=("", "_a")
+    )
     np.testing.assert_allclose(county["n2o_n_kg_central"], _manual(county, "included"), rtol=1e-12)
     x = np.column_stack([np.ones(len(county)), county["n_rate_kg_ha"], county["mean_temp_c"] - 12.0])
     var = np.array([sd**2, (sd * 0.02) ** 2, (sd * 0.1) ** 2])

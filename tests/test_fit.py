@@ -42,8 +42,16 @@ G_PH_B, G_W_B = -0.2, 0.0003
 COVS = ["water_input_mm", "soil_ph"]
 
 
-def simulate(seed: int, truth: dict, g_ph: float, g_w: float, n_sites: int = 25, sd_site: float = 0.5,
-             sd_res: float = 0.5, rates=(0.0, 60.0, 120.0, 180.0, 240.0)) -> pd.DataFrame:
+def simulate(
+    seed: int,
+    truth: dict,
+    g_ph: float,
+    g_w: float,
+    n_sites: int = 25,
+    sd_site: float = 0.5,
+    sd_res: float = 0.5,
+    rates=(0.0, 60.0, 120.0, 180.0, 240.0),
+) -> pd.DataFrame:
     """Observations in the OBSERVATIONS schema drawn from the documented truth."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -57,14 +65,32 @@ def simulate(seed: int, truth: dict, g_ph: float, g_w: float, n_sites: int = 25,
                 mu = t["a"] + t["b"] * n + g_ph * (ph - 6.5) + g_w * (w - 900.0) + u
                 if regime == "continuous_flooding":
                     mu += t["cf"]
-                rows.append({"obs_id": f"{site}-{int(n)}", "site_id": site, "study_id": site, "crop": crop,
-                             "water_regime": regime, "year": 2005, "n_rate_kg_ha": n,
-                             "fertilizer_type": "synthetic",
-                             "flux_kg_n2o_n_ha": float(np.exp(mu + rng.normal(0.0, sd_res))),
-                             "duration_days": 150.0, "soil_ph": ph, "soc_g_kg": np.nan, "clay_pct": np.nan,
-                             "mean_temp_c": np.nan, "precip_mm": w, "irrigation_mm": 0.0, "water_input_mm": w,
-                             "climate": "wet", "lat": np.nan, "lon": np.nan,
-                             "source_file": "sim.csv", "source_row": len(rows) + 2})
+                rows.append(
+                    {
+                        "obs_id": f"{site}-{int(n)}",
+                        "site_id": site,
+                        "study_id": site,
+                        "crop": crop,
+                        "water_regime": regime,
+                        "year": 2005,
+                        "n_rate_kg_ha": n,
+                        "fertilizer_type": "synthetic",
+                        "flux_kg_n2o_n_ha": float(np.exp(mu + rng.normal(0.0, sd_res))),
+                        "duration_days": 150.0,
+                        "soil_ph": ph,
+                        "soc_g_kg": np.nan,
+                        "clay_pct": np.nan,
+                        "mean_temp_c": np.nan,
+                        "precip_mm": w,
+                        "irrigation_mm": 0.0,
+                        "water_input_mm": w,
+                        "climate": "wet",
+                        "lat": np.nan,
+                        "lon": np.nan,
+                        "source_file": "sim.csv",
+                        "source_row": len(rows) + 2,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -89,8 +115,12 @@ def _coverage(seeds, families=("glm_gamma", "mixed_lognormal")) -> dict[str, dic
             m = fit.fit_crop(obs, "wheat", fam, cfg)
             # covariates are centred at their sample means: intercept = a + sum g (xbar - x0), and
             # the GLM's intercept is the log of the marginal mean: + (sd_site^2 + sd_res^2) / 2
-            a = (TRUTH_A["wheat"]["a"] + G_PH * (m.center["soil_ph"] - 6.5)
-                 + G_W * (m.center["water_input_mm"] - 900.0) + (0.25 if fam == "glm_gamma" else 0.0))
+            a = (
+                TRUTH_A["wheat"]["a"]
+                + G_PH * (m.center["soil_ph"] - 6.5)
+                + G_W * (m.center["water_input_mm"] - 900.0)
+                + (0.25 if fam == "glm_gamma" else 0.0)
+            )
             truth = {"intercept": a, "n_rate_kg_ha": TRUTH_A["wheat"]["b"], "soil_ph": G_PH, "water_input_mm": G_W}
             se = m.standard_errors()
             for name, value in truth.items():
@@ -149,8 +179,10 @@ def test_cluster_cov_equals_gee_sandwiches_on_unbalanced_sites():
         ours = fit.cluster_cov(D, np.asarray(res.resid_working), np.asarray(glm.weights), groups, adjustment)
         ref = gee.fit(cov_type=cov_type, start_params=res.params).cov_params()
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-14)
-    v = {a: np.diag(fit.cluster_cov(D, np.asarray(res.resid_working), np.asarray(glm.weights), groups, a))
-         for a in ("cr0", "cr2", "cr3")}
+    v = {
+        a: np.diag(fit.cluster_cov(D, np.asarray(res.resid_working), np.asarray(glm.weights), groups, a))
+        for a in ("cr0", "cr2", "cr3")
+    }
     assert np.all(v["cr0"] < v["cr2"]) and np.all(v["cr2"] < v["cr3"])
     # the model's covariance is CR3 widened from z to t(G - 1) quantiles
     t_over_z = fit.student_t.ppf(0.975, m.n_groups - 1) / Z95
@@ -313,9 +345,19 @@ def _project(tmp_path, obs: pd.DataFrame | None, **fit_kw) -> Config:
     from pipeline import io
 
     spec = InputSpec(path="unused.csv")
-    cfg = Config(inputs=Inputs(observations=spec, n_rate=spec, sown_area=spec, irrigation=spec,
-                               covariates=spec, boundaries=spec, crosswalk=spec),
-                 fit=FitConfig(**{"covariates": COVS, "crops": ["wheat", "rice"], **fit_kw}), root=tmp_path)
+    cfg = Config(
+        inputs=Inputs(
+            observations=spec,
+            n_rate=spec,
+            sown_area=spec,
+            irrigation=spec,
+            covariates=spec,
+            boundaries=spec,
+            crosswalk=spec,
+        ),
+        fit=FitConfig(**{"covariates": COVS, "crops": ["wheat", "rice"], **fit_kw}),
+        root=tmp_path,
+    )
     if obs is not None:
         io.write_parquet(obs, cfg.processed / "ingest" / "observations.parquet")
         io.write_json({}, cfg.processed / "ingest" / "manifest.json")  # a completed ingest run
@@ -327,8 +369,16 @@ def test_run_writes_outputs_deterministically(tmp_path):
     cfg = _project(tmp_path, obs)
     paths = fit_stage.run(cfg)
     names = [p.name for p in paths]
-    for expected in ("model.json", "tier1_model.json", "coefficients.csv", "covariance.csv", "diagnostics.csv",
-                     "ef_curves.csv", "ef_curves.png", "manifest.json"):
+    for expected in (
+        "model.json",
+        "tier1_model.json",
+        "coefficients.csv",
+        "covariance.csv",
+        "diagnostics.csv",
+        "ef_curves.csv",
+        "ef_curves.png",
+        "manifest.json",
+    ):
         assert expected in names
     assert names[-1] == "manifest.json"
     first = {p.name: hashlib.sha256(reproducible_bytes(p)).hexdigest() for p in paths}
@@ -393,8 +443,11 @@ def test_real_kensyn_forms_cv_and_weights(shared_data, repo_root):
     csv = shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv"
     cfg = load_config(repo_root / "config" / "examples" / "kensyn.yaml", {"inputs.observations.path": str(csv)})
     obs = _kensyn_observations(cfg)
-    fcfg = FitConfig(crops=["rice", "other_upland"], covariates=["water_input_mm", "mean_temp_c", "soil_ph", "soc_g_kg"],
-                     period_reference="annual")
+    fcfg = FitConfig(
+        crops=["rice", "other_upland"],
+        covariates=["water_input_mm", "mean_temp_c", "soil_ph", "soc_g_kg"],
+        period_reference="annual",
+    )
     inv, tables = fit_stage.fit_all(obs, fcfg)
     cv = tables["form_cv"]
     print("\n" + cv[["crop", "family", "rmse_kg_ha", "mlpd", "elpd", "elpd_se", "weight"]].to_string())
@@ -419,8 +472,10 @@ def test_real_kensyn_n_coefficient_and_rice_effect(shared_data, repo_root):
     fcfg = FitConfig(covariates=[], group_by="study_id", measurement_period="ignore")
     m = fit.fit_pooled(obs, ["rice", "other_upland"], "mixed_lognormal", fcfg, crop_effects=["rice"], name="kensyn")
     se = m.standard_errors()
-    report = {name: (round(b, 5), round(b - Z95 * s, 5), round(b + Z95 * s, 5))
-              for name, b, s in zip(m.coef_names, m.coef, se)}
+    report = {
+        name: (round(b, 5), round(b - Z95 * s, 5), round(b + Z95 * s, 5))
+        for name, b, s in zip(m.coef_names, m.coef, se)
+    }
     print(f"\nKenSyn mixed model (study random intercept), {m.n_records} records, {m.n_groups} studies: {report}")
     jn = m.coef_names.index("n_rate_kg_ha")
     b, b_se = m.coef[jn], se[jn]
@@ -499,11 +554,16 @@ def test_measurement_period_is_modelled_and_predictions_are_annual():
 
 
 def test_paired_control_ef_matches_the_difference_method():
-    obs = pd.DataFrame({
-        "obs_id": list("abcdefg"), "site_id": ["s1", "s1", "s1", "s1", "s2", "s2", "s3"],
-        "crop": ["wheat"] * 4 + ["maize"] * 3, "year": [2001, 2001, 2001, 2002, 2001, 2001, 2001],
-        "n_rate_kg_ha": [0.0, 0.0, 150.0, 150.0, 0.0, 200.0, 100.0],
-        "flux_kg_n2o_n_ha": [0.4, 0.6, 2.0, 3.0, 1.0, 3.0, 2.0]})
+    obs = pd.DataFrame(
+        {
+            "obs_id": list("abcdefg"),
+            "site_id": ["s1", "s1", "s1", "s1", "s2", "s2", "s3"],
+            "crop": ["wheat"] * 4 + ["maize"] * 3,
+            "year": [2001, 2001, 2001, 2002, 2001, 2001, 2001],
+            "n_rate_kg_ha": [0.0, 0.0, 150.0, 150.0, 0.0, 200.0, 100.0],
+            "flux_kg_n2o_n_ha": [0.4, 0.6, 2.0, 3.0, 1.0, 3.0, 2.0],
+        }
+    )
     p = fit.paired_control_ef(obs, _cfg()).set_index("obs_id")
     # c: two controls of s1/2001 (mean 0.5); d has no control in 2002; f: control 1.0; g: none
     assert sorted(p.index) == ["c", "f"]

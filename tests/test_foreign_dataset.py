@@ -29,52 +29,101 @@ def _build(root: Path) -> Path:
     raw = root / "raw"
     mini_world.build(root)  # for its square boundaries only
     w = mini_world.write_csv
-    w(raw / "own" / "area_ha.csv", ["县代码", "年份", "作物", "面积"],
-      [[c, y, crop, 1000.0] for c in (410101, 410102, 410201) for y in YEARS for crop in ("rice", "wheat")])
-    w(raw / "own" / "area_mu.csv", ["县代码", "年份", "作物", "面积"],
-      [[c, y, crop, "15,000"] for c in (430101, 430102) for y in YEARS for crop in ("rice", "wheat")])
+    w(
+        raw / "own" / "area_ha.csv",
+        ["县代码", "年份", "作物", "面积"],
+        [[c, y, crop, 1000.0] for c in (410101, 410102, 410201) for y in YEARS for crop in ("rice", "wheat")],
+    )
+    w(
+        raw / "own" / "area_mu.csv",
+        ["县代码", "年份", "作物", "面积"],
+        [[c, y, crop, "15,000"] for c in (430101, 430102) for y in YEARS for crop in ("rice", "wheat")],
+    )
     rates = [[c, y, crop, 150.0] for c in mini_world.SQUARES for y in YEARS for crop in ("rice", "wheat")]
     rates[3][3] = 1800.0  # over max_n_rate_kg_ha (1,500): listed, kept (action warn)
     w(raw / "own" / "n.csv", ["code", "yr", "crop_name", "N_kg_per_ha"], rates)
-    w(raw / "own" / "irr.csv", ["地市代码", "年", "灌溉比例", "灌溉量"],
-      [[p, y, 0.5, 200.0] for p in (4101, 4102, 4301) for y in YEARS])
-    w(raw / "own" / "cov.csv", ["code", "pH", "SOC", "clay", "T", "P"],
-      [[c, 7.0, 10.0, 20.0, 14.0, 600.0] for c in mini_world.SQUARES])
+    w(
+        raw / "own" / "irr.csv",
+        ["地市代码", "年", "灌溉比例", "灌溉量"],
+        [[p, y, 0.5, 200.0] for p in (4101, 4102, 4301) for y in YEARS],
+    )
+    w(
+        raw / "own" / "cov.csv",
+        ["code", "pH", "SOC", "clay", "T", "P"],
+        [[c, 7.0, 10.0, 20.0, 14.0, 600.0] for c in mini_world.SQUARES],
+    )
     obs = []
     for i in range(60):
         unit, value, days = [("kg N2O-N/ha", 1.0, ""), ("g N2O-N/ha/d", 10.0, 100), ("kg N2O/ha", 44 / 28, "")][i % 3]
         obs.append([f"P{i}", f"S{i // 6}", ("rice", "wheat")[i % 2], 2001, 120.0, "kg N/ha", value, unit, days, 950.0])
-    w(raw / "own" / "obs.csv", ["Plot", "Site", "Crop", "Yr", "N", "N_unit", "Emission", "Emission_unit", "Days",
-                                "Water_total"], obs)
+    w(
+        raw / "own" / "obs.csv",
+        ["Plot", "Site", "Crop", "Yr", "N", "N_unit", "Emission", "Emission_unit", "Days", "Water_total"],
+        obs,
+    )
     maps = {
-        "obs": {"columns": {"obs_id": "Plot", "site_id": "Site", "crop": "Crop", "year": "Yr", "n_rate": "N",
-                            "n_rate_unit": "N_unit", "flux": "Emission", "flux_unit": "Emission_unit",
-                            "duration_days": "Days", "water_input_mm": "Water_total"}},
+        "obs": {
+            "columns": {
+                "obs_id": "Plot",
+                "site_id": "Site",
+                "crop": "Crop",
+                "year": "Yr",
+                "n_rate": "N",
+                "n_rate_unit": "N_unit",
+                "flux": "Emission",
+                "flux_unit": "Emission_unit",
+                "duration_days": "Days",
+                "water_input_mm": "Water_total",
+            }
+        },
         "area": {"columns": {"county_code": "县代码", "year": "年份", "crop": "作物", "area": "面积"}},
-        "n": {"columns": {"county_code": "code", "year": "yr", "crop": "crop_name", "n_rate": "N_kg_per_ha"},
-              "constants": {"unit": "kg N/ha"}},
-        "irr": {"columns": {"prefecture_code": "地市代码", "year": "年", "irrigated_fraction": "灌溉比例",
-                            "irrigation_mm": "灌溉量"}},
-        "cov": {"columns": {"county_code": "code", "soil_ph": "pH", "soc_g_kg": "SOC", "clay_pct": "clay",
-                            "mean_temp_c": "T", "precip_mm": "P"}},
+        "n": {
+            "columns": {"county_code": "code", "year": "yr", "crop": "crop_name", "n_rate": "N_kg_per_ha"},
+            "constants": {"unit": "kg N/ha"},
+        },
+        "irr": {
+            "columns": {
+                "prefecture_code": "地市代码",
+                "year": "年",
+                "irrigated_fraction": "灌溉比例",
+                "irrigation_mm": "灌溉量",
+            }
+        },
+        "cov": {
+            "columns": {
+                "county_code": "code",
+                "soil_ph": "pH",
+                "soc_g_kg": "SOC",
+                "clay_pct": "clay",
+                "mean_temp_c": "T",
+                "precip_mm": "P",
+            }
+        },
     }
     for name, m in maps.items():
         (raw / "own" / f"{name}.yaml").write_text(yaml.safe_dump(m, allow_unicode=True), encoding="utf-8")
     own = raw / "own"
     cfg = {
-        "root": str(root), "processed_dir": str(root / "processed"),
+        "root": str(root),
+        "processed_dir": str(root / "processed"),
         "inputs": {
             "observations": {"path": str(own / "obs.csv"), "mapping": str(own / "obs.yaml")},
-            "sown_area": [{"path": str(own / "area_ha.csv"), "mapping": str(own / "area.yaml"), "unit": "ha"},
-                          {"path": str(own / "area_mu.csv"), "mapping": str(own / "area.yaml"), "unit": "mu"}],
+            "sown_area": [
+                {"path": str(own / "area_ha.csv"), "mapping": str(own / "area.yaml"), "unit": "ha"},
+                {"path": str(own / "area_mu.csv"), "mapping": str(own / "area.yaml"), "unit": "mu"},
+            ],
             "n_rate": {"path": str(own / "n.csv"), "mapping": str(own / "n.yaml")},
             "irrigation": {"path": str(own / "irr.csv"), "mapping": str(own / "irr.yaml")},
             "covariates": {"path": str(own / "cov.csv"), "mapping": str(own / "cov.yaml")},
             "boundaries": {"path": str(raw / "boundaries.gpkg")},
             "label": "SYNTHETIC foreign test dataset",
         },
-        "ingest": {"first_year": 1995, "last_year": 1999, "defaults": {"climate": "dry"},
-                   "limits": {"max_n_rate_kg_ha": {"action": "warn"}}},
+        "ingest": {
+            "first_year": 1995,
+            "last_year": 1999,
+            "defaults": {"climate": "dry"},
+            "limits": {"max_n_rate_kg_ha": {"action": "warn"}},
+        },
     }
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
@@ -94,8 +143,8 @@ def test_foreign_dataset_ingests_as_it_comes(foreign: Path, capsys) -> None:
     assert act.loc[(410101, 1995, "rice"), "area_ha"] == pytest.approx(1000.0)
     assert (act["climate"] == "dry").all() and np.allclose(act["irrigated_fraction"], 0.5)
     obs = pd.read_parquet(out / "observations.parquet")
-    assert np.allclose(obs["flux_kg_n2o_n_ha"], 1.0)       # three units, one value
-    assert np.allclose(obs["water_input_mm"], 950.0)       # total water input used as given
+    assert np.allclose(obs["flux_kg_n2o_n_ha"], 1.0)  # three units, one value
+    assert np.allclose(obs["water_input_mm"], 950.0)  # total water input used as given
     report = pd.read_csv(out / "violations.csv")
     assert len(report) == 1
     r = report.iloc[0]

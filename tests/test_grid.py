@@ -96,7 +96,7 @@ def test_resample_proxy_area_weighted_mean_and_conservation():
     rows_north = [40 - 1 - (2 * i), 40 - 1 - (2 * i + 1)]
     lat_s = [30.0 + 0.05 * (2 * i), 30.0 + 0.05 * (2 * i + 1)]
     wts = [math.sin(math.radians(a + 0.05)) - math.sin(math.radians(a)) for a in lat_s]
-    vals = [np.mean(src[r, 2 * j:2 * j + 2]) for r in rows_north]
+    vals = [np.mean(src[r, 2 * j : 2 * j + 2]) for r in rows_north]
     assert out[i, j] == pytest.approx(np.dot(wts, vals) / sum(wts), rel=1e-12)
     # Proxy "mass" (value x area) is conserved by area-weighted averaging; NaN counts as 0.
     src_rows_area = np.diff(np.sin(np.deg2rad(30.0 + 0.05 * np.arange(41))))[::-1]
@@ -202,9 +202,13 @@ def test_county_outside_grid_is_an_error(synthetic):
 def test_zonal_round_trip_exact_on_cell_aligned_polygons():
     grid = _grid(0.1, 110.0, 20.0, 111.0, 21.0)
     # Polygons made of whole cells, including an L-shape and a one-cell county.
-    polys = [box(110.0, 20.0, 110.5, 21.0),
-             shapely.union(box(110.5, 20.0, 111.0, 20.3), box(110.5, 20.3, 110.7, 20.8)),
-             box(110.7, 20.3, 111.0, 20.8), box(110.5, 20.8, 111.0, 20.9), box(110.9, 20.9, 111.0, 21.0)]
+    polys = [
+        box(110.0, 20.0, 110.5, 21.0),
+        shapely.union(box(110.5, 20.0, 111.0, 20.3), box(110.5, 20.3, 110.7, 20.8)),
+        box(110.7, 20.3, 111.0, 20.8),
+        box(110.5, 20.8, 111.0, 20.9),
+        box(110.9, 20.9, 111.0, 21.0),
+    ]
     codes = np.array([440101, 440102, 440103, 440104, 440105])
     w = _weights(polys, codes, grid)
     totals = np.array([3.0, 1e-6, 123.456, 7.0, 0.5])
@@ -216,13 +220,21 @@ def test_zonal_round_trip_exact_on_cell_aligned_polygons():
 
 def test_county_matrix_zero_fill_and_unknown_codes():
     codes = np.array([110101, 110102, 110105])
-    t = pd.DataFrame({"county_code": [110102, 110102, 110105], "year": [2000, 2001, 2000],
-                      "crop": ["rice", "maize", "rice"], "n2o_n_kg_mean": [1.0, 2.0, 3.0]})
+    t = pd.DataFrame(
+        {
+            "county_code": [110102, 110102, 110105],
+            "year": [2000, 2001, 2000],
+            "crop": ["rice", "maize", "rice"],
+            "n2o_n_kg_mean": [1.0, 2.0, 3.0],
+        }
+    )
     years, v = grid_stage.county_matrix(t, codes, ["rice", "maize"])
     assert years.tolist() == [2000, 2001]
     assert v[:, 0].sum() == 0 and v[0, 1, 0] == 1.0 and v[1, 1, 1] == 2.0 and v[0, 2, 0] == 3.0
-    bad = pd.concat([t, pd.DataFrame({"county_code": [999999], "year": [2000], "crop": ["rice"],
-                                      "n2o_n_kg_mean": [1.0]})], ignore_index=True)
+    bad = pd.concat(
+        [t, pd.DataFrame({"county_code": [999999], "year": [2000], "crop": ["rice"], "n2o_n_kg_mean": [1.0]})],
+        ignore_index=True,
+    )
     with pytest.raises(InputError, match=r"county\.parquet, row 4, column 'county_code'.*999999"):
         grid_stage.county_matrix(bad, codes, ["rice", "maize"])
 
@@ -311,8 +323,10 @@ def test_threads_and_local_cluster_identical(synthetic):
     v = np.random.default_rng(5).random((5, len(codes), 3)) * 1e4
     with dask.config.set(scheduler="threads"):
         threaded = np.stack([s.copy() for _, s in grid_stage.iter_year_slabs(w, v, years_in_flight=2)])
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl, \
-            Client(cl) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl,
+        Client(cl) as client,
+    ):
         dist = np.stack([s.copy() for _, s in grid_stage.iter_year_slabs(w, v, 2, client=client)])
     assert threaded.shape == (5, 3, *grid.shape)
     assert np.array_equal(threaded, dist)
@@ -356,9 +370,19 @@ def _world(tmp_path, synthetic, proxy: bool = True, extra_code: int | None = Non
     for y in (2000, 2001, 2002):
         for c in codes[:-1]:  # the last county has no emissions
             for crop in ("rice", "maize"):
-                rows.append({"county_code": int(c), "province_code": int(c) // 10_000, "year": y, "crop": crop,
-                             "area_ha": 1e3, "n_rate_kg_ha": 200.0, "n2o_n_kg_mean": (m := float(rng.random() * 1e4)),
-                             "n2o_n_kg_p2_5": m * rng.uniform(0.3, 0.7), "n2o_n_kg_p97_5": m * rng.uniform(1.5, 2.5)})
+                rows.append(
+                    {
+                        "county_code": int(c),
+                        "province_code": int(c) // 10_000,
+                        "year": y,
+                        "crop": crop,
+                        "area_ha": 1e3,
+                        "n_rate_kg_ha": 200.0,
+                        "n2o_n_kg_mean": (m := float(rng.random() * 1e4)),
+                        "n2o_n_kg_p2_5": m * rng.uniform(0.3, 0.7),
+                        "n2o_n_kg_p97_5": m * rng.uniform(1.5, 2.5),
+                    }
+                )
     if extra_code:
         rows.append({**rows[0], "county_code": extra_code})
     (tmp_path / "proc" / "estimate").mkdir(parents=True, exist_ok=True)
@@ -370,13 +394,23 @@ def _world(tmp_path, synthetic, proxy: bool = True, extra_code: int | None = Non
     px[:, 21:] = 0.0  # no cropland east of 100.95 E: county 510104 falls back to area weights
     io.write_geotiff(px, (99.9, 29.9, 101.6, 31.1), raw / "proxy.tif")
     d = InputSpec(path="raw/none.csv")
-    inputs = Inputs(observations=d, n_rate=d, sown_area=d, irrigation=d, covariates=d, crosswalk=d,
-                    boundaries=InputSpec(path="raw/b.gpkg"),
-                    proxy=InputSpec(path="raw/proxy.tif") if proxy else None)
-    grid_cfg = GridConfig(grids=[GridSpec(name="g10", resolution_deg=0.1),
-                                 GridSpec(name="g05", resolution_deg=0.05, west=99.5, east=102.0, south=29.5, north=31.5,
-                                          intervals=False)],
-                          chunk_cells=16)
+    inputs = Inputs(
+        observations=d,
+        n_rate=d,
+        sown_area=d,
+        irrigation=d,
+        covariates=d,
+        crosswalk=d,
+        boundaries=InputSpec(path="raw/b.gpkg"),
+        proxy=InputSpec(path="raw/proxy.tif") if proxy else None,
+    )
+    grid_cfg = GridConfig(
+        grids=[
+            GridSpec(name="g10", resolution_deg=0.1),
+            GridSpec(name="g05", resolution_deg=0.05, west=99.5, east=102.0, south=29.5, north=31.5, intervals=False),
+        ],
+        chunk_cells=16,
+    )
     return Config(inputs=inputs, grid=grid_cfg, processed_dir="proc", root=tmp_path, dask=DaskConfig())
 
 
@@ -395,8 +429,12 @@ def test_run_writes_cf_netcdf_geotiff_and_is_deterministic(tmp_path, synthetic, 
     with xr.open_dataset(gdir / "g10.nc", decode_times=False) as ds:
         assert ds.attrs["Conventions"] == "CF-1.8"
         assert not [k for k, v in ds.variables.items() if v.dtype.kind in "OSU"]  # no string variable
-        names = ["n2o_n_total", *[f"n2o_n_{c}" for c in crops], "n2o_n_flux",
-                 *[f"n2o_n_{c}_{q}" for q in ("p2_5", "p97_5") for c in crops]]
+        names = [
+            "n2o_n_total",
+            *[f"n2o_n_{c}" for c in crops],
+            "n2o_n_flux",
+            *[f"n2o_n_{c}_{q}" for q in ("p2_5", "p97_5") for c in crops],
+        ]
         for name in names:
             v = ds[name]
             assert v.dims == ("time", "lat", "lon") and v.dtype == np.float32, name
@@ -416,8 +454,11 @@ def test_run_writes_cf_netcdf_geotiff_and_is_deterministic(tmp_path, synthetic, 
             ref = by_year.loc[y]
             assert np.nansum(total.values[j], dtype=np.float64) == pytest.approx(ref["n2o_n_kg_mean"].sum(), rel=1e-6)
             for c in crops:
-                for name, col in ((f"n2o_n_{c}", "n2o_n_kg_mean"), (f"n2o_n_{c}_p2_5", "n2o_n_kg_p2_5"),
-                                  (f"n2o_n_{c}_p97_5", "n2o_n_kg_p97_5")):
+                for name, col in (
+                    (f"n2o_n_{c}", "n2o_n_kg_mean"),
+                    (f"n2o_n_{c}_p2_5", "n2o_n_kg_p2_5"),
+                    (f"n2o_n_{c}_p97_5", "n2o_n_kg_p97_5"),
+                ):
                     assert np.nansum(ds[name].values[j], dtype=np.float64) == pytest.approx(ref.loc[c, col], rel=1e-6)
         # Flux density x area x seconds of the year = mass per cell (2000 is a leap year).
         mass = ds["n2o_n_flux"].values[0].astype(np.float64) * ds["cell_area"].values * 366 * 86400

@@ -81,18 +81,41 @@ def _edit(path: Path, old: str, new: str, encoding: str = "utf-8") -> None:
 
 BAD_CASES = {
     # name: (file relative to raw/, edit, expected fragments in the one-line message)
-    "missing column": ("n_rate.csv", ("county_code,year,crop,n_rate,unit", "county_code,year,crop,rate,unit"),
-                       ["n_rate.csv", "column 'n_rate'", "required column missing", "Fix:"]),
-    "unknown unit": ("n_rate.csv", ("kg N/ha", "kg N per hectare"), ["n_rate.csv", "row 3", "column 'unit'", "unknown N-rate unit"]),
-    "negative N rate": ("n_rate.csv", ("410201,1990,rice,150.0", "410201,1990,rice,-150.0"),
-                        ["n_rate.csv", "row 3", "column 'n_rate'", "below the minimum"]),
-    "unknown county code": ("n_rate.csv", ("410201,1990,rice", "419999,1990,rice"),
-                            ["n_rate.csv", "row 3", "column 'county_code'", "unknown county code 419999"]),
-    "duplicate key": ("n_rate.csv", ("410201,1990,wheat", "410201,1990,rice"),
-                      ["n_rate.csv", "column 'county_code'", "duplicate key"]),
-    "non-numeric cell": ("n_rate.csv", ("410201,1990,rice,150.0", "410201,1990,rice,15O.0"),
-                         ["n_rate.csv", "row 3", "column 'n_rate'", "'15O.0' is not a valid float"]),
-    "too many quarantined observations": ("observations.csv", None, ["observations.csv", "quarantined", "max_reject_fraction"]),
+    "missing column": (
+        "n_rate.csv",
+        ("county_code,year,crop,n_rate,unit", "county_code,year,crop,rate,unit"),
+        ["n_rate.csv", "column 'n_rate'", "required column missing", "Fix:"],
+    ),
+    "unknown unit": (
+        "n_rate.csv",
+        ("kg N/ha", "kg N per hectare"),
+        ["n_rate.csv", "row 3", "column 'unit'", "unknown N-rate unit"],
+    ),
+    "negative N rate": (
+        "n_rate.csv",
+        ("410201,1990,rice,150.0", "410201,1990,rice,-150.0"),
+        ["n_rate.csv", "row 3", "column 'n_rate'", "below the minimum"],
+    ),
+    "unknown county code": (
+        "n_rate.csv",
+        ("410201,1990,rice", "419999,1990,rice"),
+        ["n_rate.csv", "row 3", "column 'county_code'", "unknown county code 419999"],
+    ),
+    "duplicate key": (
+        "n_rate.csv",
+        ("410201,1990,wheat", "410201,1990,rice"),
+        ["n_rate.csv", "column 'county_code'", "duplicate key"],
+    ),
+    "non-numeric cell": (
+        "n_rate.csv",
+        ("410201,1990,rice,150.0", "410201,1990,rice,15O.0"),
+        ["n_rate.csv", "row 3", "column 'n_rate'", "'15O.0' is not a valid float"],
+    ),
+    "too many quarantined observations": (
+        "observations.csv",
+        None,
+        ["observations.csv", "quarantined", "max_reject_fraction"],
+    ),
 }
 
 
@@ -170,9 +193,12 @@ def test_quarantine_keeps_every_rejected_row(world: Path, capsys) -> None:
 def test_long_gap_is_an_error_naming_the_series(world: Path, capsys) -> None:
     path = world.parent / "raw" / "n_rate.csv"
     lines = path.read_text().splitlines(keepends=True)
-    blanked = [",".join(ln.split(",")[:3] + ["", ln.split(",")[4]])
-               if ln.startswith("430102,") and ",rice," in ln and int(ln.split(",")[1]) >= 1995 else ln
-               for ln in lines]
+    blanked = [
+        ",".join(ln.split(",")[:3] + ["", ln.split(",")[4]])
+        if ln.startswith("430102,") and ",rice," in ln and int(ln.split(",")[1]) >= 1995
+        else ln
+        for ln in lines
+    ]
     path.write_text("".join(blanked))
     code, err = run_cli(world, capsys, "ingest")
     assert code != 0 and "county 430102, crop rice" in err and "max_gap_years" in err
@@ -183,8 +209,17 @@ def test_crop_absent_from_a_reported_county_year_is_not_sown(world: Path, capsys
     for rel in ("n_rate.csv", "sown_area/43.csv"):
         path = world.parent / "raw" / rel
         lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(ln for ln in lines if not (ln.startswith("430102,") and ",rice," in ln
-                                                           and int(ln.split(",")[-4 if rel != "n_rate.csv" else 1]) >= 1995)))
+        path.write_text(
+            "".join(
+                ln
+                for ln in lines
+                if not (
+                    ln.startswith("430102,")
+                    and ",rice," in ln
+                    and int(ln.split(",")[-4 if rel != "n_rate.csv" else 1]) >= 1995
+                )
+            )
+        )
     assert run_cli(world, capsys, "ingest")[0] == 0
     act = pd.read_parquet(world.parent / "processed" / "ingest" / "activity.parquet")
     rice = act[(act["county_code"] == 430102) & (act["crop"] == "rice")].set_index("year")
@@ -193,8 +228,10 @@ def test_crop_absent_from_a_reported_county_year_is_not_sown(world: Path, capsys
 
 
 def test_fill_gaps_interior_and_edges() -> None:
-    wide = pd.DataFrame([[1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 7.0],
-                         [np.nan, 2.0, 3.0, 4.0, 5.0, 6.0, np.nan]], columns=range(2000, 2007))
+    wide = pd.DataFrame(
+        [[1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 7.0], [np.nan, 2.0, 3.0, 4.0, 5.0, 6.0, np.nan]],
+        columns=range(2000, 2007),
+    )
     filled, flag = harmonise.fill_gaps(wide, max_gap=2, edges=True)
     assert filled.iloc[0, 1] == 2.0 and flag.iloc[0, 1]
     assert np.isnan(filled.iloc[0, 3])  # a three-year gap stays open
@@ -214,8 +251,10 @@ def test_harmonise_observations_keeps_nonpositive_fluxes(world: Path) -> None:
 
 def test_kensyn_ingests_through_its_mapping(shared_data: Path, repo_root: Path) -> None:
     """The real 985-record KenSyn table: every row accepted or quarantined with a reason."""
-    cfg = load_config(repo_root / "config" / "examples" / "kensyn.yaml",
-                      {"inputs.observations.path": str(shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv")})
+    cfg = load_config(
+        repo_root / "config" / "examples" / "kensyn.yaml",
+        {"inputs.observations.path": str(shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv")},
+    )
     obs, quarantine, _, n_read = ingest.ingest_observations(cfg)
     borrowed = obs["obs_id"].str.contains("@")  # wheat, maize, vegetables copy the pooled upland records
     assert borrowed.sum() == 3 * (obs.loc[~borrowed, "crop"] == "other_upland").sum()
@@ -232,7 +271,9 @@ def test_kensyn_ingests_through_its_mapping(shared_data: Path, repo_root: Path) 
     first = obs.iloc[0]
     src = raw.iloc[int(first["source_row"]) - 2]
     assert first["n_rate_kg_ha"] == src["N_rate"] and first["flux_kg_n2o_n_ha"] == src["N2O"]
-    assert obs["soc_g_kg"].max() == pytest.approx(10 * raw.loc[raw["crop_type"].notna() & (raw["crop_type"] != "None"), "Carbon_content"].max())
+    assert obs["soc_g_kg"].max() == pytest.approx(
+        10 * raw.loc[raw["crop_type"].notna() & (raw["crop_type"] != "None"), "Carbon_content"].max()
+    )
 
 
 def _blank(path: Path, prefix: str, column: int, encoding: str = "utf-8") -> None:
@@ -277,7 +318,9 @@ def test_unit_mix_up_in_activity_is_caught_after_conversion(world: Path, capsys)
 def test_flux_bounds_apply_after_conversion(world: Path, capsys) -> None:
     path = world.parent / "raw" / "observations.csv"
     # 500 ug N/m2/h over 100 days = 12 kg N2O-N/ha: plausible; 5000 kg N2O-N/ha is not
-    _edit(path, "o005,S1,wheat,1995,110.0,kg N/ha,1.05,kg N2O-N/ha,", "o005,S1,wheat,1995,110.0,kg N/ha,500,ug N/m2/h,100")
+    _edit(
+        path, "o005,S1,wheat,1995,110.0,kg N/ha,1.05,kg N2O-N/ha,", "o005,S1,wheat,1995,110.0,kg N/ha,500,ug N/m2/h,100"
+    )
     _edit(path, "o008,S2,rice,1995,0.0,kg N/ha,1.08,kg N2O-N/ha", "o008,S2,rice,1995,0.0,kg N/ha,5000,kg N2O-N/ha")
     assert run_cli(world, capsys, "ingest")[0] == 0
     out = world.parent / "processed" / "ingest"

@@ -28,10 +28,14 @@ def test_folder_of_files_in_mixed_encodings_and_formats(tmp_path: Path) -> None:
 def test_mapping(tmp_path: Path) -> None:
     f = tmp_path / "t.csv"
     f.write_text("Ref,crop_type,C\n7,Wetland_rice,2.5\n8,,1\n")
-    m = ColumnMapping(columns={"site_id": "Ref", "crop": "crop_type", "soc_g_kg": "C"},
-                      values={"crop": {"Wetland_rice": "rice"}}, scale={"soc_g_kg": 10.0},
-                      constants={"flux_unit": "kg N2O-N/ha"}, default_from={"study_id": "site_id"},
-                      id_from_row="obs_id")
+    m = ColumnMapping(
+        columns={"site_id": "Ref", "crop": "crop_type", "soc_g_kg": "C"},
+        values={"crop": {"Wetland_rice": "rice"}},
+        scale={"soc_g_kg": 10.0},
+        constants={"flux_unit": "kg N2O-N/ha"},
+        default_from={"study_id": "site_id"},
+        id_from_row="obs_id",
+    )
     df = tables.read_tables(f, mapping=m)
     assert df["crop"].iloc[0] == "rice" and pd.isna(df["crop"].iloc[1])
     assert df["soc_g_kg"].tolist() == [25.0, 10.0] and df["study_id"].tolist() == ["7", "8"]

@@ -19,17 +19,25 @@ def _rows(seed=0, m=60):
     crop = rng.choice(["rice", "wheat", "maize", "vegetables"], m)
     a0 = rng.uniform(100, 1000, m)
     a1 = a0 * rng.uniform(0.8, 1.3, m)
-    a1[0] = 0.0   # a county-crop that disappears
-    a0[1] = 0.0   # and one that appears
+    a1[0] = 0.0  # a county-crop that disappears
+    a0[1] = 0.0  # and one that appears
     n0 = rng.uniform(80, 320, m)
     n1 = n0 * rng.uniform(0.8, 1.1, m)
     w0 = rng.uniform(300, 900, m)
     w1 = w0 + rng.normal(0, 60, m)
-    return pd.DataFrame({
-        "crop": crop, "area_ha_0": a0, "area_ha_1": a1,
-        "n2o_n_kg_0": a0 * _intensity(n0, w0), "n2o_n_kg_1": a1 * _intensity(n1, w1),
-        "n_rate_kg_ha_0": n0, "n_rate_kg_ha_1": n1,
-        "intensity_n1_env0_kg_ha": _intensity(n1, w0), "intensity_n0_env1_kg_ha": _intensity(n0, w1)})
+    return pd.DataFrame(
+        {
+            "crop": crop,
+            "area_ha_0": a0,
+            "area_ha_1": a1,
+            "n2o_n_kg_0": a0 * _intensity(n0, w0),
+            "n2o_n_kg_1": a1 * _intensity(n1, w1),
+            "n_rate_kg_ha_0": n0,
+            "n_rate_kg_ha_1": n1,
+            "intensity_n1_env0_kg_ha": _intensity(n1, w0),
+            "intensity_n0_env1_kg_ha": _intensity(n0, w1),
+        }
+    )
 
 
 def test_logarithmic_mean():
@@ -60,9 +68,14 @@ def test_known_single_driver_changes():
     # Only area doubles everywhere: everything is the area effect, exactly ln 2 weighted.
     i0 = _intensity(r["n_rate_kg_ha_0"], 500.0)
     only_area = r.assign(area_ha_0=r["area_ha_0"] + 1.0)
-    only_area = only_area.assign(area_ha_1=2 * only_area["area_ha_0"], n_rate_kg_ha_1=only_area["n_rate_kg_ha_0"],
-                                 n2o_n_kg_0=only_area["area_ha_0"] * i0, n2o_n_kg_1=2 * only_area["area_ha_0"] * i0,
-                                 intensity_n1_env0_kg_ha=i0, intensity_n0_env1_kg_ha=i0)
+    only_area = only_area.assign(
+        area_ha_1=2 * only_area["area_ha_0"],
+        n_rate_kg_ha_1=only_area["n_rate_kg_ha_0"],
+        n2o_n_kg_0=only_area["area_ha_0"] * i0,
+        n2o_n_kg_1=2 * only_area["area_ha_0"] * i0,
+        intensity_n1_env0_kg_ha=i0,
+        intensity_n0_env1_kg_ha=i0,
+    )
     out = lmdi.decompose_emissions(only_area)
     assert out["area"] == pytest.approx(out["total"], rel=1e-9)
     for k in ("crop_mix", "location", "n_rate", "environment"):
@@ -71,8 +84,13 @@ def test_known_single_driver_changes():
     # constant EF would attribute when N rises.
     n1 = only_area["n_rate_kg_ha_0"] * 1.2
     a = only_area["area_ha_0"]
-    only_n = only_area.assign(area_ha_1=a, n_rate_kg_ha_1=n1, n2o_n_kg_1=a * _intensity(n1, 500.0),
-                              intensity_n1_env0_kg_ha=_intensity(n1, 500.0), intensity_n0_env1_kg_ha=i0)
+    only_n = only_area.assign(
+        area_ha_1=a,
+        n_rate_kg_ha_1=n1,
+        n2o_n_kg_1=a * _intensity(n1, 500.0),
+        intensity_n1_env0_kg_ha=_intensity(n1, 500.0),
+        intensity_n0_env1_kg_ha=i0,
+    )
     out = lmdi.decompose_emissions(only_n)
     assert out["n_rate"] == pytest.approx(out["total"], rel=1e-9)
     assert out["n_rate_ef_response"] > 0 and out["n_rate_proportional"] > 0

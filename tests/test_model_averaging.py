@@ -39,9 +39,17 @@ def observations(form: str, seed: int, n_sites: int = 80) -> pd.DataFrame:
     """Simulated field records in the OBSERVATIONS columns the fit reads (crop wheat; the site
     covariate x stored as soil_ph)."""
     d = simulate_fields(form, seed, n_sites=n_sites)
-    return pd.DataFrame({"obs_id": [f"r{i}" for i in range(len(d))], "site_id": d["site_id"],
-                         "study_id": d["site_id"], "crop": "wheat", "n_rate_kg_ha": d["n_rate_kg_ha"],
-                         "flux_kg_n2o_n_ha": d["n2o_n_kg_ha"], "soil_ph": d["x"]})
+    return pd.DataFrame(
+        {
+            "obs_id": [f"r{i}" for i in range(len(d))],
+            "site_id": d["site_id"],
+            "study_id": d["site_id"],
+            "crop": "wheat",
+            "n_rate_kg_ha": d["n_rate_kg_ha"],
+            "flux_kg_n2o_n_ha": d["n2o_n_kg_ha"],
+            "soil_ph": d["x"],
+        }
+    )
 
 
 def fit_cfg(forms: tuple[str, ...] | None = None) -> FitConfig:
@@ -61,15 +69,32 @@ def activity(form: str, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     n_fields = w.A.shape[0] // len(YEARS)
     field = np.tile(np.arange(n_fields), len(YEARS))
     year = np.repeat(YEARS, n_fields)
-    act = pd.DataFrame({"county_code": 110000 + field, "province_code": 11 + field // 50, "year": year,
-                        "crop": "wheat", "area_ha": w.A.sum(axis=1), "n_rate_kg_ha": w.N, "water_input_mm": 0.0,
-                        "soil_ph": w.X[:, 0]})
+    act = pd.DataFrame(
+        {
+            "county_code": 110000 + field,
+            "province_code": 11 + field // 50,
+            "year": year,
+            "crop": "wheat",
+            "area_ha": w.A.sum(axis=1),
+            "n_rate_kg_ha": w.N,
+            "water_input_mm": 0.0,
+            "soil_ph": w.X[:, 0],
+        }
+    )
     return act, w.true_total
 
 
 def est_cfg(seed: int, draws: int) -> SimpleNamespace:
-    return SimpleNamespace(background="included", indirect=False, draws=draws, seed=seed, rel_error_n_rate=0.0,
-                           rel_error_area=0.0, max_cells_per_task=1_000_000, form_draws="shared")
+    return SimpleNamespace(
+        background="included",
+        indirect=False,
+        draws=draws,
+        seed=seed,
+        rel_error_n_rate=0.0,
+        rel_error_area=0.0,
+        max_cells_per_task=1_000_000,
+        form_draws="shared",
+    )
 
 
 def study(form: str, seed: int, draws: int = 400) -> dict:
@@ -103,10 +128,23 @@ def summarise(results: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(results)
     rows = {}
     for form, g in df.groupby("form"):
-        rows[form] = {"seeds": len(g), **{f"{lab}_{k}": agg(g[f"{lab}_{k}"]) for lab in ("avg", "exp") for k, agg in (
-            ("cover_peak", np.mean), ("cover_years", np.mean), ("cover_slope_before", np.mean),
-            ("cover_slope_after", np.mean), ("relerr_peak", np.median), ("mcmean_relerr_peak", np.mean))},
-            "avg_mean_relerr_peak": g["avg_relerr_peak"].mean(), "exp_mean_relerr_peak": g["exp_relerr_peak"].mean()}
+        rows[form] = {
+            "seeds": len(g),
+            **{
+                f"{lab}_{k}": agg(g[f"{lab}_{k}"])
+                for lab in ("avg", "exp")
+                for k, agg in (
+                    ("cover_peak", np.mean),
+                    ("cover_years", np.mean),
+                    ("cover_slope_before", np.mean),
+                    ("cover_slope_after", np.mean),
+                    ("relerr_peak", np.median),
+                    ("mcmean_relerr_peak", np.mean),
+                )
+            },
+            "avg_mean_relerr_peak": g["avg_relerr_peak"].mean(),
+            "exp_mean_relerr_peak": g["exp_relerr_peak"].mean(),
+        }
     return pd.DataFrame(rows).T
 
 
@@ -135,8 +173,9 @@ def test_averaged_model_json_draws_and_plug_in():
     np.testing.assert_allclose(E[0], m.form(f0).predict_draws(P[:1, lo:hi], X["n_rate_kg_ha"], Z)[0], rtol=1e-10)
     # N-rate errors: evaluating at N x m equals evaluating rows whose N was multiplied
     mult = np.random.default_rng(1).lognormal(0, 0.1, (len(P), len(X)))
-    direct = np.array([m.mean_emission(X.assign(n_rate_kg_ha=X["n_rate_kg_ha"] * mult[i]), P[i:i + 1])[0]
-                       for i in range(20)])
+    direct = np.array(
+        [m.mean_emission(X.assign(n_rate_kg_ha=X["n_rate_kg_ha"] * mult[i]), P[i : i + 1])[0] for i in range(20)]
+    )
     np.testing.assert_allclose(m.mean_emission(X, P[:20], n_mult=mult[:20]), direct, rtol=1e-10)
     # a shared uniform makes the form draws of two crops comonotone
     u = np.random.default_rng(2).random(500)
@@ -153,15 +192,19 @@ def test_estimate_reports_central_and_forms():
     tables = estimate(act, InventoryModel({"wheat": m}, kind="fitted"), est_cfg(0, 300))
     county = tables["county"]
     # central = area x plug-in model average at the county's own N and covariates
-    expect = county["area_ha"].to_numpy() * m.mean_emission(county.merge(act, on=["county_code", "year", "crop"],
-                                                                          suffixes=("", "_a"))[["n_rate_kg_ha", "soil_ph"]])
+    expect = county["area_ha"].to_numpy() * m.mean_emission(
+        county.merge(act, on=["county_code", "year", "crop"], suffixes=("", "_a"))[["n_rate_kg_ha", "soil_ph"]]
+    )
     np.testing.assert_allclose(county["n2o_n_kg_central"], expect, rtol=1e-10)
     nat = tables["national"].query("crop == 'all'")
-    np.testing.assert_allclose(nat["n2o_n_kg_central"].to_numpy(),
-                               county.groupby("year")["n2o_n_kg_central"].sum().to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(
+        nat["n2o_n_kg_central"].to_numpy(), county.groupby("year")["n2o_n_kg_central"].sum().to_numpy(), rtol=1e-10
+    )
     drawn = tables["national_draws"].query("crop == 'wheat'")["form"]
     assert set(drawn) <= set(m.families) and drawn.nunique() >= 1
-    share = dict(item.rsplit(" ", 1) for item in tables["national"].query("crop == 'wheat'")["forms_drawn"].iloc[0].split(", "))
+    share = dict(
+        item.rsplit(" ", 1) for item in tables["national"].query("crop == 'wheat'")["forms_drawn"].iloc[0].split(", ")
+    )
     for f, w in m.weights.items():
         if w > 0.05:
             assert float(share[f]) == pytest.approx(w, abs=0.08)
@@ -204,5 +247,6 @@ def test_negative_and_zero_fluxes_are_floored_in_the_forms():
     kept, _ = fitting.prepare_observations(obs, cfg)
     model, report = fitting.fit_forms(fitting.select_crop_data(kept, "wheat", cfg), cfg)
     assert all(not v for v in report["cv"]["failures"].values())
-    assert all(model.form(f).n_floored == 3 and model.form(f).floor_kg_ha == cfg.flux_floor_kg_ha
-               for f in model.families)
+    assert all(
+        model.form(f).n_floored == 3 and model.form(f).floor_kg_ha == cfg.flux_floor_kg_ha for f in model.families
+    )

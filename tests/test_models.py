@@ -13,8 +13,15 @@ from pipeline.methods.models import CropModel, FittedModel, InventoryModel, tier
 
 
 def _activity(n: int = 4, **extra) -> pd.DataFrame:
-    X = pd.DataFrame({"n_rate_kg_ha": np.linspace(0, 300, n), "soil_ph": 6.0, "water_input_mm": 800.0,
-                      "climate": "wet", "crop": "wheat"})
+    X = pd.DataFrame(
+        {
+            "n_rate_kg_ha": np.linspace(0, 300, n),
+            "soil_ph": 6.0,
+            "water_input_mm": 800.0,
+            "climate": "wet",
+            "crop": "wheat",
+        }
+    )
     for k, v in extra.items():
         X[k] = v
     return X
@@ -22,13 +29,20 @@ def _activity(n: int = 4, **extra) -> pd.DataFrame:
 
 def _fitted_like(family: str = "mixed_lognormal") -> FittedModel:
     return FittedModel(
-        crop="rice", family=family, terms=["n_rate_kg_ha", "soil_ph", "water_regime"],
+        crop="rice",
+        family=family,
+        terms=["n_rate_kg_ha", "soil_ph", "water_regime"],
         coef_names=["intercept", "n_rate_kg_ha", "soil_ph", "water_regime[continuous_flooding]"],
         coef=np.array([-0.5, 0.004, 0.2, -0.3]),
         cov=np.diag([0.01, 1e-7, 0.004, 0.02]),
-        center={"soil_ph": 6.5}, fill={"soil_ph": 6.4},
-        reference={"water_regime": "single_drainage"}, merged={"water_regime": ["multiple_drainage"]},
-        defaults={"water_regime": "single_drainage"}, retransform="duan", smearing=1.3)
+        center={"soil_ph": 6.5},
+        fill={"soil_ph": 6.4},
+        reference={"water_regime": "single_drainage"},
+        merged={"water_regime": ["multiple_drainage"]},
+        defaults={"water_regime": "single_drainage"},
+        retransform="duan",
+        smearing=1.3,
+    )
 
 
 def test_tier1_2006_is_linear_without_background():
@@ -49,12 +63,18 @@ def test_tier1_2006_ignores_disaggregation_and_says_so():
 
 def test_tier1_2019_disaggregated_by_climate_fertilizer_and_regime():
     inv = tier1_model("2019", disaggregated=True, rice_water_regime="single_drainage")
-    X = pd.DataFrame({"n_rate_kg_ha": [100.0] * 4, "climate": ["wet", "wet", "dry", "dry"],
-                      "fertilizer_type": ["synthetic", "other", "synthetic", "other"]})
+    X = pd.DataFrame(
+        {
+            "n_rate_kg_ha": [100.0] * 4,
+            "climate": ["wet", "wet", "dry", "dry"],
+            "fertilizer_type": ["synthetic", "other", "synthetic", "other"],
+        }
+    )
     np.testing.assert_allclose(inv.for_crop("maize").mean_emission(X), [1.6, 0.6, 0.5, 0.5])
     # activity rows carry no fertilizer_type: synthetic N is assumed
-    np.testing.assert_allclose(inv.for_crop("maize").mean_emission(X.drop(columns="fertilizer_type")),
-                               [1.6, 1.6, 0.5, 0.5])
+    np.testing.assert_allclose(
+        inv.for_crop("maize").mean_emission(X.drop(columns="fertilizer_type")), [1.6, 1.6, 0.5, 0.5]
+    )
     rice = inv.for_crop("rice")
     np.testing.assert_allclose(rice.mean_emission(X), 0.5)  # single drainage default: 0.005
     Xr = X.assign(water_regime=["continuous_flooding", "multiple_drainage", "single_drainage", "continuous_flooding"])
@@ -75,8 +95,10 @@ def test_tier1_unknown_edition():
         tier1_model("1996", disaggregated=False)
 
 
-@pytest.mark.parametrize("edition,name,central,low,high", [
-    ("2006", "ef1", 0.01, 0.003, 0.03), ("2019", "ef1", 0.010, 0.002, 0.018), ("2019", "ef_dry", 0.005, 0.0, 0.011)])
+@pytest.mark.parametrize(
+    "edition,name,central,low,high",
+    [("2006", "ef1", 0.01, 0.003, 0.03), ("2019", "ef1", 0.010, 0.002, 0.018), ("2019", "ef_dry", 0.005, 0.0, 0.011)],
+)
 def test_tier1_draws_match_ipcc_range(edition, name, central, low, high):
     inv = tier1_model(edition, disaggregated=name != "ef1")
     m = inv.for_crop("wheat")
@@ -137,8 +159,11 @@ def test_draw_params_multivariate_normal():
 
 
 def test_json_round_trip_is_portable_and_exact():
-    fitted = InventoryModel(models={"rice": _fitted_like(), "wheat": _fitted_like("glm_gamma")}, kind="fitted",
-                            provenance={"inputs_sha256": {"observations.parquet": "ab"}})
+    fitted = InventoryModel(
+        models={"rice": _fitted_like(), "wheat": _fitted_like("glm_gamma")},
+        kind="fitted",
+        provenance={"inputs_sha256": {"observations.parquet": "ab"}},
+    )
     fitted.models["wheat"].crop = "wheat"
     for inv in (fitted, tier1_model("2019", True)):
         text = json.dumps(inv.to_json(), sort_keys=True)

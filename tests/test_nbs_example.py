@@ -32,18 +32,30 @@ def nbs_run(shared_data: Path, tmp_path_factory) -> Path:
         "processed_dir": str(root / "processed"),
         "inputs.boundaries.path": str(gpkg),
         "inputs.observations.path": str(shared_data / "n2o_field_kensyn" / "KenSyn_N2O.csv"),
-        "inputs.sown_area": json.dumps([{"path": str(nbs_dir / "nbs_sown_area_by_crop_province_2005_2024.csv"),
-                                         "format": "nbs"}]),
-        "inputs.n_rate": json.dumps([{"path": str(nbs_dir / "nbs_irrigation_fertilizer_province_2005_2024.csv"),
-                                      "format": "nbs"}]),
-        "inputs.irrigation": json.dumps([{"path": str(nbs_dir / "nbs_irrigation_fertilizer_province_2005_2024.csv"),
-                                          "format": "nbs"}]),
-        "estimate.draws": 40, "fit.cv_folds": 2, "fit.ef_curve_draws": 10, "trend.n_sim": 199,
-        "grid.grids": json.dumps([{"name": "1deg", "resolution_deg": 1.0}]), "compare.grid": "1deg",
+        "inputs.sown_area": json.dumps(
+            [{"path": str(nbs_dir / "nbs_sown_area_by_crop_province_2005_2024.csv"), "format": "nbs"}]
+        ),
+        "inputs.n_rate": json.dumps(
+            [{"path": str(nbs_dir / "nbs_irrigation_fertilizer_province_2005_2024.csv"), "format": "nbs"}]
+        ),
+        "inputs.irrigation": json.dumps(
+            [{"path": str(nbs_dir / "nbs_irrigation_fertilizer_province_2005_2024.csv"), "format": "nbs"}]
+        ),
+        "estimate.draws": 40,
+        "fit.cv_folds": 2,
+        "fit.ef_curve_draws": 10,
+        "trend.n_sim": 199,
+        "grid.grids": json.dumps([{"name": "1deg", "resolution_deg": 1.0}]),
+        "compare.grid": "1deg",
         "compare.breakpoints.n_sim": 199,
-        "inputs.edgar_national.path": str(shared_data / "edgar_v432" / "edgar_v432_N2O_CHN_by_IPCC1996_1970_2012_Gg.csv"),
-        "inputs.faostat.path": str(shared_data / "faostat_china_extracts"
-                                   / "ddf_unfao_faostat_gt_synthetic_fertilizers_emissions_n2o_china.csv"),
+        "inputs.edgar_national.path": str(
+            shared_data / "edgar_v432" / "edgar_v432_N2O_CHN_by_IPCC1996_1970_2012_Gg.csv"
+        ),
+        "inputs.faostat.path": str(
+            shared_data
+            / "faostat_china_extracts"
+            / "ddf_unfao_faostat_gt_synthetic_fertilizers_emissions_n2o_china.csv"
+        ),
     }
     args = ["--config", str(CONFIG), "-q"]
     for k, v in sets.items():
@@ -67,8 +79,8 @@ def test_every_stage_finishes_and_records_the_level(nbs_run: Path) -> None:
 def test_national_straight_n_2014_is_23_93_mt(nbs_run: Path) -> None:
     alloc = pd.read_csv(nbs_run / "ingest" / "n_allocation.csv")
     straight = alloc.drop_duplicates(["province_code", "year"]).groupby("year")["n_straight_fert_kg"].sum()
-    assert straight[2014] / 1e9 == pytest.approx(23.93, abs=0.005)   # NBS: 2,392.9 10^4 t
-    assert straight[2005] / 1e9 == pytest.approx(22.29, abs=0.005)   # NBS: 2,229.3 10^4 t
+    assert straight[2014] / 1e9 == pytest.approx(23.93, abs=0.005)  # NBS: 2,392.9 10^4 t
+    assert straight[2005] / 1e9 == pytest.approx(22.29, abs=0.005)  # NBS: 2,229.3 10^4 t
 
 
 def test_allocated_crop_n_sums_to_the_provincial_totals(nbs_run: Path, shared_data: Path) -> None:

@@ -16,7 +16,7 @@ nbclient = pytest.importorskip("nbclient", reason="pip install jupytext nbclient
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
 STAGES = ["ingest", "fit", "estimate", "trend"]
-pytestmark = pytest.mark.xdist_group("notebook_run")   # one demo run per worker with --dist loadgroup
+pytestmark = pytest.mark.xdist_group("notebook_run")  # one demo run per worker with --dist loadgroup
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,28 @@ def processed(demo_slice, tmp_path_factory) -> Path:
     args = ["--config", str(REPO / "config" / "default.yaml"), "-q"]
     for key, value in demo_input_overrides(raw).items():
         args += ["--set", f"{key}={value}"]
-    args += ["--set", f"processed_dir={out}", "--set", "ingest.first_year=1990", "--set", "ingest.last_year=1995",
-             "--set", "estimate.draws=20", "--set", "fit.cv_folds=2", "--set", "fit.ef_curve_draws=20", "--set", "fit.model=single_family",
-             "--set", "trend.n_sim=199", "--set", "trend.max_breaks=1", "--set", "trend.min_segment_years=2"]
+    args += [
+        "--set",
+        f"processed_dir={out}",
+        "--set",
+        "ingest.first_year=1990",
+        "--set",
+        "ingest.last_year=1995",
+        "--set",
+        "estimate.draws=20",
+        "--set",
+        "fit.cv_folds=2",
+        "--set",
+        "fit.ef_curve_draws=20",
+        "--set",
+        "fit.model=single_family",
+        "--set",
+        "trend.n_sim=199",
+        "--set",
+        "trend.max_breaks=1",
+        "--set",
+        "trend.min_segment_years=2",
+    ]
     for stage in STAGES:
         assert main([*args, stage]) == 0, stage
     return out
@@ -49,9 +68,10 @@ def test_notebook_runs_top_to_bottom(path: Path, processed: Path, monkeypatch, t
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     nb = jupytext.read(path)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()   # raises CellExecutionError, with the failing cell, on any error
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # raises CellExecutionError, with the failing cell, on any error
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any(o.get("output_type") in ("display_data", "execute_result") for o in outputs), "nothing shown"

@@ -50,11 +50,21 @@ def test_netcdf_passes_the_cf_checker(grid_run: Path) -> None:
     CheckSuite.load_all_available_checkers()
     for name in ("g10.nc", "g05.nc"):  # with and without interval layers
         report = grid_run / f"{name}.json"
-        ok, errors = ComplianceChecker.run_checker(str(grid_run / name), ["cf:1.8"], verbose=0, criteria="strict",
-                                                   output_filename=str(report), output_format="json")
+        ok, errors = ComplianceChecker.run_checker(
+            str(grid_run / name),
+            ["cf:1.8"],
+            verbose=0,
+            criteria="strict",
+            output_filename=str(report),
+            output_format="json",
+        )
         res = json.loads(report.read_text())["cf:1.8"]
-        failed = [(r["name"], r["msgs"]) for pri in ("high_priorities", "medium_priorities", "low_priorities")
-                  for r in res[pri] if r["value"][0] < r["value"][1]]
+        failed = [
+            (r["name"], r["msgs"])
+            for pri in ("high_priorities", "medium_priorities", "low_priorities")
+            for r in res[pri]
+            if r["value"][0] < r["value"][1]
+        ]
         assert not errors and ok and not failed, (name, failed)
 
 
@@ -76,8 +86,14 @@ def test_gdal_reads_the_netcdf_crs_grid_and_fill(grid_run: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="gdal-bin not installed")
 def test_stock_gdal_reads_the_netcdf_crs_and_the_geotiffs(grid_run: Path) -> None:
-    info = json.loads(subprocess.run(["gdalinfo", "-json", f'NETCDF:"{grid_run / "g10.nc"}":n2o_n_total'],
-                                     capture_output=True, text=True, check=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["gdalinfo", "-json", f'NETCDF:"{grid_run / "g10.nc"}":n2o_n_total'],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert "4326" in json.dumps(info["coordinateSystem"])
     tif = grid_run / "geotiff" / "g10_2001.tif"
     r = subprocess.run(["gdalinfo", "-stats", "-json", str(tif)], capture_output=True, text=True, check=True)
@@ -90,8 +106,9 @@ def test_stock_gdal_reads_the_netcdf_crs_and_the_geotiffs(grid_run: Path) -> Non
 def test_stock_ncdump_reads_the_default_codec(grid_run: Path) -> None:
     import xarray as xr
 
-    out = subprocess.run(["ncdump", "-v", "n2o_n_total", str(grid_run / "g10.nc")], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["ncdump", "-v", "n2o_n_total", str(grid_run / "g10.nc")], capture_output=True, text=True, check=True
+    ).stdout
     data = out.split("n2o_n_total =", 1)[1].split(";")[0].replace("\n", " ")
     values = [v.strip() for v in data.split(",")]
     with xr.open_dataset(grid_run / "g10.nc", decode_times=False) as x:
@@ -124,10 +141,21 @@ def test_direct_chunk_writer_round_trips_and_skips_fill_chunks(tmp_path: Path, e
     edges = (30 + 0.1 * np.arange(41), 100 + 0.1 * np.arange(71))
     variables = [io.GridVariable(f"v{j}", {"units": "kg year-1"}) for j in range(3)]
     years = [2000, 2001]
-    path = io.write_netcdf_grid(tmp_path / "d.nc", iter([(0, stack), (1, stack[::-1].copy())]), lat=lat, lon=lon,
-                                lat_edges=edges[0], lon_edges=edges[1], cell_area_m2=np.ones(40), years=years,
-                                variables=variables, global_attrs={"Conventions": "CF-1.8"}, domain=domain, chunk=16,
-                                codec=io.NetcdfCodec("zlib", 1, True, engine, 2))
+    path = io.write_netcdf_grid(
+        tmp_path / "d.nc",
+        iter([(0, stack), (1, stack[::-1].copy())]),
+        lat=lat,
+        lon=lon,
+        lat_edges=edges[0],
+        lon_edges=edges[1],
+        cell_area_m2=np.ones(40),
+        years=years,
+        variables=variables,
+        global_attrs={"Conventions": "CF-1.8"},
+        domain=domain,
+        chunk=16,
+        codec=io.NetcdfCodec("zlib", 1, True, engine, 2),
+    )
     with netCDF4.Dataset(path) as ds:
         for j in range(3):
             v = ds[f"v{j}"]
@@ -148,11 +176,21 @@ def test_zstd_codec_is_a_setting(tmp_path: Path) -> None:
     if not getattr(netCDF4, "__has_zstandard_support__", False):
         pytest.skip("netCDF4 built without zstd")
     stack, domain = _stack(n=1)
-    path = io.write_netcdf_grid(tmp_path / "z.nc", iter([(0, stack)]), lat=np.arange(40.0), lon=np.arange(70.0),
-                                lat_edges=np.arange(41.0) - 0.5, lon_edges=np.arange(71.0) - 0.5,
-                                cell_area_m2=np.ones(40), years=[2000],
-                                variables=[io.GridVariable("v", {"units": "kg year-1"})], global_attrs={},
-                                domain=domain, chunk=16, codec=io.NetcdfCodec("zstd", 1, True))
+    path = io.write_netcdf_grid(
+        tmp_path / "z.nc",
+        iter([(0, stack)]),
+        lat=np.arange(40.0),
+        lon=np.arange(70.0),
+        lat_edges=np.arange(41.0) - 0.5,
+        lon_edges=np.arange(71.0) - 0.5,
+        cell_area_m2=np.ones(40),
+        years=[2000],
+        variables=[io.GridVariable("v", {"units": "kg year-1"})],
+        global_attrs={},
+        domain=domain,
+        chunk=16,
+        codec=io.NetcdfCodec("zstd", 1, True),
+    )
     with netCDF4.Dataset(path) as ds:
         assert ds["v"].filters()["zstd"]
         np.testing.assert_array_equal(ds["v"][0].filled(np.nan)[domain], stack[0][domain])
@@ -187,8 +225,15 @@ def test_cog_overviews_bands_and_nodata(tmp_path: Path, overviews: str) -> None:
     from rio_cogeo.cogeo import cog_validate
 
     stack, domain = _stack(nlat=600, nlon=700, n=2)
-    path = io.write_cog(stack, (100.0, 30.0, 107.0, 36.0), tmp_path / "c.tif", band_names=["total", "rice"],
-                        band_units="kg year-1", codec=io.GeotiffCodec("deflate", 1), overviews=overviews)
+    path = io.write_cog(
+        stack,
+        (100.0, 30.0, 107.0, 36.0),
+        tmp_path / "c.tif",
+        band_names=["total", "rice"],
+        band_units="kg year-1",
+        codec=io.GeotiffCodec("deflate", 1),
+        overviews=overviews,
+    )
     valid, errors, warnings = cog_validate(str(path))
     assert valid and not errors
     with rasterio.open(path) as ds:
@@ -210,14 +255,22 @@ def test_split_total_leaves_no_mixed_table() -> None:
 
 def test_parquet_schema_metadata_and_column_units(tmp_path: Path) -> None:
     df = pd.DataFrame({"year": [2000], "n2o_n_kg_mean": [1.5]})
-    p = io.write_parquet(df, tmp_path / "t.parquet", {"cropn2o_scope": "direct", "cropn2o_label": "SYNTHETIC"},
-                         column_units={"n2o_n_kg_mean": "kg year-1"})
+    p = io.write_parquet(
+        df,
+        tmp_path / "t.parquet",
+        {"cropn2o_scope": "direct", "cropn2o_label": "SYNTHETIC"},
+        column_units={"n2o_n_kg_mean": "kg year-1"},
+    )
     schema = pq.read_schema(p)
     assert schema.metadata[b"cropn2o_scope"] == b"direct" and schema.metadata[b"cropn2o_label"] == b"SYNTHETIC"
     assert schema.field("n2o_n_kg_mean").metadata[b"units"] == b"kg year-1"
     pd.testing.assert_frame_equal(pd.read_parquet(p), df)
-    p2 = io.write_parquet(df, tmp_path / "t2.parquet", {"cropn2o_scope": "direct", "cropn2o_label": "SYNTHETIC"},
-                          column_units={"n2o_n_kg_mean": "kg year-1"})
+    p2 = io.write_parquet(
+        df,
+        tmp_path / "t2.parquet",
+        {"cropn2o_scope": "direct", "cropn2o_label": "SYNTHETIC"},
+        column_units={"n2o_n_kg_mean": "kg year-1"},
+    )
     assert io.file_sha256(p) == io.file_sha256(p2)
 
 
@@ -244,13 +297,25 @@ def test_unit_results_geopackage_and_geoparquet_totals(tmp_path: Path) -> None:
     import pyogrio
 
     codes = [410101, 410102, 430101]
-    bounds = gpd.GeoDataFrame({"county_code": codes, "name": ["A", "B", "C"], "province_code": [41, 41, 43]},
-                              geometry=[box(113, 34, 114, 35), box(114, 34, 116, 35), box(112, 28, 113, 29)],
-                              crs="EPSG:4326")
+    bounds = gpd.GeoDataFrame(
+        {"county_code": codes, "name": ["A", "B", "C"], "province_code": [41, 41, 43]},
+        geometry=[box(113, 34, 114, 35), box(114, 34, 116, 35), box(112, 28, 113, 29)],
+        crs="EPSG:4326",
+    )
     rng = np.random.default_rng(7)
-    rows = [{"county_code": c, "year": y, "crop": crop, "n2o_n_kg_mean": (m := float(rng.uniform(1, 100))),
-             "n2o_n_kg_p2_5": 0.5 * m, "n2o_n_kg_p97_5": 2.0 * m}
-            for c in codes[:2] for y in (2000, 2001) for crop in ("rice", "wheat")]  # C emits nothing
+    rows = [
+        {
+            "county_code": c,
+            "year": y,
+            "crop": crop,
+            "n2o_n_kg_mean": (m := float(rng.uniform(1, 100))),
+            "n2o_n_kg_p2_5": 0.5 * m,
+            "n2o_n_kg_p97_5": 2.0 * m,
+        }
+        for c in codes[:2]
+        for y in (2000, 2001)
+        for crop in ("rice", "wheat")
+    ]  # C emits nothing
     county = pd.DataFrame(rows)
     geo = estimate_stage.unit_results_wide(county, bounds)
     meta = {"cropn2o_units": "kg year-1", "cropn2o_scope": "direct"}
@@ -259,12 +324,15 @@ def test_unit_results_geopackage_and_geoparquet_totals(tmp_path: Path) -> None:
     for back in (gpd.read_file(g, layer="county_results"), gpd.read_parquet(gp)):
         assert len(back) == 3 and back.crs.to_epsg() == 4326 and list(back["name"]) == ["A", "B", "C"]
         for y in (2000, 2001):
-            assert back[f"n2o_n_kg_mean_{y}"].sum() == pytest.approx(county.query("year == @y")["n2o_n_kg_mean"].sum(),
-                                                                     rel=1e-12)
+            assert back[f"n2o_n_kg_mean_{y}"].sum() == pytest.approx(
+                county.query("year == @y")["n2o_n_kg_mean"].sum(), rel=1e-12
+            )
             for crop in ("rice", "wheat"):
                 sub = county.query("year == @y and crop == @crop")
                 for st in ("mean", "p2_5", "p97_5"):
-                    assert back[f"n2o_n_kg_{st}_{crop}_{y}"].sum() == pytest.approx(sub[f"n2o_n_kg_{st}"].sum(), rel=1e-12)
+                    assert back[f"n2o_n_kg_{st}_{crop}_{y}"].sum() == pytest.approx(
+                        sub[f"n2o_n_kg_{st}"].sum(), rel=1e-12
+                    )
         assert (back.loc[back["county_code"] == 430101, "n2o_n_kg_mean_2000"] == 0).all()
     assert pyogrio.read_info(g, layer="county_results")["layer_metadata"]["cropn2o_units"] == "kg year-1"
     assert pq.read_schema(gp).metadata[b"cropn2o_scope"] == b"direct" and b"geo" in pq.read_schema(gp).metadata

@@ -30,15 +30,13 @@ def _line_figure(seed: int = 0):
     mean = mean + rng.normal(0, 3, years.size)
     fig = style.new_figure(style.DOUBLE_COLUMN_IN, 3.0)
     ax = fig.add_subplot()
-    ax.fill_between(years, mean * 0.8, mean * 1.2, alpha=style.BAND_ALPHA, linewidth=0,
-                    label="95 % interval")
+    ax.fill_between(years, mean * 0.8, mean * 1.2, alpha=style.BAND_ALPHA, linewidth=0, label="95 % interval")
     ax.plot(years, mean, label="fitted")
     ax.plot(years, mean * 0.9, label="IPCC Tier 1")
     ax.set_xlabel("year")
     ax.set_ylabel(f"direct emission ({UNITS})")
     ax.legend(loc="upper left")
-    style.stamp(fig, LABEL, "direct N2O, fertilizer-induced, without background", UNITS,
-                "cropn2o estimate stage")
+    style.stamp(fig, LABEL, "direct N2O, fertilizer-induced, without background", UNITS, "cropn2o estimate stage")
     return fig
 
 
@@ -71,7 +69,7 @@ def test_metadata_has_no_date_or_software_version(tmp_path):
 def test_label_scope_units_source_in_svg_text(tmp_path):
     _, svg = style.save_figure(_line_figure(), tmp_path / "f")
     text = svg.read_text(encoding="utf-8")
-    assert f">{LABEL}</text>" in text          # drawn as real text, not only in metadata
+    assert f">{LABEL}</text>" in text  # drawn as real text, not only in metadata
     assert "direct N2O, fertilizer-induced" in text and UNITS in text
     assert "cropn2o estimate stage" in text
 
@@ -90,6 +88,7 @@ def test_failed_render_leaves_previous_files(tmp_path, monkeypatch):
 
     def boom(fig):
         raise RuntimeError("svg failed")
+
     monkeypatch.setattr(style, "render_svg", boom)
     with pytest.raises(RuntimeError):
         style.save_figure(_line_figure(seed=1), tmp_path / "f")
@@ -100,7 +99,7 @@ def test_failed_render_leaves_previous_files(tmp_path, monkeypatch):
 def test_footer_does_not_overlap_axes():
     fig = _line_figure()
     style.stamp(fig, LABEL, "direct N2O " * 12, UNITS, "a long source description " * 4)
-    style.render_png(fig)   # lays out a copy; lay out the figure itself to measure it
+    style.render_png(fig)  # lays out a copy; lay out the figure itself to measure it
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     footer_top = max(t.get_window_extent(renderer).y1 for t in fig._cropn2o_footer)
@@ -115,7 +114,7 @@ def test_style_is_scoped_and_applied():
     before = _raw(rcParams)
     fig = _line_figure()
     style.render_svg(fig)
-    assert _raw(rcParams) == before            # global state untouched
+    assert _raw(rcParams) == before  # global state untouched
     ax = fig.axes[0]
     assert ax.get_legend().get_texts()[0].get_fontsize() == style.RC["legend.fontsize"]
     assert ax.xaxis.label.get_fontsize() == style.RC["axes.labelsize"]
@@ -129,6 +128,7 @@ def test_palette_is_greyscale_distinguishable_with_linestyles():
     def lum(hexcolor):
         r, g, b = mcolors.to_rgb(hexcolor)
         return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
     lums = [lum(c) for c in style.PALETTE]
     # neighbours in the cycle differ in lightness, and every series also has its own dash
     assert all(abs(a - b) > 0.1 for a, b in itertools.pairwise(lums))
@@ -138,11 +138,18 @@ def test_palette_is_greyscale_distinguishable_with_linestyles():
 
 def test_import_has_no_side_effects():
     # raw values: reading rcParams["backend"] would resolve the backend and load pyplot
-    code = ("import sys, matplotlib; raw = lambda: {k: dict.__getitem__(matplotlib.rcParams, k) "
-            "for k in dict.keys(matplotlib.rcParams)}; before = raw(); "
-            "import pipeline.plots.style, pipeline.plots.report_html; "
-            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
-            "assert raw() == before, 'rcParams changed'")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        "import sys, matplotlib; raw = lambda: {k: dict.__getitem__(matplotlib.rcParams, k) "
+        "for k in dict.keys(matplotlib.rcParams)}; before = raw(); "
+        "import pipeline.plots.style, pipeline.plots.report_html; "
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
+        "assert raw() == before, 'rcParams changed'"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert out.returncode == 0, out.stderr

@@ -25,8 +25,18 @@ def sphere_area(lat_lo: float, lat_hi: float, dlon_deg: float) -> float:
     return R * R * math.radians(dlon_deg) * (math.sin(math.radians(lat_hi)) - math.sin(math.radians(lat_lo)))
 
 
-def write_nc(path: Path, var: str, units: str | None, data: np.ndarray, lat: np.ndarray, lon: np.ndarray,
-             time_units: str | None = None, time_vals=None, dtype: str = "f4", lat_first: bool = True) -> Path:
+def write_nc(
+    path: Path,
+    var: str,
+    units: str | None,
+    data: np.ndarray,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    time_units: str | None = None,
+    time_vals=None,
+    dtype: str = "f4",
+    lat_first: bool = True,
+) -> Path:
     """Write an EDGAR-like NetCDF: (lat, lon) or (time, lat, lon) float32, coordinates as given."""
     with netCDF4.Dataset(path, "w") as ds:
         ds.createDimension("lat", len(lat))
@@ -103,8 +113,9 @@ def test_emi_and_flx_forms_agree(tmp_path, field, days):
     area = np.array([[sphere_area(la - 0.05, la + 0.05, 0.1) for _ in lon] for la in lat])
     flux = t * 1000.0 / (area * ndays * 86400.0)  # t/cell/yr -> kg m-2 s-1
     fe = write_nc(tmp_path / f"v8.0_FT2022_GHG_N2O_{year}_AGS_emi.nc", "emissions", "Tonnes", t, lat, lon, dtype="f8")
-    ff = write_nc(tmp_path / f"v8.0_FT2022_GHG_N2O_{year}_AGS_flx.nc", "fluxes", "kg m-2 s-1", flux, lat, lon,
-                  dtype="f8")
+    ff = write_nc(
+        tmp_path / f"v8.0_FT2022_GHG_N2O_{year}_AGS_flx.nc", "fluxes", "kg m-2 s-1", flux, lat, lon, dtype="f8"
+    )
     de = edgar.read_edgar_grid(fe, days_per_year=days)
     dfx = edgar.read_edgar_grid(ff, days_per_year=days)
     assert dfx.attrs["flavour"] == "flx_nc"
@@ -156,18 +167,22 @@ def test_flipped_latitude_emi_nc(tmp_path, field):
 
 def test_lon_lat_transposed_variable(tmp_path, field):
     lat, lon, t = field
-    f = write_nc(tmp_path / "v8.0_FT2022_GHG_N2O_2001_AGS_emi.nc", "emissions", "Tonnes", t.T, lat, lon,
-                 lat_first=False)
+    f = write_nc(
+        tmp_path / "v8.0_FT2022_GHG_N2O_2001_AGS_emi.nc", "emissions", "Tonnes", t.T, lat, lon, lat_first=False
+    )
     np.testing.assert_allclose(edgar.read_edgar_grid(f)["n2o_t"].values[0], t.astype(np.float32))
 
 
-@pytest.mark.parametrize("var,units,msg", [
-    ("emissions", "W m-2", "units 'W m-2'"),
-    ("emissions", None, "no units attribute"),
-    ("emissions", "mg", "units 'mg'"),
-    ("emi_ch4", "kg m-2 s-1", "not N2O"),
-    ("flux", "kg m-2 s-1", "not an EDGAR grid"),
-])
+@pytest.mark.parametrize(
+    "var,units,msg",
+    [
+        ("emissions", "W m-2", "units 'W m-2'"),
+        ("emissions", None, "no units attribute"),
+        ("emissions", "mg", "units 'mg'"),
+        ("emi_ch4", "kg m-2 s-1", "not N2O"),
+        ("flux", "kg m-2 s-1", "not an EDGAR grid"),
+    ],
+)
 def test_bad_files_are_refused_in_one_line(tmp_path, field, var, units, msg):
     lat, lon, t = field
     f = write_nc(tmp_path / "v8.0_FT2022_GHG_N2O_2005_AGS_emi.nc", var, units, t, lat, lon)
@@ -186,11 +201,27 @@ def test_nc_with_corner_coordinates_is_refused(tmp_path, field):
 
 def test_year_from_time_coordinate_and_conflict(tmp_path, field):
     lat, lon, t = field
-    f = write_nc(tmp_path / "edgar_ags_emi.nc", "emissions", "Tonnes", t[None], lat, lon,
-                 time_units="days since 1970-01-01", time_vals=[(np.datetime64("1999-07-02") - np.datetime64("1970-01-01")).astype(int)])
+    f = write_nc(
+        tmp_path / "edgar_ags_emi.nc",
+        "emissions",
+        "Tonnes",
+        t[None],
+        lat,
+        lon,
+        time_units="days since 1970-01-01",
+        time_vals=[(np.datetime64("1999-07-02") - np.datetime64("1970-01-01")).astype(int)],
+    )
     assert edgar.read_edgar_grid(f)["year"].values.tolist() == [1999]
-    g = write_nc(tmp_path / "v8.0_FT2022_GHG_N2O_2005_AGS_emi.nc", "emissions", "Tonnes", t[None], lat, lon,
-                 time_units="days since 1970-01-01", time_vals=[10000.0])  # 1997
+    g = write_nc(
+        tmp_path / "v8.0_FT2022_GHG_N2O_2005_AGS_emi.nc",
+        "emissions",
+        "Tonnes",
+        t[None],
+        lat,
+        lon,
+        time_units="days since 1970-01-01",
+        time_vals=[10000.0],
+    )  # 1997
     with pytest.raises(InputError, match="time coordinate says 1997 but the file name says 2005"):
         edgar.read_edgar_grid(g)
     h = write_nc(tmp_path / "grid.nc", "emissions", "Tonnes", t, lat, lon)
@@ -203,9 +234,11 @@ def write_txt(path: Path, lat: np.ndarray, lon: np.ndarray, t: np.ndarray, heade
     """EDGAR .txt: lat;lon;value at the lower-left corner, non-zero cells only."""
     lines = []
     if header:
-        lines += ["EDGAR v8.0_FT2022_GHG N2O emissions, sector AGS, year 2005",
-                  "# Emissions in ton substance / 0.1degree x 0.1degree / year",
-                  "lat;lon;emission"]
+        lines += [
+            "EDGAR v8.0_FT2022_GHG N2O emissions, sector AGS, year 2005",
+            "# Emissions in ton substance / 0.1degree x 0.1degree / year",
+            "lat;lon;emission",
+        ]
     for i, la in enumerate(lat):
         for j, lo in enumerate(lon):
             if t[i, j] > 0:
@@ -257,8 +290,9 @@ def test_zip_and_folder_of_yearly_files(tmp_path, field):
     raw = tmp_path / "raw"
     raw.mkdir()
     for k, y in enumerate(range(2000, 2005)):
-        nc = write_nc(raw / f"v8.0_FT2022_GHG_N2O_{y}_AGS_emi.nc", "emissions", "Tonnes", t * (1 + k), lat, lon,
-                      dtype="f8")
+        nc = write_nc(
+            raw / f"v8.0_FT2022_GHG_N2O_{y}_AGS_emi.nc", "emissions", "Tonnes", t * (1 + k), lat, lon, dtype="f8"
+        )
         zip_one(folder / f"v8.0_FT2022_GHG_N2O_{y}_AGS_emi_nc.zip", nc)
     one = edgar.read_edgar_grid(folder / "v8.0_FT2022_GHG_N2O_2002_AGS_emi_nc.zip")
     np.testing.assert_allclose(one["n2o_t"].values[0], 3 * t)
@@ -328,8 +362,11 @@ def test_v432_workbook_real(shared_data):
     sh = xlrd.open_workbook(str(path)).sheet_by_index(0)
     hdr = next(i for i in range(20) if "ISO_A3" in sh.row_values(i))
     cols = sh.row_values(hdr)
-    row = next(sh.row_values(i) for i in range(hdr + 1, sh.nrows)
-               if sh.row_values(i)[cols.index("ISO_A3")] == "CHN" and sh.row_values(i)[cols.index("IPCC")] == "4D1")
+    row = next(
+        sh.row_values(i)
+        for i in range(hdr + 1, sh.nrows)
+        if sh.row_values(i)[cols.index("ISO_A3")] == "CHN" and sh.row_values(i)[cols.index("IPCC")] == "4D1"
+    )
     assert float(chn[2012]) == row[cols.index(2012.0)]
     assert set(table.columns) >= {"iso3", "sector", "sector_description", "year", "n2o_gg"}
     assert table["year"].min() == 1970 and table["year"].max() == 2012
@@ -347,19 +384,71 @@ def build_edgar2024_workbook(path: Path, substance: str = "N2O") -> Path:
     wb = openpyxl.Workbook()
     wb.active.title = "Citations and references"
     ws = wb.create_sheet("IPCC 2006")
-    meta = [("Content:", "Emissions by country and main source category"), ("Compound:", substance),
-            ("Start year:", 1970), ("End year:", 2023), ("Unit:", "Gg"), ("", ""), ("", ""), ("", "")]
+    meta = [
+        ("Content:", "Emissions by country and main source category"),
+        ("Compound:", substance),
+        ("Start year:", 1970),
+        ("End year:", 2023),
+        ("Unit:", "Gg"),
+        ("", ""),
+        ("", ""),
+        ("", ""),
+    ]
     for r in meta:
         ws.append(list(r))
     years = list(range(1970, 2024))
-    ws.append(["IPCC_annex", "C_group_IM24_sh", "Country_code_A3", "Name", "ipcc_code_2006_for_standard_report",
-               "ipcc_code_2006_for_standard_report_name", "Substance", "fossil_bio", *[f"Y_{y}" for y in years]])
-    ws.append(["Non-Annex_I", "China", "CHN", "China", "3.C.4", "Direct N2O Emissions from managed soils",
-               substance, "bio", *[100.0 + k for k in range(len(years))]])
-    ws.append(["Non-Annex_I", "China", "CHN", "China", "3.C.5", "Indirect N2O Emissions from managed soils",
-               substance, "bio", *([None] * 20 + [5.5] * (len(years) - 20))])
-    ws.append(["Annex_I", "Canada", "CAN", "Canada", "3.C.4", "Direct N2O Emissions from managed soils",
-               substance, "bio", *["NULL"] * len(years)])
+    ws.append(
+        [
+            "IPCC_annex",
+            "C_group_IM24_sh",
+            "Country_code_A3",
+            "Name",
+            "ipcc_code_2006_for_standard_report",
+            "ipcc_code_2006_for_standard_report_name",
+            "Substance",
+            "fossil_bio",
+            *[f"Y_{y}" for y in years],
+        ]
+    )
+    ws.append(
+        [
+            "Non-Annex_I",
+            "China",
+            "CHN",
+            "China",
+            "3.C.4",
+            "Direct N2O Emissions from managed soils",
+            substance,
+            "bio",
+            *[100.0 + k for k in range(len(years))],
+        ]
+    )
+    ws.append(
+        [
+            "Non-Annex_I",
+            "China",
+            "CHN",
+            "China",
+            "3.C.5",
+            "Indirect N2O Emissions from managed soils",
+            substance,
+            "bio",
+            *([None] * 20 + [5.5] * (len(years) - 20)),
+        ]
+    )
+    ws.append(
+        [
+            "Annex_I",
+            "Canada",
+            "CAN",
+            "Canada",
+            "3.C.4",
+            "Direct N2O Emissions from managed soils",
+            substance,
+            "bio",
+            *["NULL"] * len(years),
+        ]
+    )
     wb.create_sheet("IPCC 1996")
     wb.save(path)
     return path

@@ -36,12 +36,21 @@ def test_synthetic_fertilizer_n2o_real(shared_data):
 
 def test_n_fertilizer_join_real(shared_data):
     d = shared_data / FOLDER
-    ra, rfn = d / "faostat_RA_fertilizer_archive_china_1961_2002.csv", d / "faostat_RFN_fertilizer_by_nutrient_china_2002_2017.csv"
+    ra, rfn = (
+        d / "faostat_RA_fertilizer_archive_china_1961_2002.csv",
+        d / "faostat_RFN_fertilizer_by_nutrient_china_2002_2017.csv",
+    )
     n = faostat.read_n_fertilizer(ra, rfn).set_index("year")
-    ra_rows = {r["Year"]: float(r["Value"]) for r in raw_rows(ra)
-               if r["Country Code"] == "351" and r["Item"] == "Nitrogenous fertilizers"}
-    rfn_rows = {r["Year"]: float(r["Value"]) for r in raw_rows(rfn)
-                if r["Area Code"] == "351" and r["Item"] == "Nutrient nitrogen N (total)"}
+    ra_rows = {
+        r["Year"]: float(r["Value"])
+        for r in raw_rows(ra)
+        if r["Country Code"] == "351" and r["Item"] == "Nitrogenous fertilizers"
+    }
+    rfn_rows = {
+        r["Year"]: float(r["Value"])
+        for r in raw_rows(rfn)
+        if r["Area Code"] == "351" and r["Item"] == "Nutrient nitrogen N (total)"
+    }
     assert n.loc[1990, "n_fertilizer_t"] == ra_rows["1990"]
     assert n.loc[2001, "series"] == "RA consumption" and n.loc[2002, "series"] == "RFN agricultural use"
     assert n.loc[2014, "n_fertilizer_t"] == rfn_rows["2014"]
@@ -53,8 +62,11 @@ def test_area_and_irrigation_real(shared_data):
     d = shared_data / FOLDER
     area = faostat.read_harvested_area(d)
     assert set(area["crop"]) == {"rice", "wheat", "maize"}
-    rice = {r["year"]: float(r["qcl_rice_area_harvested"]) for r in raw_rows(
-        d / "ddf_unfao_faostat_qcl_rice_area_harvested_china.csv") if r["geo"] == "351"}
+    rice = {
+        r["year"]: float(r["qcl_rice_area_harvested"])
+        for r in raw_rows(d / "ddf_unfao_faostat_qcl_rice_area_harvested_china.csv")
+        if r["geo"] == "351"
+    }
     got = area[(area["crop"] == "rice") & (area["year"] == 2014)]["area_ha"].item()
     assert got == rice["2014"]
     irr = faostat.read_irrigation_share(d / "faostat_EL_irrigation_equipped_share_china.csv").set_index("year")
@@ -69,15 +81,19 @@ HEADER = "Domain Code,Domain,Area Code,Area,Element Code,Element,Item Code,Item,
 
 def test_bulk_gt_layout_fixture(tmp_path):
     f = tmp_path / "Emissions_crops.csv"
-    f.write_text(HEADER
-                 + "GT,Emissions from crops,351,China,7230,Emissions (N2O),3102,Synthetic Fertilizers,1990,1990,kt,400.5,E,Estimated\n"
-                 + "GT,Emissions from crops,351,China,7230,Emissions (N2O),3102,Synthetic Fertilizers,1991,1991,kt,410.25,E,Estimated\n"
-                 + "GT,Emissions from crops,351,China,7230,Emissions (N2O),5057,Crop Residues,1990,1990,kt,99,E,Estimated\n")
+    f.write_text(
+        HEADER
+        + "GT,Emissions from crops,351,China,7230,Emissions (N2O),3102,Synthetic Fertilizers,1990,1990,kt,400.5,E,Estimated\n"
+        + "GT,Emissions from crops,351,China,7230,Emissions (N2O),3102,Synthetic Fertilizers,1991,1991,kt,410.25,E,Estimated\n"
+        + "GT,Emissions from crops,351,China,7230,Emissions (N2O),5057,Crop Residues,1990,1990,kt,99,E,Estimated\n"
+    )
     s = faostat.read_synthetic_fertilizer_n2o(f)
     assert s["n2o_kt"].tolist() == [400.5, 410.25]
     assert s["n2o_n_kg"].iloc[0] == pytest.approx(400.5e6 / (44 / 28))
     bad_unit = tmp_path / "gt_bad.csv"
-    bad_unit.write_text(HEADER + "GT,x,351,China,7230,Emissions (N2O),3102,Synthetic Fertilizers,1990,1990,kt CO2eq,1,E,x\n")
+    bad_unit.write_text(
+        HEADER + "GT,x,351,China,7230,Emissions (N2O),3102,Synthetic Fertilizers,1990,1990,kt CO2eq,1,E,x\n"
+    )
     with pytest.raises(InputError, match="expected kt"):
         faostat.read_synthetic_fertilizer_n2o(bad_unit)
 

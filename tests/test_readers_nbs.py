@@ -31,14 +31,34 @@ def sown_fixture(tmp_path: Path) -> Path:
     rows = []
     # Henan (short name), Inner Mongolia (short), Guangxi (full), Qinghai blank rice
     data = {
-        "河南": {"农作物总播种面积": "14731.54", "稻谷播种面积": "614.65", "小麦播种面积": "5581.24",
-               "玉米播种面积": "4009.42", "蔬菜播种面积": "1654.84"},
-        "内蒙古": {"农作物总播种面积": "7000.00", "稻谷播种面积": "80.00", "小麦播种面积": "600.00",
-                "玉米播种面积": "3000.00", "蔬菜播种面积": "300.00"},
-        "广西壮族自治区": {"农作物总播种面积": "6000.00", "稻谷播种面积": "2000.00", "小麦播种面积": "0.00",
-                    "玉米播种面积": "600.00", "蔬菜播种面积": "1200.00"},
-        "青海": {"农作物总播种面积": "550.00", "稻谷播种面积": "", "小麦播种面积": "100.00",
-               "玉米播种面积": "20.00", "蔬菜播种面积": "45.00"},
+        "河南": {
+            "农作物总播种面积": "14731.54",
+            "稻谷播种面积": "614.65",
+            "小麦播种面积": "5581.24",
+            "玉米播种面积": "4009.42",
+            "蔬菜播种面积": "1654.84",
+        },
+        "内蒙古": {
+            "农作物总播种面积": "7000.00",
+            "稻谷播种面积": "80.00",
+            "小麦播种面积": "600.00",
+            "玉米播种面积": "3000.00",
+            "蔬菜播种面积": "300.00",
+        },
+        "广西壮族自治区": {
+            "农作物总播种面积": "6000.00",
+            "稻谷播种面积": "2000.00",
+            "小麦播种面积": "0.00",
+            "玉米播种面积": "600.00",
+            "蔬菜播种面积": "1200.00",
+        },
+        "青海": {
+            "农作物总播种面积": "550.00",
+            "稻谷播种面积": "",
+            "小麦播种面积": "100.00",
+            "玉米播种面积": "20.00",
+            "蔬菜播种面积": "45.00",
+        },
     }
     for region, inds in data.items():
         for ind, v in inds.items():
@@ -55,7 +75,7 @@ def fert_fixture(tmp_path: Path) -> Path:
         f"{ds},农用复合肥施用折纯量 (万吨) ,河南,2014,280.31,万吨\n",
         f"{ds},有效灌溉面积 (千公顷) ,河南,2014,5101.15,千公顷\n",
         f"{ds},农村用电量 (亿千瓦小时) ,河南,2014,313.23,亿千瓦时\n",
-        f"{ds},农用氮肥施用折纯量 (万吨) ,西藏,2014,\"2,650.4\",万吨\n",  # thousands separator
+        f'{ds},农用氮肥施用折纯量 (万吨) ,西藏,2014,"2,650.4",万吨\n',  # thousands separator
     ]
     return write_long(tmp_path / "fert.csv", rows)
 
@@ -92,17 +112,30 @@ def test_long_csv_converts_wan_tonnes_and_thousands_separators(tmp_path: Path) -
 
 
 def test_long_csv_gbk_without_bom(tmp_path: Path) -> None:
-    p = write_long(tmp_path / "gbk.csv", [_long_row("玉米播种面积", "千公顷", "黑龙江", 2010, "5232.0")],
-                   bom=False, encoding="gbk")
+    p = write_long(
+        tmp_path / "gbk.csv", [_long_row("玉米播种面积", "千公顷", "黑龙江", 2010, "5232.0")], bom=False, encoding="gbk"
+    )
     df = nbs.read_nbs_long_csv(p)
     assert df["adcode"].tolist() == [230000]
     assert df["value"].tolist() == [5_232_000.0]
 
 
-@pytest.mark.parametrize("short, adcode", [("内蒙古", 150000), ("广西", 450000), ("西藏", 540000),
-                                           ("宁夏", 640000), ("新疆", 650000), ("黑龙江", 230000),
-                                           ("陕西", 610000), ("山西", 140000), ("北京市", 110000),
-                                           ("新疆维吾尔自治区", 650000), ("重庆", 500000)])
+@pytest.mark.parametrize(
+    "short, adcode",
+    [
+        ("内蒙古", 150000),
+        ("广西", 450000),
+        ("西藏", 540000),
+        ("宁夏", 640000),
+        ("新疆", 650000),
+        ("黑龙江", 230000),
+        ("陕西", 610000),
+        ("山西", 140000),
+        ("北京市", 110000),
+        ("新疆维吾尔自治区", 650000),
+        ("重庆", 500000),
+    ],
+)
 def test_short_and_full_names(short: str, adcode: int) -> None:
     hit = nbs.ProvinceResolver().resolve(short)
     assert hit is not None and hit[1] == adcode and hit[0] == adcode // 10_000
@@ -118,8 +151,13 @@ def _one_line(e: pytest.ExceptionInfo, *parts: str) -> str:
 
 
 def test_unknown_province_is_one_line_error(tmp_path: Path) -> None:
-    p = write_long(tmp_path / "bad.csv", [_long_row("小麦播种面积", "千公顷", "河南", 2014, "1.0"),
-                                          _long_row("小麦播种面积", "千公顷", "河楠", 2014, "1.0")])
+    p = write_long(
+        tmp_path / "bad.csv",
+        [
+            _long_row("小麦播种面积", "千公顷", "河南", 2014, "1.0"),
+            _long_row("小麦播种面积", "千公顷", "河楠", 2014, "1.0"),
+        ],
+    )
     with pytest.raises(InputError) as e:
         nbs.read_nbs_long_csv(p)
     _one_line(e, "bad.csv", "row 3", "column '地区'", "河楠")
@@ -135,7 +173,9 @@ def test_bad_value(tmp_path: Path, value: str, problem: str) -> None:
 
 def test_missing_column_and_delimiter_hint(tmp_path: Path) -> None:
     p = tmp_path / "semi.csv"
-    p.write_text("数据集名称;指标名称;地区;年份;数值;单位\nx;小麦播种面积 (千公顷) ;河南;2014;1;千公顷\n", encoding="utf-8")
+    p.write_text(
+        "数据集名称;指标名称;地区;年份;数值;单位\nx;小麦播种面积 (千公顷) ;河南;2014;1;千公顷\n", encoding="utf-8"
+    )
     with pytest.raises(InputError) as e:
         nbs.read_nbs_long_csv(p)
     _one_line(e, "semi.csv", "row 1", "';'-delimited")
@@ -162,8 +202,13 @@ def test_unit_in_name_disagrees_with_unit_column(tmp_path: Path) -> None:
 
 
 def test_duplicate_row(tmp_path: Path) -> None:
-    p = write_long(tmp_path / "dup.csv", [_long_row("小麦播种面积", "千公顷", "河南", 2014, "1.0"),
-                                          _long_row("小麦播种面积", "千公顷", "河南省", 2014, "2.0")])
+    p = write_long(
+        tmp_path / "dup.csv",
+        [
+            _long_row("小麦播种面积", "千公顷", "河南", 2014, "1.0"),
+            _long_row("小麦播种面积", "千公顷", "河南省", 2014, "2.0"),
+        ],
+    )
     with pytest.raises(InputError) as e:
         nbs.read_nbs_long_csv(p)
     _one_line(e, "row 3", "twice")
@@ -201,14 +246,18 @@ def sheet_fixture(tmp_path: Path, extra: list[list[object]] | None = None) -> Pa
         ["Beijing", 10.5, 11.0, 12.0],
         ["Shanxi", 2.0, 2.5, 3.0],
         ["Inner Mongolia", 88.3, 80.0, 75.5],
-        ["Chongqing", 700.0, 690.0, None],          # blank before 1997
+        ["Chongqing", 700.0, 690.0, None],  # blank before 1997
         ["Tibet", 1.0, 1.0, 1.0],
         ["Shaanxi", 160.0, 161.0, 162.0],
-        ["Qinghai", None, None, None],              # all blank: no rice
+        ["Qinghai", None, None, None],  # all blank: no rice
         ["Ningxia", 60.5, "61.0", ""],
         *(extra or []),
-        ["Note: According to the results of the third national agricultural census, data were revised.",
-         None, None, None],
+        [
+            "Note: According to the results of the third national agricultural census, data were revised.",
+            None,
+            None,
+            None,
+        ],
         ["Data source: National Bureau of Statistics of China", None, None, None],
     ]
     return write_sheet(tmp_path / "rice.xlsx", rows)
@@ -219,8 +268,8 @@ def test_spreadsheet_layout(tmp_path: Path) -> None:
     assert set(df["indicator"]) == {"rice_sown_area_ha"}
     assert set(df["unit_source"]) == {"thousands of hectares"}
     by = df.set_index(["adcode", "year"])["value"]
-    assert by[(140000, 1998)] == pytest.approx(2_000.0)      # Shanxi
-    assert by[(610000, 1998)] == pytest.approx(160_000.0)    # Shaanxi
+    assert by[(140000, 1998)] == pytest.approx(2_000.0)  # Shanxi
+    assert by[(610000, 1998)] == pytest.approx(160_000.0)  # Shaanxi
     assert by[(150000, 1998)] == pytest.approx(88_300.0)
     assert by[(540000, 1996)] == pytest.approx(1_000.0)
     assert np.isnan(by[(500000, 1996)])
@@ -288,9 +337,16 @@ def test_crop_areas_other_upland_is_the_rest(tmp_path: Path) -> None:
 
 
 def test_crops_above_total_refused(tmp_path: Path) -> None:
-    rows = [_long_row(i, "千公顷", "河南", 2014, v) for i, v in (
-        ("农作物总播种面积", "100"), ("稻谷播种面积", "60"), ("小麦播种面积", "60"),
-        ("玉米播种面积", "0"), ("蔬菜播种面积", "0"))]
+    rows = [
+        _long_row(i, "千公顷", "河南", 2014, v)
+        for i, v in (
+            ("农作物总播种面积", "100"),
+            ("稻谷播种面积", "60"),
+            ("小麦播种面积", "60"),
+            ("玉米播种面积", "0"),
+            ("蔬菜播种面积", "0"),
+        )
+    ]
     tidy = nbs.read_nbs_long_csv(write_long(tmp_path / "over.csv", rows))
     with pytest.raises(InputError) as e:
         nbs.crop_sown_area_ha(tidy)
@@ -309,8 +365,9 @@ def test_write_contract_inputs(tmp_path: Path) -> None:
     areas = nbs.crop_sown_area_ha(tidy, years=[2014], blank_as_zero=True)
     rates = areas.assign(n_rate_kg_ha=150.0)
     irr = nbs.irrigated_fraction(tidy, years=[2014])
-    out = nbs.write_contract_inputs(tmp_path / "contract", sown_area=areas, n_rate=rates, irrigation=irr,
-                                    irrigation_mm=450.0)
+    out = nbs.write_contract_inputs(
+        tmp_path / "contract", sown_area=areas, n_rate=rates, irrigation=irr, irrigation_mm=450.0
+    )
     sa = pd.read_csv(out["sown_area"])
     assert list(sa.columns) == ["county_code", "year", "crop", "area", "unit"]
     assert set(sa["unit"]) == {"ha"} and set(sa["county_code"]) == {410000, 150000, 450000, 630000}
@@ -360,7 +417,7 @@ def _value(tidy: pd.DataFrame, adcode: int, indicator: str, year: int) -> float:
 
 
 def test_real_long_csv_shape(real_tidy: pd.DataFrame) -> None:
-    assert real_tidy["adcode"].nunique() == 31            # no national row: 31 provinces
+    assert real_tidy["adcode"].nunique() == 31  # no national row: 31 provinces
     assert real_tidy.attrs["national_rows_dropped"] == 0
     assert real_tidy["year"].min() == 2005 and real_tidy["year"].max() == 2024
     assert len(real_tidy) == 27_280 + 5_580
@@ -385,8 +442,12 @@ def test_real_crop_areas_close_to_total(real_tidy: pd.DataFrame) -> None:
     a = nbs.crop_sown_area_ha(real_tidy, years=range(2005, 2015), blank_as_zero=True)
     assert not a["sown_area_ha"].isna().any()
     blanks = a[a["area_blank"]][["adcode", "year", "crop"]].values.tolist()
-    assert sorted(blanks) == [[460000, 2005, "other_upland"], [460000, 2005, "wheat"],
-                              [630000, 2005, "other_upland"], [630000, 2005, "rice"]]
+    assert sorted(blanks) == [
+        [460000, 2005, "other_upland"],
+        [460000, 2005, "wheat"],
+        [630000, 2005, "other_upland"],
+        [630000, 2005, "rice"],
+    ]
     total = real_tidy[(real_tidy["indicator"] == nbs.TOTAL_SOWN) & real_tidy["year"].between(2005, 2014)]["value"].sum()
     assert a["sown_area_ha"].sum() == pytest.approx(total, rel=1e-12)
 
@@ -402,14 +463,15 @@ def test_real_spreadsheets(shared_data: Path) -> None:
     assert nat[2014] / 1e3 == pytest.approx(30_765, abs=0.5)
     cq = rice[(rice["adcode"] == 500000)].set_index("year")["value"]
     assert cq.loc[1991:1996].isna().all() and cq.loc[1997:].notna().all()
-    qh = rice[rice["adcode"] == 630000].set_index("year")["value"]   # Qinghai: no rice
+    qh = rice[rice["adcode"] == 630000].set_index("year")["value"]  # Qinghai: no rice
     assert qh.loc[2019:2022].isna().all() and (qh.fillna(0.0) == 0.0).all()
 
 
 def test_real_spreadsheet_agrees_with_long_csv(shared_data: Path, real_tidy: pd.DataFrame) -> None:
     x = nbs.read_nbs_spreadsheet(shared_data / RICE_XLS)
-    both = x.merge(real_tidy[real_tidy["indicator"] == "rice_sown_area_ha"], on=["adcode", "year"],
-                   suffixes=("_xls", "_csv")).dropna(subset=["value_xls", "value_csv"])
+    both = x.merge(
+        real_tidy[real_tidy["indicator"] == "rice_sown_area_ha"], on=["adcode", "year"], suffixes=("_xls", "_csv")
+    ).dropna(subset=["value_xls", "value_csv"])
     assert len(both) > 31 * 15
     assert np.allclose(both["value_xls"], both["value_csv"], rtol=0, atol=10.0)  # 0.01 千公顷
 

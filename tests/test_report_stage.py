@@ -22,18 +22,37 @@ from tests.conftest import REPO, demo_input_overrides
 from tests.report_browser import browser_unavailable, render_in_browser
 
 STAGES = ["ingest", "fit", "estimate", "grid", "trend", "report"]
-pytestmark = pytest.mark.xdist_group("report_run")   # one demo run per worker with --dist loadgroup
+pytestmark = pytest.mark.xdist_group("report_run")  # one demo run per worker with --dist loadgroup
 
 
 def _args(raw: Path, processed: Path) -> list[str]:
     args = ["--config", str(REPO / "config" / "default.yaml"), "-q"]
     for key, value in demo_input_overrides(raw).items():
         args += ["--set", f"{key}={value}"]
-    return args + ["--set", f"processed_dir={processed}", "--set", "ingest.first_year=1990",
-                   "--set", "ingest.last_year=1995", "--set", "estimate.draws=40", "--set", "fit.cv_folds=2",
-                   "--set", "fit.ef_curve_draws=40", "--set", "fit.model=single_family", "--set", "trend.n_sim=199", "--set", "trend.max_breaks=1",
-                   "--set", "trend.min_segment_years=2",
-                   "--set", "grid.grids=[{name: 0p1deg, resolution_deg: 0.1}]"]
+    return args + [
+        "--set",
+        f"processed_dir={processed}",
+        "--set",
+        "ingest.first_year=1990",
+        "--set",
+        "ingest.last_year=1995",
+        "--set",
+        "estimate.draws=40",
+        "--set",
+        "fit.cv_folds=2",
+        "--set",
+        "fit.ef_curve_draws=40",
+        "--set",
+        "fit.model=single_family",
+        "--set",
+        "trend.n_sim=199",
+        "--set",
+        "trend.max_breaks=1",
+        "--set",
+        "trend.min_segment_years=2",
+        "--set",
+        "grid.grids=[{name: 0p1deg, resolution_deg: 0.1}]",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +93,7 @@ def test_report_html_is_self_contained(report_run) -> None:
     assert all(s.startswith("data:image/") for s in srcs)
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert "SYNTHETIC" in html and "sha256" in html
-    assert "observations.csv" in html   # an input file of ingest, listed with its hash
+    assert "observations.csv" in html  # an input file of ingest, listed with its hash
 
 
 def test_report_in_headless_chromium(report_run, tmp_path) -> None:
@@ -96,17 +115,21 @@ def test_sections_are_left_out_when_their_inputs_are_missing(report_run, tmp_pat
     args, processed = report_run
     copy = tmp_path / "processed"
     shutil.copytree(processed, copy, ignore=shutil.ignore_patterns("report", "geotiff", "weights"))
-    (copy / "trend" / "manifest.json").unlink()       # trend "never ran"
+    (copy / "trend" / "manifest.json").unlink()  # trend "never ran"
     (copy / "grid" / "manifest.json").unlink()
-    compare = copy / "compare"                        # a compare stage's outputs, as it may write them
+    compare = copy / "compare"  # a compare stage's outputs, as it may write them
     compare.mkdir()
     png = (processed / "report" / "figures" / "attribution.png").read_bytes()
     (compare / "totals.png").write_bytes(png)
     pd.DataFrame({"year": [1990, 1991], "edgar_gg": [1.0, 2.0]}).to_csv(compare / "national.csv", index=False)
     io.write_json({"scope_note": "EDGAR 4C: direct + indirect agricultural soils"}, compare / "summary.json")
-    io.write_json({"stage": "compare",
-                   "outputs": {n: io.file_sha256(compare / n) for n in ("totals.png", "national.csv", "summary.json")}},
-                  compare / "manifest.json")
+    io.write_json(
+        {
+            "stage": "compare",
+            "outputs": {n: io.file_sha256(compare / n) for n in ("totals.png", "national.csv", "summary.json")},
+        },
+        compare / "manifest.json",
+    )
     new_args = [a if not a.startswith("processed_dir=") else f"processed_dir={copy}" for a in args]
     assert main([*new_args, "report"]) == 0
     doc = json.loads((copy / "report" / "manifest.json").read_text())
@@ -126,8 +149,8 @@ def _arrays(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     rng = np.random.default_rng(seed)
     lat = np.array([30.05, 30.15, 30.25])
     lon = np.array([110.05, 110.15])
-    kg = rng.uniform(0, 100, size=(2, len(CROPS), lat.size, lon.size)).astype("float32")   # (year, crop, lat, lon)
-    kg[:, :, 0, 0] = np.nan   # outside the domain
+    kg = rng.uniform(0, 100, size=(2, len(CROPS), lat.size, lon.size)).astype("float32")  # (year, crop, lat, lon)
+    kg[:, :, 0, 0] = np.nan  # outside the domain
     return np.array([2000, 2001]), lat, lon, kg
 
 
@@ -140,8 +163,10 @@ def _expected(kg: np.ndarray) -> np.ndarray:
 def test_grid_total_string_crop_dimension() -> None:
     years, lat, lon, kg = _arrays()
     time = pd.to_datetime([f"{y}-07-02" for y in years])
-    ds = xr.Dataset({"n2o_n": (("time", "crop", "lat", "lon"), kg, {"units": "kg"})},
-                    coords={"time": time, "crop": CROPS, "lat": lat, "lon": lon})
+    ds = xr.Dataset(
+        {"n2o_n": (("time", "crop", "lat", "lon"), kg, {"units": "kg"})},
+        coords={"time": time, "crop": CROPS, "lat": lat, "lon": lon},
+    )
     g = maps.grid_total(ds)
     np.testing.assert_array_equal(g.years, years)
     np.testing.assert_allclose(g.kg, _expected(kg), rtol=1e-6)
@@ -149,13 +174,16 @@ def test_grid_total_string_crop_dimension() -> None:
 
 def test_grid_total_integer_crop_index_and_descending_lat() -> None:
     years, lat, lon, kg = _arrays(2)
-    arr = np.moveaxis(kg, 1, -1)[:, ::-1]           # (time, lat descending, lon, crop)
-    ds = xr.Dataset({"n2o_n": (("time", "latitude", "longitude", "crop"), arr, {"units": "kg"}),
-                     "year": (("time",), years)},
-                    coords={"time": np.arange(2), "latitude": ("latitude", lat[::-1], {"axis": "Y"}),
-                            "longitude": ("longitude", lon, {"axis": "X"}),
-                            "crop": ("crop", np.arange(3), {"flag_values": np.arange(3),
-                                                            "flag_meanings": " ".join(CROPS)})})
+    arr = np.moveaxis(kg, 1, -1)[:, ::-1]  # (time, lat descending, lon, crop)
+    ds = xr.Dataset(
+        {"n2o_n": (("time", "latitude", "longitude", "crop"), arr, {"units": "kg"}), "year": (("time",), years)},
+        coords={
+            "time": np.arange(2),
+            "latitude": ("latitude", lat[::-1], {"axis": "Y"}),
+            "longitude": ("longitude", lon, {"axis": "X"}),
+            "crop": ("crop", np.arange(3), {"flag_values": np.arange(3), "flag_meanings": " ".join(CROPS)}),
+        },
+    )
     g = maps.grid_total(ds)
     np.testing.assert_array_equal(g.lat, lat)
     np.testing.assert_array_equal(g.years, years)
@@ -171,15 +199,19 @@ def test_grid_total_per_crop_variables_ignores_flux_and_intervals() -> None:
     ds = xr.Dataset(data, coords={"time": years, "lat": lat, "lon": lon})
     g = maps.grid_total(ds)
     np.testing.assert_allclose(g.kg, _expected(kg), rtol=1e-6)
-    np.testing.assert_allclose(g.density(2001), _expected(kg)[1] / 100.0, rtol=1e-6)   # 1e8 m2 = 100 km2
+    np.testing.assert_allclose(g.density(2001), _expected(kg)[1] / 100.0, rtol=1e-6)  # 1e8 m2 = 100 km2
 
 
 def test_grid_total_prefers_a_total_variable() -> None:
     years, lat, lon, kg = _arrays(4)
     total = _expected(kg)
-    ds = xr.Dataset({"n2o_n_rice": (("time", "lat", "lon"), kg[:, 0], {"units": "kg"}),
-                     "n2o_n_total": (("time", "lat", "lon"), total, {"units": "kg"})},
-                    coords={"time": years, "lat": lat, "lon": lon})
+    ds = xr.Dataset(
+        {
+            "n2o_n_rice": (("time", "lat", "lon"), kg[:, 0], {"units": "kg"}),
+            "n2o_n_total": (("time", "lat", "lon"), total, {"units": "kg"}),
+        },
+        coords={"time": years, "lat": lat, "lon": lon},
+    )
     g = maps.grid_total(ds)
     np.testing.assert_allclose(g.kg, total)
     # no cell_area: spherical cell area, 0.1 deg x 0.1 deg at 30 N is about 9.6 x 11.1 km

@@ -21,16 +21,16 @@ import pytest
 from pipeline.errors import ModelError
 from pipeline.methods import response_forms as rf
 
-SIGMA_SITE = 0.4   # sd of the site effect, log scale
+SIGMA_SITE = 0.4  # sd of the site effect, log scale
 SIGMA_RESID = 0.4  # sd of the record noise, log scale
-GAMMA = 0.3        # effect of the covariate x per unit, log scale
+GAMMA = 0.3  # effect of the covariate x per unit, log scale
 RETRANSFORM_TRUE = np.exp((SIGMA_SITE**2 + SIGMA_RESID**2) / 2)  # E[exp(u + e)]
 
 #: Median N response of a typical site (x = 0, u = 0), kg N2O-N/ha per season.
 TRUTHS = {
-    "linear": lambda N: 1.0 + 0.0125 * N,                             # Bouwman (1996) slope
-    "exponential": lambda N: np.exp(0.004 * N),                       # b ~ Stehfest & Bouwman
-    "saturating": lambda N: 1.0 + 4.0 * (1.0 - np.exp(-N / 120.0)),   # Mitscherlich
+    "linear": lambda N: 1.0 + 0.0125 * N,  # Bouwman (1996) slope
+    "exponential": lambda N: np.exp(0.004 * N),  # b ~ Stehfest & Bouwman
+    "saturating": lambda N: 1.0 + 4.0 * (1.0 - np.exp(-N / 120.0)),  # Mitscherlich
     "sigmoid": lambda N: 1.0 + 4.0 / (1.0 + np.exp(-(N - 180.0) / 40.0)),  # no candidate has it
 }
 #: True parameters (module parametrisation) of each form whose truth is a candidate.
@@ -84,9 +84,9 @@ KINK = 2003
 
 @dataclass
 class World:
-    N: np.ndarray          # (fields * years,) kg N/ha
-    X: np.ndarray          # (fields * years, 1)
-    A: np.ndarray          # (fields * years, years) area in ha of each row in each year
+    N: np.ndarray  # (fields * years,) kg N/ha
+    X: np.ndarray  # (fields * years, 1)
+    A: np.ndarray  # (fields * years, years) area in ha of each row in each year
     true_total: np.ndarray  # (years,) kg N2O-N
 
 
@@ -129,8 +129,7 @@ def study_world(form: str, seed: int, n_draws: int = 500, n_folds: int = 5) -> d
     avg, _cv, st = rf.fit_model_average(data, covariates=["x"], n_folds=n_folds, seed=seed)
     rng = np.random.default_rng(seed)
     out = {"form": form, "seed": seed, "weights": st.weights}
-    exp_fit = rf.fit_family("exponential", data["n_rate_kg_ha"], data["n2o_n_kg_ha"], data["site_id"],
-                            data[["x"]])
+    exp_fit = rf.fit_family("exponential", data["n_rate_kg_ha"], data["n2o_n_kg_ha"], data["site_id"], data[["x"]])
     exp_only = rf.ModelAverage(forms={"exponential": exp_fit}, weights={"exponential": 1.0})
     true_sl = slopes(world.true_total)
     peak = int(np.flatnonzero(YEARS == KINK)[0])
@@ -159,17 +158,22 @@ def summarise(results: list[dict]) -> pd.DataFrame:
     for form, g in df.groupby("form"):
         rows[form] = {
             "seeds": len(g),
-            **{f"{lab}_{k}": v for lab in ("avg", "exp") for k, v in {
-                "cover_peak": g[f"{lab}_cover_peak"].mean(),
-                "cover_years": g[f"{lab}_cover_years"].mean(),
-                "cover_slope_before": g[f"{lab}_cover_slope_before"].mean(),
-                "cover_slope_after": g[f"{lab}_cover_slope_after"].mean(),
-                "median_relerr_peak": g[f"{lab}_relerr_peak"].median(),
-                "mean_relerr_peak": g[f"{lab}_relerr_peak"].mean(),
-                "mean_mcmean_relerr_peak": g[f"{lab}_mcmean_relerr_peak"].mean(),
-            }.items()},
-            "w_exponential_forms": float(np.mean([sum(w.get(f, 0.0) for f in rf.EXPONENTIAL_FAMILIES)
-                                                  for w in g["weights"]])),
+            **{
+                f"{lab}_{k}": v
+                for lab in ("avg", "exp")
+                for k, v in {
+                    "cover_peak": g[f"{lab}_cover_peak"].mean(),
+                    "cover_years": g[f"{lab}_cover_years"].mean(),
+                    "cover_slope_before": g[f"{lab}_cover_slope_before"].mean(),
+                    "cover_slope_after": g[f"{lab}_cover_slope_after"].mean(),
+                    "median_relerr_peak": g[f"{lab}_relerr_peak"].median(),
+                    "mean_relerr_peak": g[f"{lab}_relerr_peak"].mean(),
+                    "mean_mcmean_relerr_peak": g[f"{lab}_mcmean_relerr_peak"].mean(),
+                }.items()
+            },
+            "w_exponential_forms": float(
+                np.mean([sum(w.get(f, 0.0) for f in rf.EXPONENTIAL_FAMILIES) for w in g["weights"]])
+            ),
         }
     return pd.DataFrame(rows).T
 
@@ -181,14 +185,33 @@ def test_phi_continuous_at_zero_and_saturating_nests_linear():
     x = np.array([-1e-9, 0.0, 1e-9, 1e-3, 0.5])
     assert np.allclose(rf._phi(x), np.where(x == 0, 1.0, -np.expm1(-np.where(x == 0, 1, x)) / np.where(x == 0, 1, x)))
     h = 1e-5
-    assert np.allclose(rf._dphi(np.array([0.0, 0.3])), (rf._phi(np.array([h, 0.3 + h])) - rf._phi(np.array([-h, 0.3 - h]))) / (2 * h), atol=1e-6)
+    assert np.allclose(
+        rf._dphi(np.array([0.0, 0.3])),
+        (rf._phi(np.array([h, 0.3 + h])) - rf._phi(np.array([-h, 0.3 - h]))) / (2 * h),
+        atol=1e-6,
+    )
     N = np.linspace(0, 400, 9)
-    kw = {"cov": np.eye(4) * 1e-4, "sigma2_resid": 0.25, "re_cov": [[0.3]], "retransform": "duan",
-          "smearing": 1.3, "n_records": 10, "n_sites": 5}
-    lin = rf.FittedForm(family="linear", param_names=["intercept", "r_per_kg_n", "log_smearing"],
-                        params=[0.1, 0.01, np.log(1.3)], **{**kw, "cov": np.eye(3) * 1e-4})
-    sat = rf.FittedForm(family="saturating", param_names=["intercept", "r_per_kg_n", "k_per_kg_n", "log_smearing"],
-                        params=[0.1, 0.01, 0.0, np.log(1.3)], **kw)
+    kw = {
+        "cov": np.eye(4) * 1e-4,
+        "sigma2_resid": 0.25,
+        "re_cov": [[0.3]],
+        "retransform": "duan",
+        "smearing": 1.3,
+        "n_records": 10,
+        "n_sites": 5,
+    }
+    lin = rf.FittedForm(
+        family="linear",
+        param_names=["intercept", "r_per_kg_n", "log_smearing"],
+        params=[0.1, 0.01, np.log(1.3)],
+        **{**kw, "cov": np.eye(3) * 1e-4},
+    )
+    sat = rf.FittedForm(
+        family="saturating",
+        param_names=["intercept", "r_per_kg_n", "k_per_kg_n", "log_smearing"],
+        params=[0.1, 0.01, 0.0, np.log(1.3)],
+        **kw,
+    )
     expected = np.exp(0.1) * (1 + 0.01 * N) * 1.3
     assert np.allclose(lin.predict_mean(N), expected)
     assert np.allclose(sat.predict_mean(N), expected)
@@ -200,8 +223,9 @@ def test_random_intercept_fit_matches_statsmodels_mixedlm():
     import statsmodels.api as sm
 
     d = simulate_fields("exponential", seed=3)
-    fit = rf.fit_family("exponential", d["n_rate_kg_ha"], d["n2o_n_kg_ha"], d["site_id"], d[["x"]],
-                        retransform="lognormal")
+    fit = rf.fit_family(
+        "exponential", d["n_rate_kg_ha"], d["n2o_n_kg_ha"], d["site_id"], d[["x"]], retransform="lognormal"
+    )
     D = np.column_stack([np.ones(len(d)), d["n_rate_kg_ha"], d["x"]])
     ref = sm.MixedLM(np.log(d["n2o_n_kg_ha"].to_numpy()), D, groups=d["site_id"].to_numpy()).fit(reml=True)
     widen = (rf.student_t.ppf(0.975, fit.n_sites - 1) / rf.Z95) ** 2

@@ -38,10 +38,20 @@ def _activity() -> pd.DataFrame:
             a_base, n_base = rng.uniform(800, 1500), rng.uniform(120, 180)
             for y in YEARS:
                 n = n_base + 6 * min(y, BREAK) - 6 * 1990 + (-4 if slows else 6) * max(y - BREAK, 0)
-                rows.append({"county_code": c, "prefecture_code": c // 100, "province_code": c // 10_000,
-                             "year": int(y), "crop": crop, "area_ha": a_base * (1 + 0.01 * (y - 1990)),
-                             "n_rate_kg_ha": n, "irrigated_fraction": 0.3 + 0.01 * (y - 1990),
-                             "irrigation_mm": 300.0, "precip_mm": 500.0})
+                rows.append(
+                    {
+                        "county_code": c,
+                        "prefecture_code": c // 100,
+                        "province_code": c // 10_000,
+                        "year": int(y),
+                        "crop": crop,
+                        "area_ha": a_base * (1 + 0.01 * (y - 1990)),
+                        "n_rate_kg_ha": n,
+                        "irrigated_fraction": 0.3 + 0.01 * (y - 1990),
+                        "irrigation_mm": 300.0,
+                        "precip_mm": 500.0,
+                    }
+                )
     act = pd.DataFrame(rows)
     act["water_input_mm"] = act["precip_mm"] + act["irrigated_fraction"] * act["irrigation_mm"]
     return act
@@ -77,20 +87,40 @@ def _write_world(tmp_path, with_tier1=True):
         prov = county.groupby(["province_code", "year"], as_index=False)[cols].sum().assign(crop="all")
         prov.to_parquet(d / "province.parquet", index=False)
         nat = allc.set_index("year")["n2o_n_kg_mean"]
-        draws = [pd.DataFrame({"draw": k, "year": nat.index, "crop": "all",
-                               "n2o_n_kg": nat.to_numpy() * np.exp(rng.normal(0, 0.01, nat.size))})
-                 for k in range(60)]
+        draws = [
+            pd.DataFrame(
+                {
+                    "draw": k,
+                    "year": nat.index,
+                    "crop": "all",
+                    "n2o_n_kg": nat.to_numpy() * np.exp(rng.normal(0, 0.01, nat.size)),
+                }
+            )
+            for k in range(60)
+        ]
         pd.concat(draws).to_parquet(d / "national_draws.parquet", index=False)
         (d / "manifest.json").write_text("{}")  # a completed estimate run
     raw = tmp_path / "raw"
     raw.mkdir()
-    gpd.GeoDataFrame({"county_code": COUNTIES},
-                     geometry=[box(100 + i, 30, 101 + i, 31) for i in range(len(COUNTIES))],
-                     crs="EPSG:4326").to_file(raw / "b.gpkg")
+    gpd.GeoDataFrame(
+        {"county_code": COUNTIES},
+        geometry=[box(100 + i, 30, 101 + i, 31) for i in range(len(COUNTIES))],
+        crs="EPSG:4326",
+    ).to_file(raw / "b.gpkg")
     spec = InputSpec(path="raw/none.csv")
-    cfg = Config(inputs=Inputs(observations=spec, n_rate=spec, sown_area=spec, irrigation=spec, covariates=spec,
-                               boundaries=InputSpec(path="raw/b.gpkg"), crosswalk=spec),
-                 trend=TrendConfig(n_sim=999), root=tmp_path)
+    cfg = Config(
+        inputs=Inputs(
+            observations=spec,
+            n_rate=spec,
+            sown_area=spec,
+            irrigation=spec,
+            covariates=spec,
+            boundaries=InputSpec(path="raw/b.gpkg"),
+            crosswalk=spec,
+        ),
+        trend=TrendConfig(n_sim=999),
+        root=tmp_path,
+    )
     return cfg
 
 
@@ -103,9 +133,20 @@ def world(tmp_path, monkeypatch):
 def test_run_writes_everything_and_recovers_the_break(world):
     files = trend_stage.run(world)
     names = {p.name for p in files}
-    assert {"series.csv", "breaks.json", "breaks.csv", "break_draws.csv", "spatial_province.csv",
-            "spatial_county.csv", "attribution_yearly.csv", "attribution_periods.csv", "counterfactuals.csv",
-            "national_trend.png", "attribution.png", "province_slope_change.png"} <= names
+    assert {
+        "series.csv",
+        "breaks.json",
+        "breaks.csv",
+        "break_draws.csv",
+        "spatial_province.csv",
+        "spatial_county.csv",
+        "attribution_yearly.csv",
+        "attribution_periods.csv",
+        "counterfactuals.csv",
+        "national_trend.png",
+        "attribution.png",
+        "province_slope_change.png",
+    } <= names
     res = json.loads((world.processed / "trend" / "breaks.json").read_text())
     sc = res["national"]["slope_change"]
     assert sc["significant"] and sc["n_breaks"] >= 1
@@ -142,7 +183,9 @@ def test_counterfactual_n_rate_held(world):
     at_break = act[act["year"] == BREAK].set_index(k)["n_rate_kg_ha"]
     later = held[held["year"] > BREAK].set_index(k)["n_rate_kg_ha"]
     np.testing.assert_allclose(later.to_numpy(), at_break.reindex(later.index).to_numpy())
-    np.testing.assert_array_equal(held[held["year"] <= BREAK]["n_rate_kg_ha"], act[act["year"] <= BREAK]["n_rate_kg_ha"])
+    np.testing.assert_array_equal(
+        held[held["year"] <= BREAK]["n_rate_kg_ha"], act[act["year"] <= BREAK]["n_rate_kg_ha"]
+    )
     irr = trend.counterfactual_activity(act, BREAK, "irrigation_held")
     assert irr.loc[irr["year"] == 2014, "water_input_mm"].iloc[0] == pytest.approx(500 + (0.3 + 0.13) * 300)
     cf = trend_stage.counterfactuals(act, _emissions, BREAK).pivot(index="year", columns="scenario", values="n2o_n_kg")
@@ -151,9 +194,19 @@ def test_counterfactual_n_rate_held(world):
 
 def test_slopes_around_recovers_known_slopes():
     t = YEARS.astype(float)
-    frame = pd.concat([pd.DataFrame({"u": u, "year": t, "area_ha": a,
-                                     "n2o_n_kg_mean": 100 + b1 * (t - 1990) + (b2 - b1) * np.maximum(t - 2003.5, 0)})
-                       for u, b1, b2, a in ((1, 10, 2, 3.0), (2, 5, 8, 1.0))])
+    frame = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "u": u,
+                    "year": t,
+                    "area_ha": a,
+                    "n2o_n_kg_mean": 100 + b1 * (t - 1990) + (b2 - b1) * np.maximum(t - 2003.5, 0),
+                }
+            )
+            for u, b1, b2, a in ((1, 10, 2, 3.0), (2, 5, 8, 1.0))
+        ]
+    )
     s = trend_stage.slopes_around(frame, "u", 2003.5).set_index("u")
     assert s.loc[1, "slope_before_kg_yr2"] == pytest.approx(10) and s.loc[1, "slope_after_kg_yr2"] == pytest.approx(2)
     assert s.loc[2, "slope_after_kg_yr2"] == pytest.approx(8)
@@ -201,17 +254,35 @@ def test_series_use_the_central_estimate_and_forms_are_reported():
     over draws), and the national draws' forms give each form's share per crop."""
     t = YEARS.astype(float)
     central = 100 + 10 * (t - 1990) - 8 * np.maximum(t - 2003.5, 0) + np.random.default_rng(0).normal(0, 2, t.size)
-    nat = pd.DataFrame({"year": t, "crop": "all", "n2o_n_kg_central": central, "n2o_n_kg_mean": central * 1.07,
-                        "n2o_n_kg_p2_5": central * 0.8, "n2o_n_kg_p97_5": central * 1.3, "area_ha": 1.0})
+    nat = pd.DataFrame(
+        {
+            "year": t,
+            "crop": "all",
+            "n2o_n_kg_central": central,
+            "n2o_n_kg_mean": central * 1.07,
+            "n2o_n_kg_p2_5": central * 0.8,
+            "n2o_n_kg_p97_5": central * 1.3,
+            "area_ha": 1.0,
+        }
+    )
     s = trend.build_series(nat, None, "fitted")
     assert trend.central_column(s) == "n2o_n_kg_central"
     assert trend.central_column(s.drop(columns="n2o_n_kg_central")) == "n2o_n_kg_mean"
     r = trend.analyse(s, TrendConfig(n_sim=199))
     on_mean = trend.analyse(s, TrendConfig(n_sim=199), value="n2o_n_kg_mean")
-    np.testing.assert_allclose(on_mean["slope_change"]["fitted"], np.asarray(r["slope_change"]["fitted"]) * 1.07, rtol=1e-6)
+    np.testing.assert_allclose(
+        on_mean["slope_change"]["fitted"], np.asarray(r["slope_change"]["fitted"]) * 1.07, rtol=1e-6
+    )
     assert abs(np.mean(np.asarray(r["slope_change"]["fitted"]) - central)) < 1e-6
-    draws = pd.DataFrame({"draw": np.tile(np.arange(4), 2), "year": 1990, "crop": np.repeat(["wheat", "all"], 4),
-                          "n2o_n_kg": 1.0, "form": ["linear", "linear", "linear", "saturating", "x", "x", "x", "x"]})
+    draws = pd.DataFrame(
+        {
+            "draw": np.tile(np.arange(4), 2),
+            "year": 1990,
+            "crop": np.repeat(["wheat", "all"], 4),
+            "n2o_n_kg": 1.0,
+            "form": ["linear", "linear", "linear", "saturating", "x", "x", "x", "x"],
+        }
+    )
     assert trend.forms_contributed(draws) == {"wheat": {"linear": 0.75, "saturating": 0.25}}
     assert trend.forms_contributed(draws.drop(columns="form")) is None
     assert trend.forms_contributed(draws.assign(form="")) is None

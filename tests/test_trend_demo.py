@@ -35,9 +35,18 @@ def demo_trend(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("trend_demo")
     raw = root / "raw"
     overrides = demo_input_overrides(raw)
-    overrides.update({"processed_dir": str(root / "processed"),
-                      "demo.first_year": 1990, "demo.last_year": 2014, "ingest.first_year": 1990,
-                      "ingest.last_year": 2014, "estimate.draws": 200, "fit.cv_folds": 3, "trend.n_sim": 999})
+    overrides.update(
+        {
+            "processed_dir": str(root / "processed"),
+            "demo.first_year": 1990,
+            "demo.last_year": 2014,
+            "ingest.first_year": 1990,
+            "ingest.last_year": 2014,
+            "estimate.draws": 200,
+            "fit.cv_folds": 3,
+            "trend.n_sim": 999,
+        }
+    )
     args = ["--config", str(REPO / "config" / "default.yaml"), "-q"]
     for k, v in overrides.items():
         args += ["--set", f"{k}={json.dumps(v) if isinstance(v, list) else v}"]
@@ -87,8 +96,10 @@ def test_slopes_match_truth_within_their_intervals(demo_trend):
     assert over_draws["ci_low"] <= ls["break_year"] <= over_draws["ci_high"]
     for name, key in (("slope_before", "slope_before_kg_yr2"), ("slope_after", "slope_after_kg_yr2")):
         interval = over_draws["slopes_per_year"][name]
-        print(f"{name}: truth {ls[key] / 1e6:.2f} Gg/yr, draws {interval['median'] / 1e6:.2f} "
-              f"({interval['ci_low'] / 1e6:.2f}-{interval['ci_high'] / 1e6:.2f})")
+        print(
+            f"{name}: truth {ls[key] / 1e6:.2f} Gg/yr, draws {interval['median'] / 1e6:.2f} "
+            f"({interval['ci_low'] / 1e6:.2f}-{interval['ci_high'] / 1e6:.2f})"
+        )
         assert interval["ci_low"] <= ls[key] <= interval["ci_high"], (name, interval, ls)
     psi = res["break_used"]["psi"]
     i = [b["break_year"] for b in sc["breaks"]].index(psi)
@@ -99,7 +110,10 @@ def test_slopes_match_truth_within_their_intervals(demo_trend):
     nat = series[(series["model"] == "fitted") & (series["scope"] == "national")].set_index("year")
     y0 = int(np.floor(psi))
     assert nat.loc[y0, "n2o_n_kg_p2_5"] <= fert.loc[y0] <= nat.loc[y0, "n2o_n_kg_p97_5"], (
-        y0, fert.loc[y0], nat.loc[y0, ["n2o_n_kg_p2_5", "n2o_n_kg_p97_5"]].to_dict())
+        y0,
+        fert.loc[y0],
+        nat.loc[y0, ["n2o_n_kg_p2_5", "n2o_n_kg_p97_5"]].to_dict(),
+    )
 
 
 def test_lmdi_terms_sum_to_total_change(demo_trend):
@@ -109,8 +123,9 @@ def test_lmdi_terms_sum_to_total_change(demo_trend):
     effects = yearly[["area", "crop_mix", "location", "n_rate", "environment"]].sum(axis=1)
     scale = yearly["total"].abs().max()
     np.testing.assert_allclose(effects, yearly["total"], rtol=0, atol=1e-9 * scale)
-    np.testing.assert_allclose(yearly["n_rate_proportional"] + yearly["n_rate_ef_response"], yearly["n_rate"],
-                               rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(
+        yearly["n_rate_proportional"] + yearly["n_rate_ef_response"], yearly["n_rate"], rtol=0, atol=1e-9 * scale
+    )
     # The yearly totals are the changes of the fitted model's point estimate on the activity table.
     act = io.read_parquet(cfg.processed / "ingest" / "activity.parquet")
     model = InventoryModel.from_json(io.read_json(cfg.processed / "fit" / "model.json"))
@@ -118,7 +133,8 @@ def test_lmdi_terms_sum_to_total_change(demo_trend):
     np.testing.assert_allclose(yearly["total"].to_numpy(), np.diff(e.to_numpy()), rtol=1e-9, atol=1e-9 * scale)
     periods = pd.read_csv(d["trend"] / "attribution_periods.csv").set_index("period")
     np.testing.assert_allclose(periods.loc["all", "total"], e.iloc[-1] - e.iloc[0], rtol=1e-9)
-    np.testing.assert_allclose(periods.loc["before", "total"] + periods.loc["after", "total"],
-                               periods.loc["all", "total"], rtol=1e-9)
+    np.testing.assert_allclose(
+        periods.loc["before", "total"] + periods.loc["after", "total"], periods.loc["all", "total"], rtol=1e-9
+    )
     # The generator's design: falling cereal N rates after the break shrink the N-rate effect.
     assert periods.loc["after", "n_rate"] < periods.loc["before", "n_rate"]

@@ -36,5 +36,15 @@ from pipeline.demo.truth import (
 )
 from pipeline.demo.writers import LABEL, run
 
-__all__ = ["LABEL", "World", "build_world", "county_table", "expected_emissions", "make_covariates",
-           "national_break_truth", "national_truth", "proxy_raster", "run"]
+__all__ = [
+    "LABEL",
+    "World",
+    "build_world",
+    "county_table",
+    "expected_emissions",
+    "make_covariates",
+    "national_break_truth",
+    "national_truth",
+    "proxy_raster",
+    "run",
+]

@@ -76,8 +76,13 @@ def proxy_shares(gdf: gpd.GeoDataFrame, cropland_ha: pd.Series) -> tuple[np.ndar
     crop = cropland_ha.reindex(gdf["county_code"].to_numpy()).fillna(0.0).to_numpy(float)
     share = crop / crop.sum()
     idx = np.arange(1, len(gdf) + 1)
-    raster = features.rasterize(zip(gdf.geometry.values, idx), out_shape=(nlat, nlon),
-                                transform=from_origin(w, n, res, res), fill=0, dtype="int32")
+    raster = features.rasterize(
+        zip(gdf.geometry.values, idx),
+        out_shape=(nlat, nlon),
+        transform=from_origin(w, n, res, res),
+        fill=0,
+        dtype="int32",
+    )
     raster = raster[::-1]  # rows south to north
     counts = np.bincount(raster.ravel(), minlength=len(gdf) + 1)[1:]
     field = np.zeros((nlat, nlon))
@@ -101,8 +106,10 @@ def _write_emi_nc(path: Path, year: int, lat: np.ndarray, lon: np.ndarray, t: np
     with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
         ds.title = f"{LABEL}: N2O {year} AGS"
         ds.synthetic = "true"
-        ds.source = ("cropn2o demo world: national N use x EF1 0.01 x (1 + 0.5 other N), county cropland "
-                     "shares; see pipeline/demo/edgar.py")
+        ds.source = (
+            "cropn2o demo world: national N use x EF1 0.01 x (1 + 0.5 other N), county cropland "
+            "shares; see pipeline/demo/edgar.py"
+        )
         ds.createDimension("lat", len(lat))
         ds.createDimension("lon", len(lon))
         la = ds.createVariable("lat", "f8", ("lat",))

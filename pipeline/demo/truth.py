@@ -84,8 +84,7 @@ def log_n_response(crop: str, n_rate_kg_ha) -> np.ndarray:
     return np.log1p(HILL_A[crop] * _hill(crop, n_rate_kg_ha))
 
 
-TRUE_GAMMA = {"water_input_mm": 0.0004, "mean_temp_c": 0.03, "soil_ph": -0.15, "soc_g_kg": 0.015,
-              "clay_pct": 0.0}
+TRUE_GAMMA = {"water_input_mm": 0.0004, "mean_temp_c": 0.03, "soil_ph": -0.15, "soc_g_kg": 0.015, "clay_pct": 0.0}
 
 
 #: Rice water regime effect on log E (single drainage = reference) and the national regime mix.
@@ -132,14 +131,14 @@ SEASON_DAYS = {"rice": 120.0, "wheat": 220.0, "maize": 120.0, "vegetables": 90.0
 class World:
     """Everything generated for all mainland counties (arrays indexed county x crop x year)."""
 
-    counties: pd.DataFrame          # one row per mainland county, with covariates
-    years: np.ndarray               # generation span
-    area_ha: np.ndarray             # (K, C, Y)
-    n_rate_kg_ha: np.ndarray        # (K, C, Y)
-    n_scale: np.ndarray             # (Y,) national calibration factor of the N-rate shapes
-    national_noise: np.ndarray      # (4, Y) year factors on the smooth rice/wheat/maize area and N use
-    irrigation: pd.DataFrame        # prefecture x year
-    events: pd.DataFrame            # county code changes
+    counties: pd.DataFrame  # one row per mainland county, with covariates
+    years: np.ndarray  # generation span
+    area_ha: np.ndarray  # (K, C, Y)
+    n_rate_kg_ha: np.ndarray  # (K, C, Y)
+    n_scale: np.ndarray  # (Y,) national calibration factor of the N-rate shapes
+    national_noise: np.ndarray  # (4, Y) year factors on the smooth rice/wheat/maize area and N use
+    irrigation: pd.DataFrame  # prefecture x year
+    events: pd.DataFrame  # county code changes
 
 
 def interpolate_anchors(anchors: dict[int, float], years: np.ndarray) -> np.ndarray:
@@ -173,15 +172,20 @@ def broken_line_fit(years: np.ndarray, values: np.ndarray, knot: float) -> tuple
     t = np.asarray(years, float)
     X = np.column_stack([np.ones_like(t), t - knot, np.maximum(t - knot, 0.0)])
     beta = np.linalg.lstsq(X, np.asarray(values, float), rcond=None)[0]
-    return X @ beta, {"level_at_knot": float(beta[0]), "slope_before": float(beta[1]),
-                      "slope_after": float(beta[1] + beta[2])}
+    return X @ beta, {
+        "level_at_knot": float(beta[0]),
+        "slope_before": float(beta[1]),
+        "slope_after": float(beta[1] + beta[2]),
+    }
 
 
 def _yearly(d: dict[int, float], name: str, years: np.ndarray) -> np.ndarray:
     missing = [int(y) for y in years if int(y) not in d]
     if missing:
-        raise ConfigError(f"config: demo.calibration.{name} has no value for year {missing[0]}. "
-                          "Fix: add the year, or narrow demo.first_year/last_year")
+        raise ConfigError(
+            f"config: demo.calibration.{name} has no value for year {missing[0]}. "
+            "Fix: add the year, or narrow demo.first_year/last_year"
+        )
     return np.array([d[int(y)] for y in years], dtype=float)
 
 
@@ -218,13 +222,19 @@ def smooth_calibration(cal: DemoCalibration, years: np.ndarray, break_year: int)
         smooth, coef = broken_line_fit(years, real, float(break_year))
         dev = np.abs(smooth - real) / real
         i = int(np.argmax(dev))
-        out[name] = {"real": real, "smooth": smooth, **coef, "max_abs_dev_pct": float(100 * dev[i]),
-                     "max_abs_dev_year": int(years[i])}
+        out[name] = {
+            "real": real,
+            "smooth": smooth,
+            **coef,
+            "max_abs_dev_pct": float(100 * dev[i]),
+            "max_abs_dev_year": int(years[i]),
+        }
     return out
 
 
-def national_targets(cal: DemoCalibration, years: np.ndarray, break_year: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def national_targets(
+    cal: DemoCalibration, years: np.ndarray, break_year: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """National sown area per crop (ha, shape (C, Y)) and N use on the five crops (kg N, (Y,)).
 
     Returns
@@ -243,13 +253,17 @@ def national_targets(cal: DemoCalibration, years: np.ndarray, break_year: int,
     """
     sm = smooth_calibration(cal, years, break_year)
     noise = np.exp(NATIONAL_NOISE_SD * rng.standard_normal((4, len(years))))
-    rice, wheat, maize, n_t = (sm[k]["smooth"] * noise[i] for i, k in enumerate(
-        ("rice_area_ha", "wheat_area_ha", "maize_area_ha", "n_fertilizer_t")))
+    rice, wheat, maize, n_t = (
+        sm[k]["smooth"] * noise[i]
+        for i, k in enumerate(("rice_area_ha", "wheat_area_ha", "maize_area_ha", "n_fertilizer_t"))
+    )
     veg = interpolate_anchors(cal.assumed_vegetables_area_ha, years)
     other = interpolate_anchors(cal.assumed_total_sown_area_ha, years) - rice - wheat - maize - veg
     if (other <= 0).any():
-        raise ConfigError("config: demo.calibration.assumed_total_sown_area_ha is smaller than the sum of the "
-                          "four named crops. Fix: raise it")
+        raise ConfigError(
+            "config: demo.calibration.assumed_total_sown_area_ha is smaller than the sum of the "
+            "four named crops. Fix: raise it"
+        )
     n_kg = n_t * 1000.0 * interpolate_anchors(cal.crop_n_share, years)
     return np.vstack([rice, wheat, maize, veg, other]), n_kg, noise
 
@@ -271,7 +285,11 @@ def n_rate_shape(years: np.ndarray, break_year: int) -> np.ndarray:
 
 
 def make_activity(
-    counties: pd.DataFrame, years: np.ndarray, targets: np.ndarray, n_kg: np.ndarray, break_year: int,
+    counties: pd.DataFrame,
+    years: np.ndarray,
+    targets: np.ndarray,
+    n_kg: np.ndarray,
+    break_year: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Sown area and N rate per county x crop x year, calibrated to the national targets.
@@ -329,8 +347,9 @@ def make_activity(
     return area, n * k[None, None, :], k, np.minimum(crop_ha, 0.95 * land)
 
 
-def make_irrigation(counties: pd.DataFrame, covariates: pd.DataFrame, years: np.ndarray,
-                    rng: np.random.Generator) -> pd.DataFrame:
+def make_irrigation(
+    counties: pd.DataFrame, covariates: pd.DataFrame, years: np.ndarray, rng: np.random.Generator
+) -> pd.DataFrame:
     """Irrigated fraction and irrigation depth per prefecture x year.
 
     Notes
@@ -343,21 +362,30 @@ def make_irrigation(counties: pd.DataFrame, covariates: pd.DataFrame, years: np.
     pref = df.groupby("prefecture_code", sort=True).mean()
     lon, lat, p = pref["lon"].to_numpy(), pref["lat"].to_numpy(), pref["precip"].to_numpy()
     P, Y = len(pref), len(years)
-    f0 = np.clip(0.2 + 0.5 * _gauss(lon, lat, 115.5, 36.0, 4.0, 3.5) + 0.35 * _sig((32.0 - lat) / 1.5)
-                 + 0.6 * _sig((350.0 - p) / 60.0), 0.05, 0.95)
+    f0 = np.clip(
+        0.2
+        + 0.5 * _gauss(lon, lat, 115.5, 36.0, 4.0, 3.5)
+        + 0.35 * _sig((32.0 - lat) / 1.5)
+        + 0.6 * _sig((350.0 - p) / 60.0),
+        0.05,
+        0.95,
+    )
     f = np.clip(f0[:, None] + 0.004 * (years - 1990.0)[None, :] + 0.01 * rng.standard_normal((P, Y)), 0.0, 1.0)
     depth0 = np.clip(250.0 + 0.6 * np.maximum(900.0 - p, 0.0), 100.0, 1200.0) * np.exp(0.1 * rng.standard_normal(P))
     depth = depth0[:, None] * np.exp(0.05 * rng.standard_normal((P, Y)))
-    return pd.DataFrame({
-        "prefecture_code": np.repeat(pref.index.to_numpy().astype(int), Y),
-        "year": np.tile(years.astype(int), P),
-        "irrigated_fraction": np.round(f.ravel(), 4),
-        "irrigation_mm": np.round(depth.ravel(), 1),
-    })
+    return pd.DataFrame(
+        {
+            "prefecture_code": np.repeat(pref.index.to_numpy().astype(int), Y),
+            "year": np.tile(years.astype(int), P),
+            "irrigated_fraction": np.round(f.ravel(), 4),
+            "irrigation_mm": np.round(depth.ravel(), 1),
+        }
+    )
 
 
-def make_code_changes(counties: pd.DataFrame, all_codes: set[int], share: float, seed: int,
-                      first_year: int) -> pd.DataFrame:
+def make_code_changes(
+    counties: pd.DataFrame, all_codes: set[int], share: float, seed: int, first_year: int
+) -> pd.DataFrame:
     """Merges (two retired codes -> one present code) and splits (one retired -> two present).
 
     Per province, round(share x n / 3) merges and as many splits (at least one of each when
@@ -425,8 +453,9 @@ def make_code_changes(counties: pd.DataFrame, all_codes: set[int], share: float,
     return pd.DataFrame(rows, columns=["retired_code", "kind", "year_changed", "successors", "weight", "rate_dev"])
 
 
-def apply_split_history(area: np.ndarray, n_rate: np.ndarray, counties: pd.DataFrame, events: pd.DataFrame,
-                        years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def apply_split_history(
+    area: np.ndarray, n_rate: np.ndarray, counties: pd.DataFrame, events: pd.DataFrame, years: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Before a split, give the two successors land-area shares of the joint area and one N rate.
 
     Notes
@@ -442,8 +471,12 @@ def apply_split_history(area: np.ndarray, n_rate: np.ndarray, counties: pd.DataF
         i, j = pos[ev.successors[0]], pos[ev.successors[1]]
         before = years < ev.year_changed
         tot = area[i][:, before] + area[j][:, before]
-        n_mean = np.divide(area[i][:, before] * n_rate[i][:, before] + area[j][:, before] * n_rate[j][:, before],
-                           tot, out=np.zeros_like(tot), where=tot > 0)
+        n_mean = np.divide(
+            area[i][:, before] * n_rate[i][:, before] + area[j][:, before] * n_rate[j][:, before],
+            tot,
+            out=np.zeros_like(tot),
+            where=tot > 0,
+        )
         li = land[i] / (land[i] + land[j])
         area[i][:, before], area[j][:, before] = tot * li, tot * (1 - li)
         n_rate[i][:, before] = n_mean
@@ -454,25 +487,31 @@ def apply_split_history(area: np.ndarray, n_rate: np.ndarray, counties: pd.DataF
 def build_world(counties_all: pd.DataFrame, demo: DemoConfig) -> World:
     """Generate the whole mainland world (pure: depends only on its arguments)."""
     if demo.calibration is None:
-        raise ConfigError("config: demo.calibration is missing. Fix: copy the `demo: calibration:` block "
-                          "from config/default.yaml")
+        raise ConfigError(
+            "config: demo.calibration is missing. Fix: copy the `demo: calibration:` block from config/default.yaml"
+        )
     counties = counties_all[~counties_all["province_code"].isin(NON_MAINLAND_PROVINCES)].reset_index(drop=True)
     cal_years = sorted(demo.calibration.rice_area_ha)
     years = np.arange(min(cal_years[0], demo.first_year), max(cal_years[-1], demo.last_year) + 1)
     years = years[(years >= cal_years[0]) & (years <= cal_years[-1])]
     if demo.first_year < years[0] or demo.last_year > years[-1] or demo.first_year > demo.last_year:
-        raise ConfigError(f"config: demo.first_year/last_year {demo.first_year}-{demo.last_year} outside the "
-                          f"calibration years {cal_years[0]}-{cal_years[-1]}. Fix: narrow them or extend "
-                          "demo.calibration")
+        raise ConfigError(
+            f"config: demo.first_year/last_year {demo.first_year}-{demo.last_year} outside the "
+            f"calibration years {cal_years[0]}-{cal_years[-1]}. Fix: narrow them or extend "
+            "demo.calibration"
+        )
     cov = make_covariates(counties, np.random.default_rng([demo.seed, 1]))
-    targets, n_kg, noise = national_targets(demo.calibration, years, demo.break_year,
-                                            np.random.default_rng([demo.seed, 10]))
-    area, n_rate, k, crop_ha = make_activity(counties, years, targets, n_kg, demo.break_year,
-                                             np.random.default_rng([demo.seed, 2]))
+    targets, n_kg, noise = national_targets(
+        demo.calibration, years, demo.break_year, np.random.default_rng([demo.seed, 10])
+    )
+    area, n_rate, k, crop_ha = make_activity(
+        counties, years, targets, n_kg, demo.break_year, np.random.default_rng([demo.seed, 2])
+    )
     counties = pd.concat([counties, cov.drop(columns="county_code")], axis=1).assign(cropland_ha=crop_ha)
     irr = make_irrigation(counties, cov, years, np.random.default_rng([demo.seed, 3]))
-    events = make_code_changes(counties, set(county_index()["county_code"]), demo.retired_code_share,
-                               demo.seed, int(years[0]))
+    events = make_code_changes(
+        counties, set(county_index()["county_code"]), demo.retired_code_share, demo.seed, int(years[0])
+    )
     area, n_rate = apply_split_history(area, n_rate, counties, events, years)
     return World(counties, years, area, n_rate, k, noise, irr, events)
 
@@ -480,8 +519,16 @@ def build_world(counties_all: pd.DataFrame, demo: DemoConfig) -> World:
 # ---------------------------------------------------------------------------------------------
 # Expected emissions (the truth the pipeline should recover)
 # ---------------------------------------------------------------------------------------------
-def log_mean(crop: str, n_rate_kg_ha, water_input_mm, mean_temp_c, soil_ph, soc_g_kg, clay_pct=0.0,
-             water_regime: str | np.ndarray = "upland") -> np.ndarray:
+def log_mean(
+    crop: str,
+    n_rate_kg_ha,
+    water_input_mm,
+    mean_temp_c,
+    soil_ph,
+    soc_g_kg,
+    clay_pct=0.0,
+    water_regime: str | np.ndarray = "upland",
+) -> np.ndarray:
     """Linear predictor of log E (E in kg N2O-N/ha per season) without site and residual terms.
 
     Notes
@@ -490,12 +537,16 @@ def log_mean(crop: str, n_rate_kg_ha, water_input_mm, mean_temp_c, soil_ph, soc_
     with the Hill response f of :func:`log_n_response`.
     """
     reg = np.vectorize(lambda r: TRUE_REGIME.get(r, 0.0), otypes=[float])(np.asarray(water_regime, dtype=object))
-    return (TRUE_A[crop] + log_n_response(crop, n_rate_kg_ha)
-            + TRUE_GAMMA["water_input_mm"] * np.asarray(water_input_mm, float)
-            + TRUE_GAMMA["mean_temp_c"] * np.asarray(mean_temp_c, float)
-            + TRUE_GAMMA["soil_ph"] * np.asarray(soil_ph, float)
-            + TRUE_GAMMA["soc_g_kg"] * np.asarray(soc_g_kg, float)
-            + TRUE_GAMMA["clay_pct"] * np.asarray(clay_pct, float) + reg)
+    return (
+        TRUE_A[crop]
+        + log_n_response(crop, n_rate_kg_ha)
+        + TRUE_GAMMA["water_input_mm"] * np.asarray(water_input_mm, float)
+        + TRUE_GAMMA["mean_temp_c"] * np.asarray(mean_temp_c, float)
+        + TRUE_GAMMA["soil_ph"] * np.asarray(soil_ph, float)
+        + TRUE_GAMMA["soc_g_kg"] * np.asarray(soc_g_kg, float)
+        + TRUE_GAMMA["clay_pct"] * np.asarray(clay_pct, float)
+        + reg
+    )
 
 
 def expected_emissions(world: World) -> tuple[np.ndarray, np.ndarray]:
@@ -514,13 +565,22 @@ def expected_emissions(world: World) -> tuple[np.ndarray, np.ndarray]:
     f = irr["irrigated_fraction"].reindex(idx).to_numpy().reshape(len(c), -1)
     depth = irr["irrigation_mm"].reindex(idx).to_numpy().reshape(len(c), -1)
     P = c["precip_mm"].to_numpy()[:, None]
-    water_mix = f * np.exp(TRUE_GAMMA["water_input_mm"] * (P + depth)) + (1 - f) * np.exp(TRUE_GAMMA["water_input_mm"] * P)
+    water_mix = f * np.exp(TRUE_GAMMA["water_input_mm"] * (P + depth)) + (1 - f) * np.exp(
+        TRUE_GAMMA["water_input_mm"] * P
+    )
     smear = np.exp(SIGMA_SITE**2 / 2 + SIGMA_RESID**2 / 2)
     fert = np.zeros_like(world.area_ha)
     back = np.zeros_like(world.area_ha)
     for ci, crop in enumerate(CROPS):
-        base = log_mean(crop, 0.0, 0.0, c["mean_temp_c"].to_numpy(), c["soil_ph"].to_numpy(),
-                        c["soc_g_kg"].to_numpy(), c["clay_pct"].to_numpy())
+        base = log_mean(
+            crop,
+            0.0,
+            0.0,
+            c["mean_temp_c"].to_numpy(),
+            c["soil_ph"].to_numpy(),
+            c["soc_g_kg"].to_numpy(),
+            c["clay_pct"].to_numpy(),
+        )
         regime = sum(s * np.exp(TRUE_REGIME[r]) for r, s in RICE_REGIME_SHARE.items()) if crop == "rice" else 1.0
         e0 = np.exp(base)[:, None] * water_mix * regime * smear
         eN = e0 * np.exp(log_n_response(crop, world.n_rate_kg_ha[:, ci, :]))
@@ -533,20 +593,26 @@ def national_truth(world: World, fert: np.ndarray, back: np.ndarray) -> pd.DataF
     """National (all mainland counties) expected values per year x crop."""
     rows = []
     for ci, crop in enumerate(CROPS):
-        rows.append(pd.DataFrame({
-            "year": world.years.astype(int), "crop": crop,
-            "area_ha": world.area_ha[:, ci, :].sum(axis=0),
-            "n_applied_kg": (world.area_ha[:, ci, :] * world.n_rate_kg_ha[:, ci, :]).sum(axis=0),
-            "fert_induced_kg_n2o_n": fert[:, ci, :].sum(axis=0),
-            "background_kg_n2o_n": back[:, ci, :].sum(axis=0),
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "year": world.years.astype(int),
+                    "crop": crop,
+                    "area_ha": world.area_ha[:, ci, :].sum(axis=0),
+                    "n_applied_kg": (world.area_ha[:, ci, :] * world.n_rate_kg_ha[:, ci, :]).sum(axis=0),
+                    "fert_induced_kg_n2o_n": fert[:, ci, :].sum(axis=0),
+                    "background_kg_n2o_n": back[:, ci, :].sum(axis=0),
+                }
+            )
+        )
     out = pd.concat(rows, ignore_index=True)
     out["n_rate_kg_ha"] = out["n_applied_kg"] / out["area_ha"]
     return out.sort_values(["year", "crop"]).reset_index(drop=True)
 
 
-def national_break_truth(years: np.ndarray, fert_kg: np.ndarray, break_year: int,
-                         min_segment: int = 4) -> dict[str, object]:
+def national_break_truth(
+    years: np.ndarray, fert_kg: np.ndarray, break_year: int, min_segment: int = 4
+) -> dict[str, object]:
     """True break and slopes of the national fertilizer-induced series (for truth.json).
 
     Parameters
@@ -587,12 +653,17 @@ def national_break_truth(years: np.ndarray, fert_kg: np.ndarray, break_year: int
     if t.size >= 2 * min_segment + 1:
         psi = float(np.round(kink_year_draws(t, y[None, :], min_segment)[0], 1))
         _, ls = broken_line_fit(t, y, psi)
-        out["least_squares"] = {"break_year": psi, "slope_before_kg_yr2": ls["slope_before"],
-                                "slope_after_kg_yr2": ls["slope_after"]}
+        out["least_squares"] = {
+            "break_year": psi,
+            "slope_before_kg_yr2": ls["slope_before"],
+            "slope_after_kg_yr2": ls["slope_after"],
+        }
     return out
 
 
-def make_observations(world: World, provinces: set[int], demo: DemoConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+def make_observations(
+    world: World, provinces: set[int], demo: DemoConfig, rng: np.random.Generator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Field observations with paired zero-N controls, in mixed units as published.
 
     Returns
@@ -633,7 +704,8 @@ def make_observations(world: World, provinces: set[int], demo: DemoConfig, rng: 
             "clay_pct": float(np.clip(row["clay_pct"] + 2.0 * rng.standard_normal(), 1.0, 90.0)),
             "mean_temp_c": float(row["mean_temp_c"] + 0.5 * rng.standard_normal()),
             "precip_mm": float(row["precip_mm"] * np.exp(0.05 * rng.standard_normal())),
-            "lat": float(row["lat"] + 0.01 * rng.standard_normal()), "lon": float(row["lon"] + 0.01 * rng.standard_normal()),
+            "lat": float(row["lat"] + 0.01 * rng.standard_normal()),
+            "lon": float(row["lon"] + 0.01 * rng.standard_normal()),
         }
         site["climate"] = "wet" if site["precip_mm"] >= pet_proxy_mm(site["mean_temp_c"]) else "dry"
         irrigated_site = rng.random()
@@ -648,8 +720,11 @@ def make_observations(world: World, provinces: set[int], demo: DemoConfig, rng: 
             done.add((year, crop))
             ci = CROPS.index(crop)
             n_county = float(world.n_rate_kg_ha[k, ci, np.nonzero(ymask)[0][yi]])
-            regime = (str(rng.choice(list(RICE_REGIME_SHARE), p=list(RICE_REGIME_SHARE.values())))
-                      if crop == "rice" else "upland")
+            regime = (
+                str(rng.choice(list(RICE_REGIME_SHARE), p=list(RICE_REGIME_SHARE.values())))
+                if crop == "rice"
+                else "upland"
+            )
             f, depth = irr.loc[(int(row["prefecture_code"]), year), ["irrigated_fraction", "irrigation_mm"]]
             irrigation = float(depth * np.exp(0.1 * rng.standard_normal())) if irrigated_site < f else 0.0
             n_levels = np.sort(np.round(n_county * rng.uniform(0.3, 1.8, 1 + int(rng.poisson(lam_trt))) / 5.0) * 5.0)
@@ -659,17 +734,35 @@ def make_observations(world: World, provinces: set[int], demo: DemoConfig, rng: 
             duration = float(np.round(SEASON_DAYS[crop] * rng.uniform(0.85, 1.15)))
             ftype = str(rng.choice(["synthetic", "mixed", "other"], p=[0.85, 0.10, 0.05]))
             for n in np.concatenate([[0.0], np.unique(np.maximum(n_levels, 5.0))]):
-                recs.append({"site": s, "year": year, "crop": crop, "water_regime": regime, "n_kg_ha": float(n),
-                             "fertilizer_type": "synthetic" if n == 0 else ftype, "irrigation_mm": irrigation,
-                             "duration_days": duration, **site})
+                recs.append(
+                    {
+                        "site": s,
+                        "year": year,
+                        "crop": crop,
+                        "water_regime": regime,
+                        "n_kg_ha": float(n),
+                        "fertilizer_type": "synthetic" if n == 0 else ftype,
+                        "irrigation_mm": irrigation,
+                        "duration_days": duration,
+                        **site,
+                    }
+                )
     obs = pd.DataFrame(recs)
     n = len(obs)
     eta = np.empty(n)
     for crop in CROPS:
         m = (obs["crop"] == crop).to_numpy()
         o = obs[m]
-        eta[m] = log_mean(crop, o["n_kg_ha"], o["precip_mm"] + o["irrigation_mm"], o["mean_temp_c"], o["soil_ph"],
-                          o["soc_g_kg"], o["clay_pct"], o["water_regime"].to_numpy())
+        eta[m] = log_mean(
+            crop,
+            o["n_kg_ha"],
+            o["precip_mm"] + o["irrigation_mm"],
+            o["mean_temp_c"],
+            o["soil_ph"],
+            o["soc_g_kg"],
+            o["clay_pct"],
+            o["water_regime"].to_numpy(),
+        )
     u = u_all[obs["site"].to_numpy()]
     eps = SIGMA_RESID * rng.standard_normal(n)
     flux_kg = np.exp(eta + u + eps) + SIGMA_MEASURE * rng.standard_normal(n)
@@ -683,21 +776,43 @@ def make_observations(world: World, provinces: set[int], demo: DemoConfig, rng: 
     value = np.round(flux_kg / per_unit, 5)
     mu_units = rng.random(n) < 0.1
     site_id = np.array([f"DEMO-S{s + 1:03d}" for s in obs["site"]])
-    raw = pd.DataFrame({
-        "obs_id": [f"DEMO-{i + 1:04d}" for i in range(n)], "site_id": site_id,
-        "study_id": [f"DEMO-P{(s // 2) + 1:03d}" for s in obs["site"]],  # two sites per publication
-        "crop": obs["crop"], "water_regime": obs["water_regime"], "year": obs["year"],
-        "n_rate": np.where(mu_units, np.round(obs["n_kg_ha"] / MU_PER_HA, 3), obs["n_kg_ha"]),
-        "n_rate_unit": np.where(mu_units, "kg N/mu", "kg N/ha"),
-        "fertilizer_type": obs["fertilizer_type"], "flux": value, "flux_unit": unit,
-        "duration_days": obs["duration_days"],
-        "soil_ph": obs["soil_ph"].round(2), "soc_g_kg": obs["soc_g_kg"].round(2), "clay_pct": obs["clay_pct"].round(1),
-        "mean_temp_c": obs["mean_temp_c"].round(2), "precip_mm": obs["precip_mm"].round(1),
-        "irrigation_mm": obs["irrigation_mm"].round(1), "climate": obs["climate"],
-        "lat": obs["lat"].round(4), "lon": obs["lon"].round(4),
-    })
-    truth = pd.DataFrame({"obs_id": raw["obs_id"], "site_id": site_id, "crop": obs["crop"],
-                          "n_rate_kg_ha": obs["n_kg_ha"], "water_input_mm": obs["precip_mm"] + obs["irrigation_mm"],
-                          "flux_kg_n2o_n_ha": flux_kg, "eta": eta, "u_site": u, "eps": eps,
-                          "below_detection": below})
+    raw = pd.DataFrame(
+        {
+            "obs_id": [f"DEMO-{i + 1:04d}" for i in range(n)],
+            "site_id": site_id,
+            "study_id": [f"DEMO-P{(s // 2) + 1:03d}" for s in obs["site"]],  # two sites per publication
+            "crop": obs["crop"],
+            "water_regime": obs["water_regime"],
+            "year": obs["year"],
+            "n_rate": np.where(mu_units, np.round(obs["n_kg_ha"] / MU_PER_HA, 3), obs["n_kg_ha"]),
+            "n_rate_unit": np.where(mu_units, "kg N/mu", "kg N/ha"),
+            "fertilizer_type": obs["fertilizer_type"],
+            "flux": value,
+            "flux_unit": unit,
+            "duration_days": obs["duration_days"],
+            "soil_ph": obs["soil_ph"].round(2),
+            "soc_g_kg": obs["soc_g_kg"].round(2),
+            "clay_pct": obs["clay_pct"].round(1),
+            "mean_temp_c": obs["mean_temp_c"].round(2),
+            "precip_mm": obs["precip_mm"].round(1),
+            "irrigation_mm": obs["irrigation_mm"].round(1),
+            "climate": obs["climate"],
+            "lat": obs["lat"].round(4),
+            "lon": obs["lon"].round(4),
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "obs_id": raw["obs_id"],
+            "site_id": site_id,
+            "crop": obs["crop"],
+            "n_rate_kg_ha": obs["n_kg_ha"],
+            "water_input_mm": obs["precip_mm"] + obs["irrigation_mm"],
+            "flux_kg_n2o_n_ha": flux_kg,
+            "eta": eta,
+            "u_site": u,
+            "eps": eps,
+            "below_detection": below,
+        }
+    )
     return raw, truth

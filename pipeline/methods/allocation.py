@@ -51,8 +51,9 @@ class CropIntensity:
     verified: bool = False
 
 
-def n_total_kg(n_straight_fert_kg: np.ndarray | float, n_compound_fert_kg: np.ndarray | float,
-               compound_n_share: float) -> np.ndarray:
+def n_total_kg(
+    n_straight_fert_kg: np.ndarray | float, n_compound_fert_kg: np.ndarray | float, compound_n_share: float
+) -> np.ndarray:
     """Fertilizer N of a region from straight N and compound fertilizer.
 
     Parameters
@@ -75,8 +76,10 @@ def n_total_kg(n_straight_fert_kg: np.ndarray | float, n_compound_fert_kg: np.nd
     richer in P (diammonium phosphate 18-46-0: s = 0.28) lower it.
     """
     if not 0.0 <= compound_n_share <= 1.0 or math.isnan(compound_n_share):
-        raise ConfigError(f"compound_n_share {compound_n_share} is outside [0, 1]. Fix: give the mass fraction of N "
-                          "in compound fertilizer's pure nutrient (1/3 for 15-15-15)")
+        raise ConfigError(
+            f"compound_n_share {compound_n_share} is outside [0, 1]. Fix: give the mass fraction of N "
+            "in compound fertilizer's pure nutrient (1/3 for 15-15-15)"
+        )
     return np.asarray(n_straight_fert_kg, dtype=float) + compound_n_share * np.asarray(n_compound_fert_kg, dtype=float)
 
 
@@ -90,8 +93,10 @@ def _weights(intensities: Mapping[str, float] | Sequence[CropIntensity]) -> dict
     bad = {k: v for k, v in w.items() if not (v >= 0.0 and math.isfinite(v))}
     if bad:
         k, v = next(iter(bad.items()))
-        raise ConfigError(f"crop N intensity of '{k}' is {v}; intensities must be finite and >= 0. "
-                          "Fix: correct the value in the intensity table")
+        raise ConfigError(
+            f"crop N intensity of '{k}' is {v}; intensities must be finite and >= 0. "
+            "Fix: correct the value in the intensity table"
+        )
     if not any(v > 0 for v in w.values()):
         raise ConfigError("every crop N intensity is 0. Fix: give at least one crop a positive intensity")
     return w
@@ -159,23 +164,33 @@ def allocate_n(
     """
     keys = list(keys)
     w = _weights(intensities)
-    for frame, cols, what in ((areas, [*keys, "crop", area_col], "areas"),
-                              (totals, [*keys, straight_col, compound_col], "totals")):
+    for frame, cols, what in (
+        (areas, [*keys, "crop", area_col], "areas"),
+        (totals, [*keys, straight_col, compound_col], "totals"),
+    ):
         missing = [c for c in cols if c not in frame.columns]
         if missing:
-            raise AllocationError(f"the {what} frame has no column(s) {', '.join(missing)}. "
-                                  f"Fix: give {', '.join(cols)}")
+            raise AllocationError(
+                f"the {what} frame has no column(s) {', '.join(missing)}. Fix: give {', '.join(cols)}"
+            )
     a = areas[[*keys, "crop", area_col]].rename(columns={area_col: "sown_area_ha"}).copy()
-    t = totals[[*keys, straight_col, compound_col]].rename(
-        columns={straight_col: "n_straight_fert_kg", compound_col: "n_compound_fert_kg"}).copy()
+    t = (
+        totals[[*keys, straight_col, compound_col]]
+        .rename(columns={straight_col: "n_straight_fert_kg", compound_col: "n_compound_fert_kg"})
+        .copy()
+    )
 
     unknown = sorted(set(a["crop"]) - set(w))
     if unknown:
-        raise ConfigError(f"no N intensity for crop(s) {', '.join(map(str, unknown))}. Fix: add them to the "
-                          f"intensity table (it has {', '.join(w)})")
+        raise ConfigError(
+            f"no N intensity for crop(s) {', '.join(map(str, unknown))}. Fix: add them to the "
+            f"intensity table (it has {', '.join(w)})"
+        )
     if a.duplicated([*keys, "crop"]).any():
         r = a[a.duplicated([*keys, "crop"])].iloc[0]
-        raise AllocationError(f"{_where(keys, r)}: crop {r['crop']} has two area rows. Fix: one row per region and crop")
+        raise AllocationError(
+            f"{_where(keys, r)}: crop {r['crop']} has two area rows. Fix: one row per region and crop"
+        )
     if t.duplicated(keys).any():
         r = t[t.duplicated(keys)].iloc[0]
         raise AllocationError(f"{_where(keys, r)}: two fertilizer totals. Fix: one total per region")
@@ -184,16 +199,20 @@ def allocate_n(
         bad = v.isna() | (v < 0) | ~np.isfinite(v.fillna(0))
         if bad.any():
             r = t[bad].iloc[0]
-            raise AllocationError(f"{_where(keys, r)}: fertilizer total column '{col}' is {r[col]}; it must be a "
-                                  "number >= 0. Fix: correct or fill the total for that region and year")
+            raise AllocationError(
+                f"{_where(keys, r)}: fertilizer total column '{col}' is {r[col]}; it must be a "
+                "number >= 0. Fix: correct or fill the total for that region and year"
+            )
         t[col] = v.astype(float)
     area = pd.to_numeric(a["sown_area_ha"], errors="coerce")
     bad = area.isna() | (area < 0) | ~np.isfinite(area.fillna(0))
     if bad.any():
         r = a[bad].iloc[0]
-        raise AllocationError(f"{_where(keys, r)}: sown area of crop {r['crop']} (column '{area_col}') is "
-                              f"{r['sown_area_ha']}; the allocation needs every crop's area. Fix: fill the area "
-                              "(0 if the crop is not grown)")
+        raise AllocationError(
+            f"{_where(keys, r)}: sown area of crop {r['crop']} (column '{area_col}') is "
+            f"{r['sown_area_ha']}; the allocation needs every crop's area. Fix: fill the area "
+            "(0 if the crop is not grown)"
+        )
     a["sown_area_ha"] = area.astype(float)
 
     # every region has every crop, and the same regions in both frames
@@ -202,33 +221,54 @@ def allocate_n(
     have = grid.merge(a, on=[*keys, "crop"], how="left", indicator=True)
     if (have["_merge"] == "left_only").any():
         r = have[have["_merge"] == "left_only"].iloc[0]
-        raise AllocationError(f"{_where(keys, r)}: no sown-area row for crop {r['crop']}. Fix: add the row "
-                              "(0 ha if the crop is not grown)")
+        raise AllocationError(
+            f"{_where(keys, r)}: no sown-area row for crop {r['crop']}. Fix: add the row "
+            "(0 ha if the crop is not grown)"
+        )
     both = regions_a.merge(t[keys], on=keys, how="outer", indicator=True)
     if (both["_merge"] != "both").any():
         r = both[both["_merge"] != "both"].iloc[0]
-        side = "sown areas but no fertilizer total" if r["_merge"] == "left_only" else "a fertilizer total but no sown areas"
+        side = (
+            "sown areas but no fertilizer total"
+            if r["_merge"] == "left_only"
+            else "a fertilizer total but no sown areas"
+        )
         raise AllocationError(f"{_where(keys, r)}: region has {side}. Fix: give both for every region and year")
 
     out = a.merge(t, on=keys, how="left", validate="many_to_one")
     out["intensity"] = out["crop"].map(w).astype(float)
     out["compound_n_share"] = float(compound_n_share)
-    out["n_total_kg"] = n_total_kg(out["n_straight_fert_kg"].to_numpy(), out["n_compound_fert_kg"].to_numpy(),
-                                   compound_n_share)
+    out["n_total_kg"] = n_total_kg(
+        out["n_straight_fert_kg"].to_numpy(), out["n_compound_fert_kg"].to_numpy(), compound_n_share
+    )
     out["_wa"] = out["intensity"] * out["sown_area_ha"]
     out["weighted_area_ha"] = out.groupby(keys)["_wa"].transform("sum")
     empty = (out["weighted_area_ha"] <= 0) & (out["n_total_kg"] > 0)
     if empty.any():
         r = out[empty].iloc[0]
-        raise AllocationError(f"{_where(keys, r)}: {r['n_total_kg']:.6g} kg N but no sown area with a positive "
-                              "intensity to carry it. Fix: check the areas and intensities of that region")
+        raise AllocationError(
+            f"{_where(keys, r)}: {r['n_total_kg']:.6g} kg N but no sown area with a positive "
+            "intensity to carry it. Fix: check the areas and intensities of that region"
+        )
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.where(out["weighted_area_ha"] > 0,
-                        out["n_total_kg"] * out["intensity"] / out["weighted_area_ha"], 0.0)
+        rate = np.where(
+            out["weighted_area_ha"] > 0, out["n_total_kg"] * out["intensity"] / out["weighted_area_ha"], 0.0
+        )
     out["n_rate_kg_ha"] = rate
     out["n_crop_kg"] = out["n_rate_kg_ha"] * out["sown_area_ha"]
-    cols = [*keys, "crop", "sown_area_ha", "intensity", "n_straight_fert_kg", "n_compound_fert_kg",
-            "compound_n_share", "n_total_kg", "weighted_area_ha", "n_rate_kg_ha", "n_crop_kg"]
+    cols = [
+        *keys,
+        "crop",
+        "sown_area_ha",
+        "intensity",
+        "n_straight_fert_kg",
+        "n_compound_fert_kg",
+        "compound_n_share",
+        "n_total_kg",
+        "weighted_area_ha",
+        "n_rate_kg_ha",
+        "n_crop_kg",
+    ]
     extra = [c for c in areas.columns if c not in (*keys, "crop", area_col) and c not in cols]
     out = out.drop(columns="_wa")
     if extra:  # carry identifying columns such as adcode, province, area_blank
@@ -236,8 +276,9 @@ def allocate_n(
     return out[[*cols, *extra]].sort_values([*keys, "crop"], ignore_index=True)
 
 
-def check_allocation(alloc: pd.DataFrame, *, keys: Sequence[str] = ("province_code", "year"),
-                     rtol: float = 1e-9) -> pd.DataFrame:
+def check_allocation(
+    alloc: pd.DataFrame, *, keys: Sequence[str] = ("province_code", "year"), rtol: float = 1e-9
+) -> pd.DataFrame:
     """Check that allocated crop N sums back to each region's total.
 
     Parameters
@@ -278,10 +319,12 @@ def check_allocation(alloc: pd.DataFrame, *, keys: Sequence[str] = ("province_co
     if bad.any():
         r = summary[bad].iloc[0]
         where = ", ".join(f"{k} {v}" for k, v in zip(keys, np.atleast_1d(summary[bad].index[0]), strict=True))
-        raise AllocationError(f"{where}: allocated N {r['n_allocated_kg']:.10g} kg differs from the total "
-                              f"{r['n_total_kg']:.10g} kg (relative error {r['rel_error']:.3g} > {rtol:g}; "
-                              f"{int(bad.sum())} region(s) fail). Fix: this is a bug or an edited allocation table; "
-                              "rerun allocate_n on the inputs")
+        raise AllocationError(
+            f"{where}: allocated N {r['n_allocated_kg']:.10g} kg differs from the total "
+            f"{r['n_total_kg']:.10g} kg (relative error {r['rel_error']:.3g} > {rtol:g}; "
+            f"{int(bad.sum())} region(s) fail). Fix: this is a bug or an edited allocation table; "
+            "rerun allocate_n on the inputs"
+        )
     return summary.reset_index()
 
 
@@ -296,15 +339,21 @@ def intensities_from_config(section: Mapping[str, object]) -> tuple[list[CropInt
     try:
         crops = section["crop_n_intensity"]
         share = float(section["compound_n_share"]["value"])  # type: ignore[index]
-        out = [CropIntensity(str(c), float(v["weight"]), str(v.get("source", "")), bool(v.get("verified", False)))
-               for c, v in crops.items()]  # type: ignore[attr-defined]  # untyped YAML: a non-mapping is caught below
+        out = [
+            CropIntensity(str(c), float(v["weight"]), str(v.get("source", "")), bool(v.get("verified", False)))
+            for c, v in crops.items()  # type: ignore[attr-defined]  # untyped YAML: a non-mapping is caught below
+        ]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ConfigError(f"nbs_allocation: malformed ({type(e).__name__}: {e}). Fix: follow "
-                          "config/examples/nbs_crop_n_intensity.yaml (crop_n_intensity.<crop>.weight, "
-                          "compound_n_share.value)") from None
+        raise ConfigError(
+            f"nbs_allocation: malformed ({type(e).__name__}: {e}). Fix: follow "
+            "config/examples/nbs_crop_n_intensity.yaml (crop_n_intensity.<crop>.weight, "
+            "compound_n_share.value)"
+        ) from None
     missing_src = [ci.crop for ci in out if not ci.source.strip()]
     if missing_src:
-        raise ConfigError(f"nbs_allocation: crop N intensity of {', '.join(missing_src)} has no source. "
-                          "Fix: give `source:` for every intensity")
+        raise ConfigError(
+            f"nbs_allocation: crop N intensity of {', '.join(missing_src)} has no source. "
+            "Fix: give `source:` for every intensity"
+        )
     _weights(out)
     return out, share

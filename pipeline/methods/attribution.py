@@ -49,8 +49,14 @@ def build_series(national: pd.DataFrame, province: pd.DataFrame | None, model: s
     plug-in central estimate) is carried when the estimate tables have it; the breakpoint
     analysis of the series uses it (:func:`analyse`), the intervals are over the draws.
     """
-    cols = ["year", *(["n2o_n_kg_central"] if "n2o_n_kg_central" in national.columns else []),
-            "n2o_n_kg_mean", "n2o_n_kg_p2_5", "n2o_n_kg_p97_5", "area_ha"]
+    cols = [
+        "year",
+        *(["n2o_n_kg_central"] if "n2o_n_kg_central" in national.columns else []),
+        "n2o_n_kg_mean",
+        "n2o_n_kg_p2_5",
+        "n2o_n_kg_p97_5",
+        "area_ha",
+    ]
     parts = []
     nat = national[national["crop"] == "all"]
     parts.append(nat[cols].assign(scope="national", unit="all"))
@@ -88,11 +94,20 @@ def break_draws_summary(years: np.ndarray, draws: np.ndarray, tcfg: TrendOptions
     for j, name in enumerate(("slope_before", "slope_after")):
         s_lo, s_med, s_hi = np.percentile(slopes[:, j], q)
         slope_summary[name] = {"median": float(s_med), "ci_low": float(s_lo), "ci_high": float(s_hi)}
-    return ({"n_draws": int(per_draw.size), "median": float(med), "ci_low": float(lo), "ci_high": float(hi),
-             "mean": float(per_draw.mean()), "sd": float(per_draw.std(ddof=1)) if per_draw.size > 1 else 0.0,
-             "method": "least-squares one-kink break of each draw's national series (profile grid, 0.1 yr)",
-             "slopes_per_year": slope_summary,
-             "year_convention": bp.KINK_CONVENTION}, per_draw)
+    return (
+        {
+            "n_draws": int(per_draw.size),
+            "median": float(med),
+            "ci_low": float(lo),
+            "ci_high": float(hi),
+            "mean": float(per_draw.mean()),
+            "sd": float(per_draw.std(ddof=1)) if per_draw.size > 1 else 0.0,
+            "method": "least-squares one-kink break of each draw's national series (profile grid, 0.1 yr)",
+            "slopes_per_year": slope_summary,
+            "year_convention": bp.KINK_CONVENTION,
+        },
+        per_draw,
+    )
 
 
 def central_column(series: pd.DataFrame) -> str:
@@ -112,8 +127,10 @@ def forms_contributed(draws: pd.DataFrame) -> dict[str, Any] | None:
     if d.empty:
         return None
     first = d[d["year"] == d["year"].min()]
-    return {str(crop): {str(k): float(v) for k, v in g["form"].value_counts(normalize=True).sort_index().items()}
-            for crop, g in first.groupby("crop")}
+    return {
+        str(crop): {str(k): float(v) for k, v in g["form"].value_counts(normalize=True).sort_index().items()}
+        for crop, g in first.groupby("crop")
+    }
 
 
 def analyse(series: pd.DataFrame, tcfg: TrendOptions, value: str | None = None) -> dict[str, Any]:
@@ -121,8 +138,16 @@ def analyse(series: pd.DataFrame, tcfg: TrendOptions, value: str | None = None) 
     (default: :func:`central_column`)."""
     value = value or central_column(series)
     s = series.sort_values("year")
-    return bp.analyse_series(s["year"].to_numpy(float), s[value].to_numpy(float), tcfg.max_breaks,
-                             tcfg.min_segment_years, tcfg.criterion, tcfg.alpha, tcfg.n_sim, tcfg.seed)
+    return bp.analyse_series(
+        s["year"].to_numpy(float),
+        s[value].to_numpy(float),
+        tcfg.max_breaks,
+        tcfg.min_segment_years,
+        tcfg.criterion,
+        tcfg.alpha,
+        tcfg.n_sim,
+        tcfg.seed,
+    )
 
 
 def national_kink(result: dict[str, Any]) -> float | None:
@@ -134,8 +159,9 @@ def national_kink(result: dict[str, Any]) -> float | None:
     sc = result["slope_change"]
     if sc["n_breaks"] < 1:
         return None
-    change = [abs(sc["slopes"][i + 1]["slope_per_year"] - sc["slopes"][i]["slope_per_year"])
-              for i in range(sc["n_breaks"])]
+    change = [
+        abs(sc["slopes"][i + 1]["slope_per_year"] - sc["slopes"][i]["slope_per_year"]) for i in range(sc["n_breaks"])
+    ]
     return float(sc["breaks"][int(np.argmax(change))]["break_year"])
 
 
@@ -172,8 +198,14 @@ def slopes_around(frame: pd.DataFrame, unit: str, psi: float) -> pd.DataFrame:
     t = y.columns.to_numpy(float)
     X = np.column_stack([np.ones_like(t), t - t.mean(), np.maximum(t - psi, 0.0)])
     beta = np.linalg.lstsq(X, y.to_numpy(float).T, rcond=None)[0]
-    out = pd.DataFrame({unit: y.index, "slope_before_kg_yr2": beta[1], "slope_after_kg_yr2": beta[1] + beta[2],
-                        "slope_change_kg_yr2": beta[2]})
+    out = pd.DataFrame(
+        {
+            unit: y.index,
+            "slope_before_kg_yr2": beta[1],
+            "slope_after_kg_yr2": beta[1] + beta[2],
+            "slope_change_kg_yr2": beta[2],
+        }
+    )
     out["slowed"] = out["slope_change_kg_yr2"] < 0
     out["mean_area_ha"] = area.reindex(y.index).to_numpy()
     return out.sort_values(unit).reset_index(drop=True)
@@ -275,8 +307,11 @@ def counterfactual_activity(activity: pd.DataFrame, break_year: int, scenario: s
     recomputed as ``precip_mm + irrigated_fraction x irrigation_mm``). County-crop rows without a
     break-year value keep their own values.
     """
-    cols = {"n_rate_held": ["n_rate_kg_ha"], "area_held": ["area_ha"],
-            "irrigation_held": ["irrigated_fraction", "irrigation_mm"]}[scenario]
+    cols = {
+        "n_rate_held": ["n_rate_kg_ha"],
+        "area_held": ["area_ha"],
+        "irrigation_held": ["irrigated_fraction", "irrigation_mm"],
+    }[scenario]
     base = activity[activity["year"] == break_year].set_index(KEY)[cols]
     out = activity.copy()
     after = out["year"] > break_year
@@ -299,5 +334,3 @@ def counterfactuals(activity: pd.DataFrame, emissions: EmissionsFn, break_year: 
         tot = pd.Series(e, index=act.index).groupby(act["year"]).sum()
         frames.append(pd.DataFrame({"scenario": scenario, "year": tot.index.astype(int), "n2o_n_kg": tot.to_numpy()}))
     return pd.concat(frames, ignore_index=True)
-
-

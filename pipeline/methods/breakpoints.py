@@ -56,8 +56,17 @@ from pipeline.methods.mean_shift import mean_shift_breaks
 from pipeline.methods.slope_change import kink_slopes, kink_year_draws, segmented_breaks
 
 # The two algorithms live in their own modules; this one is the entry point that runs both.
-__all__ = ["KINK_CONVENTION", "NO_BREAK_TEXT", "SHIFT_CONVENTION", "analyse_series", "kink_slopes",
-           "kink_year_draws", "mean_shift_breaks", "segmented_breaks", "summary_table"]
+__all__ = [
+    "KINK_CONVENTION",
+    "NO_BREAK_TEXT",
+    "SHIFT_CONVENTION",
+    "analyse_series",
+    "kink_slopes",
+    "kink_year_draws",
+    "mean_shift_breaks",
+    "segmented_breaks",
+    "summary_table",
+]
 
 
 def analyse_series(
@@ -87,7 +96,9 @@ def analyse_series(
     """
     t, v = clean_series(years, y)
     return {
-        "n": int(t.size), "first_year": float(t[0]), "last_year": float(t[-1]),
+        "n": int(t.size),
+        "first_year": float(t[0]),
+        "last_year": float(t[-1]),
         "slope_change": segmented_breaks(t, v, max_breaks, min_segment, criterion, alpha, n_sim, seed),
         "mean_shift": mean_shift_breaks(t, v, shift_regressors, max_breaks, min_segment, criterion, alpha, n_sim, seed),
     }
@@ -98,20 +109,49 @@ def summary_table(result: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for key in ("slope_change", "mean_shift"):
         r = result[key]
-        p = (r["existence_test"]["sup_f"]["p_value"] if key == "slope_change" else r["existence_test"]["p_value"])
-        base = {"method": key, "n_breaks": r["n_breaks"], "p_value": p, "significant": r["significant"],
-                "conclusion": r["conclusion"], "year_convention": r["year_convention"]}
+        p = r["existence_test"]["sup_f"]["p_value"] if key == "slope_change" else r["existence_test"]["p_value"]
+        base = {
+            "method": key,
+            "n_breaks": r["n_breaks"],
+            "p_value": p,
+            "significant": r["significant"],
+            "conclusion": r["conclusion"],
+            "year_convention": r["year_convention"],
+        }
         if not r["breaks"]:
             rows.append({**base, "break": 0})
         for i, b in enumerate(r["breaks"]):
-            row = {**base, "break": i + 1, "break_year": b["break_year"], "ci_low": b["ci_low"],
-                   "ci_high": b["ci_high"], "se": b.get("se"), "interval_method": b.get("interval_method"),
-                   "truncated_low": b.get("truncated_low"), "truncated_high": b.get("truncated_high")}
+            row = {
+                **base,
+                "break": i + 1,
+                "break_year": b["break_year"],
+                "ci_low": b["ci_low"],
+                "ci_high": b["ci_high"],
+                "se": b.get("se"),
+                "interval_method": b.get("interval_method"),
+                "truncated_low": b.get("truncated_low"),
+                "truncated_high": b.get("truncated_high"),
+            }
             if key == "slope_change":
                 row["slope_before_per_year"] = r["slopes"][i]["slope_per_year"]
                 row["slope_after_per_year"] = r["slopes"][i + 1]["slope_per_year"]
             rows.append(row)
-    cols = ["method", "break", "n_breaks", "break_year", "ci_low", "ci_high", "interval_method", "truncated_low",
-            "truncated_high", "se", "slope_before_per_year",
-            "slope_after_per_year", "p_value", "significant", "conclusion", "year_convention"]
+    cols = [
+        "method",
+        "break",
+        "n_breaks",
+        "break_year",
+        "ci_low",
+        "ci_high",
+        "interval_method",
+        "truncated_low",
+        "truncated_high",
+        "se",
+        "slope_before_per_year",
+        "slope_after_per_year",
+        "p_value",
+        "significant",
+        "conclusion",
+        "year_convention",
+    ]
     return pd.DataFrame(rows).reindex(columns=cols)

@@ -70,15 +70,20 @@ IPCC2006_EF5 = 0.0075
 IPCC2006_FRAC_GASF = 0.10
 IPCC2006_FRAC_LEACH = 0.30
 #: Direct share of FAOSTAT's Tier 1 synthetic-fertilizer N2O: EF1 / (EF1 + FracGASF EF4 + FracLEACH EF5).
-FAOSTAT_DIRECT_SHARE = IPCC2006_EF1 / (IPCC2006_EF1 + IPCC2006_FRAC_GASF * IPCC2006_EF4
-                                       + IPCC2006_FRAC_LEACH * IPCC2006_EF5)
+FAOSTAT_DIRECT_SHARE = IPCC2006_EF1 / (
+    IPCC2006_EF1 + IPCC2006_FRAC_GASF * IPCC2006_EF4 + IPCC2006_FRAC_LEACH * IPCC2006_EF5
+)
 
 #: What each reference series contains (written on every table row and figure).
 REFERENCE_SCOPES: dict[str, str] = {
-    "edgar_grid": ("EDGAR AGS gridded (IPCC-1996 4C+4D: synthetic N, manure applied, crop residues, "
-                   "organic soils, pasture deposition; no indirect)"),
-    "edgar_national": ("EDGAR v4.3.2 national 4D1 direct soil emissions (synthetic N, manure applied, "
-                       "crop residues, organic soils; no grazing 4D2, no indirect 4D3)"),
+    "edgar_grid": (
+        "EDGAR AGS gridded (IPCC-1996 4C+4D: synthetic N, manure applied, crop residues, "
+        "organic soils, pasture deposition; no indirect)"
+    ),
+    "edgar_national": (
+        "EDGAR v4.3.2 national 4D1 direct soil emissions (synthetic N, manure applied, "
+        "crop residues, organic soils; no grazing 4D2, no indirect 4D3)"
+    ),
     "faostat": "FAOSTAT Synthetic Fertilizers, IPCC 2006 Tier 1 direct + indirect N2O of synthetic N",
 }
 
@@ -118,8 +123,12 @@ class Scope:
 
     def columns(self) -> dict[str, Any]:
         """The scope columns written on every table row."""
-        return {"scope_inventory": self.inventory, "scope_reference": self.reference,
-                "reference_scope_share": self.reference_share, "scope_note": self.share_note}
+        return {
+            "scope_inventory": self.inventory,
+            "scope_reference": self.reference,
+            "reference_scope_share": self.reference_share,
+            "scope_note": self.share_note,
+        }
 
 
 def inventory_scope(background_included: bool, indirect_included: bool) -> str:
@@ -129,8 +138,9 @@ def inventory_scope(background_included: bool, indirect_included: bool) -> str:
     return s + (" + indirect N2O-N" if indirect_included else "; indirect not included")
 
 
-def reference_scope(kind: str, inventory_text: str, edgar_synthetic_share: float | None,
-                    indirect_included: bool) -> Scope:
+def reference_scope(
+    kind: str, inventory_text: str, edgar_synthetic_share: float | None, indirect_included: bool
+) -> Scope:
     """The :class:`Scope` of comparing this inventory with reference ``kind``.
 
     Parameters
@@ -149,25 +159,43 @@ def reference_scope(kind: str, inventory_text: str, edgar_synthetic_share: float
     if kind == "faostat":
         if indirect_included:
             return Scope(inventory_text, REFERENCE_SCOPES[kind], 1.0, "FAOSTAT direct + indirect compared whole")
-        return Scope(inventory_text, REFERENCE_SCOPES[kind], FAOSTAT_DIRECT_SHARE,
-                     "FAOSTAT x EF1/(EF1+FracGASF*EF4+FracLEACH*EF5) = direct part only (IPCC 2006 defaults)")
+        return Scope(
+            inventory_text,
+            REFERENCE_SCOPES[kind],
+            FAOSTAT_DIRECT_SHARE,
+            "FAOSTAT x EF1/(EF1+FracGASF*EF4+FracLEACH*EF5) = direct part only (IPCC 2006 defaults)",
+        )
     if edgar_synthetic_share is None:
-        return Scope(inventory_text, REFERENCE_SCOPES[kind], 1.0,
-                     "whole EDGAR sector compared: it also holds manure and residue N, so it exceeds a "
-                     "synthetic-N inventory by scope (set compare.edgar_synthetic_share)")
+        return Scope(
+            inventory_text,
+            REFERENCE_SCOPES[kind],
+            1.0,
+            "whole EDGAR sector compared: it also holds manure and residue N, so it exceeds a "
+            "synthetic-N inventory by scope (set compare.edgar_synthetic_share)",
+        )
     share = float(edgar_synthetic_share)
     if not 0.0 < share <= 1.0:
         raise ValueError(f"edgar_synthetic_share must be in (0, 1], got {share}")
-    return Scope(inventory_text, REFERENCE_SCOPES[kind], share,
-                 f"EDGAR x {share:g}: share attributed to synthetic N (compare.edgar_synthetic_share)")
+    return Scope(
+        inventory_text,
+        REFERENCE_SCOPES[kind],
+        share,
+        f"EDGAR x {share:g}: share attributed to synthetic N (compare.edgar_synthetic_share)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Totals
 # ---------------------------------------------------------------------------------------------
-def compare_totals(inventory: pd.DataFrame, reference: pd.DataFrame, scope: Scope, reference_name: str,
-                   keys: Sequence[str] = (), inventory_name: str = "fitted",
-                   reference_area: str = "") -> pd.DataFrame:
+def compare_totals(
+    inventory: pd.DataFrame,
+    reference: pd.DataFrame,
+    scope: Scope,
+    reference_name: str,
+    keys: Sequence[str] = (),
+    inventory_name: str = "fitted",
+    reference_area: str = "",
+) -> pd.DataFrame:
     """Inventory vs scope-matched reference per year (and unit): difference and ratio.
 
     Parameters
@@ -208,8 +236,9 @@ def compare_totals(inventory: pd.DataFrame, reference: pd.DataFrame, scope: Scop
     out["reference_n2o_n_kg"] = out["reference_sector_n2o_n_kg"] * scope.reference_share
     out["difference_n2o_n_kg"] = out["inventory_n2o_n_kg"] - out["reference_n2o_n_kg"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["ratio"] = np.where(out["reference_n2o_n_kg"] != 0,
-                                out["inventory_n2o_n_kg"] / out["reference_n2o_n_kg"], np.nan)
+        out["ratio"] = np.where(
+            out["reference_n2o_n_kg"] != 0, out["inventory_n2o_n_kg"] / out["reference_n2o_n_kg"], np.nan
+        )
     out["difference_n2o_kg"] = units.n2o_n_to_n2o(out["difference_n2o_n_kg"].to_numpy())
     out.insert(0, "reference", reference_name)
     out.insert(0, "inventory", inventory_name)
@@ -245,8 +274,9 @@ def bridge(fitted: pd.Series, tier1: pd.Series, edgar: pd.Series) -> pd.DataFram
     F - E = (T - E) + (F - T). closure_rel = |(T-E) + (F-T) - (F-E)| / max(|F-E|, |F|, |E|)
     (relative to the largest magnitude, so a near-zero total does not inflate it).
     """
-    df = pd.concat({"fitted_n2o_n_kg": fitted, "tier1_n2o_n_kg": tier1, "edgar_n2o_n_kg": edgar},
-                   axis=1, join="inner").sort_index()
+    df = pd.concat(
+        {"fitted_n2o_n_kg": fitted, "tier1_n2o_n_kg": tier1, "edgar_n2o_n_kg": edgar}, axis=1, join="inner"
+    ).sort_index()
     df.index.name = "year"
     df = df.reset_index()
     f, t, e = (df[c].to_numpy(np.float64) for c in ("fitted_n2o_n_kg", "tier1_n2o_n_kg", "edgar_n2o_n_kg"))
@@ -269,8 +299,9 @@ def bridge(fitted: pd.Series, tier1: pd.Series, edgar: pd.Series) -> pd.DataFram
 # ---------------------------------------------------------------------------------------------
 # Trends and breakpoints
 # ---------------------------------------------------------------------------------------------
-def series_trend(years: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray,
-                 options: TrendOptions) -> dict[str, Any]:
+def series_trend(
+    years: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray, options: TrendOptions
+) -> dict[str, Any]:
     """Breakpoints of one series with the trend stage's tool, plus the one-kink fit.
 
     Parameters
@@ -292,23 +323,35 @@ def series_trend(years: Sequence[float] | np.ndarray, values: Sequence[float] | 
     t = np.asarray(years, dtype=float)
     v = np.asarray(values, dtype=float)
     criterion: Literal["bic", "aic"] = "aic" if options.criterion == "aic" else "bic"
-    analysis = analyse_series(list(t), list(v), max_breaks=options.max_breaks, min_segment=options.min_segment_years,
-                              criterion=criterion, alpha=options.alpha, n_sim=options.n_sim,
-                              seed=options.seed)
+    analysis = analyse_series(
+        list(t),
+        list(v),
+        max_breaks=options.max_breaks,
+        min_segment=options.min_segment_years,
+        criterion=criterion,
+        alpha=options.alpha,
+        n_sim=options.n_sim,
+        seed=options.seed,
+    )
     fk = fit_kink(t, v)
     interval = profile_kink_interval(t, v, level=1 - options.alpha, method="F")
     slopes = broken_line_slopes(t, v, fk["psi"], level=1 - options.alpha)
     dav = davies_test(t, v, k=10, alternative="two.sided")
-    one = {"psi": float(fk["psi"]), "rss": float(fk["rss"]),
-           "psi_ci_low": float(interval["low"]), "psi_ci_high": float(interval["high"]),
-           "psi_ci_truncated": bool(interval["truncated_low"] or interval["truncated_high"]),
-           "slope_before": float(slopes["slope_before"]["estimate"]),
-           "slope_before_low": float(slopes["slope_before"]["low"]),
-           "slope_before_high": float(slopes["slope_before"]["high"]),
-           "slope_after": float(slopes["slope_after"]["estimate"]),
-           "slope_after_low": float(slopes["slope_after"]["low"]),
-           "slope_after_high": float(slopes["slope_after"]["high"]),
-           "davies_p": float(dav["p_value"]), "davies_best_at": float(dav["best_at"])}
+    one = {
+        "psi": float(fk["psi"]),
+        "rss": float(fk["rss"]),
+        "psi_ci_low": float(interval["low"]),
+        "psi_ci_high": float(interval["high"]),
+        "psi_ci_truncated": bool(interval["truncated_low"] or interval["truncated_high"]),
+        "slope_before": float(slopes["slope_before"]["estimate"]),
+        "slope_before_low": float(slopes["slope_before"]["low"]),
+        "slope_before_high": float(slopes["slope_before"]["high"]),
+        "slope_after": float(slopes["slope_after"]["estimate"]),
+        "slope_after_low": float(slopes["slope_after"]["low"]),
+        "slope_after_high": float(slopes["slope_after"]["high"]),
+        "davies_p": float(dav["p_value"]),
+        "davies_best_at": float(dav["best_at"]),
+    }
     return {"analysis": analysis, "summary": trend_summary(analysis), "one_kink": one}
 
 
@@ -325,17 +368,25 @@ def trend_summary(analysis: dict[str, Any]) -> dict[str, Any]:
     sc = analysis["slope_change"]
     slopes = [float(s["slope_per_year"]) for s in sc["slopes"]]
     slowdown = bool(sc["significant"] and len(slopes) >= 2 and any(b < a for a, b in zip(slopes[:-1], slopes[1:])))
-    return {"n_breaks": int(sc["n_breaks"]), "significant": bool(sc["significant"]),
-            "p_value": float(sc["existence_test"]["sup_f"]["p_value"]),
-            "break_years": [float(b["break_year"]) for b in sc["breaks"]],
-            "ci_low": [float(b["ci_low"]) for b in sc["breaks"]],
-            "ci_high": [float(b["ci_high"]) for b in sc["breaks"]],
-            "slopes": slopes, "slowdown": slowdown, "conclusion": str(sc["conclusion"])}
+    return {
+        "n_breaks": int(sc["n_breaks"]),
+        "significant": bool(sc["significant"]),
+        "p_value": float(sc["existence_test"]["sup_f"]["p_value"]),
+        "break_years": [float(b["break_year"]) for b in sc["breaks"]],
+        "ci_low": [float(b["ci_low"]) for b in sc["breaks"]],
+        "ci_high": [float(b["ci_high"]) for b in sc["breaks"]],
+        "slopes": slopes,
+        "slowdown": slowdown,
+        "conclusion": str(sc["conclusion"]),
+    }
 
 
-def trend_table(series: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]],
-                options: TrendOptions,
-                unit: str, scopes: Mapping[str, str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def trend_table(
+    series: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]],
+    options: TrendOptions,
+    unit: str,
+    scopes: Mapping[str, str],
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """:func:`series_trend` of several series: one row each and the full results.
 
     Series too short for the breakpoint tool (fewer than ``2 * min_segment_years`` years) get a
@@ -351,9 +402,14 @@ def trend_table(series: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequenc
     rows, results = [], {}
     for name, (years, values) in series.items():
         t = np.asarray(years, dtype=float)
-        base = {"series": name, "scope": scopes.get(name, ""), "unit": unit,
-                "first_year": int(t.min()) if t.size else None, "last_year": int(t.max()) if t.size else None,
-                "n": int(t.size)}
+        base = {
+            "series": name,
+            "scope": scopes.get(name, ""),
+            "unit": unit,
+            "first_year": int(t.min()) if t.size else None,
+            "last_year": int(t.max()) if t.size else None,
+            "n": int(t.size),
+        }
         if t.size < max(2 * options.min_segment_years, 6):
             msg = f"{t.size} years: too short for a breakpoint analysis (needs {2 * options.min_segment_years})"
             rows.append({**base, "error": msg})
@@ -366,16 +422,48 @@ def trend_table(series: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequenc
             results[name] = {"error": str(e)}
             continue
         s, o = r["summary"], r["one_kink"]
-        rows.append({**base, "n_breaks": s["n_breaks"], "significant": s["significant"], "p_value": s["p_value"],
-                     "break_years": ";".join(f"{b:.2f}" for b in s["break_years"]),
-                     "slope_before": s["slopes"][0], "slope_after": s["slopes"][-1], "slowdown": s["slowdown"],
-                     "one_kink_psi": o["psi"], "psi_ci_low": o["psi_ci_low"], "psi_ci_high": o["psi_ci_high"],
-                     "one_kink_slope_before": o["slope_before"], "one_kink_slope_after": o["slope_after"],
-                     "davies_p": o["davies_p"], "error": ""})
+        rows.append(
+            {
+                **base,
+                "n_breaks": s["n_breaks"],
+                "significant": s["significant"],
+                "p_value": s["p_value"],
+                "break_years": ";".join(f"{b:.2f}" for b in s["break_years"]),
+                "slope_before": s["slopes"][0],
+                "slope_after": s["slopes"][-1],
+                "slowdown": s["slowdown"],
+                "one_kink_psi": o["psi"],
+                "psi_ci_low": o["psi_ci_low"],
+                "psi_ci_high": o["psi_ci_high"],
+                "one_kink_slope_before": o["slope_before"],
+                "one_kink_slope_after": o["slope_after"],
+                "davies_p": o["davies_p"],
+                "error": "",
+            }
+        )
         results[name] = {"summary": s, "one_kink": o, "analysis": r["analysis"]}
-    cols = ["series", "scope", "unit", "first_year", "last_year", "n", "n_breaks", "significant", "p_value",
-            "break_years", "slope_before", "slope_after", "slowdown", "one_kink_psi", "psi_ci_low", "psi_ci_high",
-            "one_kink_slope_before", "one_kink_slope_after", "davies_p", "error"]
+    cols = [
+        "series",
+        "scope",
+        "unit",
+        "first_year",
+        "last_year",
+        "n",
+        "n_breaks",
+        "significant",
+        "p_value",
+        "break_years",
+        "slope_before",
+        "slope_after",
+        "slowdown",
+        "one_kink_psi",
+        "psi_ci_low",
+        "psi_ci_high",
+        "one_kink_slope_before",
+        "one_kink_slope_after",
+        "davies_p",
+        "error",
+    ]
     return pd.DataFrame(rows).reindex(columns=cols), results
 
 
@@ -385,6 +473,7 @@ def missed_slowdown(results: Mapping[str, Any], inventory: str, reference: str) 
     Returns ``{"inventory_slowdown", "reference_slowdown", "reference_misses_slowdown",
     "statement"}``; a series without a result counts as "not analysed" (``None``).
     """
+
     def flag(name: str) -> bool | None:
         r = results.get(name) or {}
         return None if "summary" not in r else bool(r["summary"]["slowdown"])
@@ -397,8 +486,14 @@ def missed_slowdown(results: Mapping[str, Any], inventory: str, reference: str) 
         text = f"{reference} misses the slowdown that {inventory} shows (significant kink, slope falls)"
     else:
         text = f"{inventory} slowdown: {a}; {reference} slowdown: {b}"
-    return {"inventory": inventory, "reference": reference, "inventory_slowdown": a, "reference_slowdown": b,
-            "reference_misses_slowdown": misses, "statement": text}
+    return {
+        "inventory": inventory,
+        "reference": reference,
+        "inventory_slowdown": a,
+        "reference_slowdown": b,
+        "reference_misses_slowdown": misses,
+        "statement": text,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +544,9 @@ def place_on_grid(lat: np.ndarray, lon: np.ndarray, values: np.ndarray, grid: Gr
     kx = (ix >= 0) & (ix < grid.nlon)
     out = np.zeros((v.shape[0], grid.nlat, grid.nlon), dtype=np.float64)
     covered = np.zeros(grid.shape, dtype=bool)
-    out[np.ix_(np.arange(v.shape[0]), iy[ky], ix[kx])] = v[np.ix_(np.arange(v.shape[0]), np.flatnonzero(ky), np.flatnonzero(kx))]
+    out[np.ix_(np.arange(v.shape[0]), iy[ky], ix[kx])] = v[
+        np.ix_(np.arange(v.shape[0]), np.flatnonzero(ky), np.flatnonzero(kx))
+    ]
     covered[np.ix_(iy[ky], ix[kx])] = True
     return out, covered
 
@@ -494,10 +591,15 @@ def spatial_agreement(inventory: np.ndarray, reference: np.ndarray, mask: np.nda
         rho = float(stats.spearmanr(a, b).statistic)
     else:
         r = rho = float("nan")
-    return {"n_cells": n, "pearson_r": r, "spearman_rho": rho,
-            "bias_kg_per_cell": float(d.mean()) if n else float("nan"),
-            "rmse_kg_per_cell": float(np.sqrt(np.mean(d * d))) if n else float("nan"),
-            "inventory_total_kg": float(a.sum()), "reference_total_kg": float(b.sum())}
+    return {
+        "n_cells": n,
+        "pearson_r": r,
+        "spearman_rho": rho,
+        "bias_kg_per_cell": float(d.mean()) if n else float("nan"),
+        "rmse_kg_per_cell": float(np.sqrt(np.mean(d * d))) if n else float("nan"),
+        "inventory_total_kg": float(a.sum()),
+        "reference_total_kg": float(b.sum()),
+    }
 
 
 def aggregate_layers(weights: Weights, layers: np.ndarray) -> np.ndarray:
@@ -515,8 +617,10 @@ def aggregate_layers(weights: Weights, layers: np.ndarray) -> np.ndarray:
 
 def zonal_sums_sparse(weights: Weights) -> sp.csr_matrix:
     """Plain coverage-weighted sums ``sum_k f_ck x_k`` as a matrix (what exactextract's ``sum`` is)."""
-    return sp.csr_matrix((np.asarray(weights.coverage, float), (weights.county_idx, weights.cell)),
-                         shape=(len(weights.county_codes), weights.grid.ncells))
+    return sp.csr_matrix(
+        (np.asarray(weights.coverage, float), (weights.county_idx, weights.cell)),
+        shape=(len(weights.county_codes), weights.grid.ncells),
+    )
 
 
 def unit_table(county_codes: np.ndarray, years: Sequence[int], county_by_year: np.ndarray) -> pd.DataFrame:
@@ -524,5 +628,11 @@ def unit_table(county_codes: np.ndarray, years: Sequence[int], county_by_year: n
     codes = np.asarray(county_codes, dtype=np.int64)
     yrs = np.asarray(years, dtype=np.int64)
     vals = np.asarray(county_by_year, dtype=np.float64)
-    return pd.DataFrame({"county_code": np.repeat(codes, len(yrs)), "province_code": np.repeat(codes // 10_000, len(yrs)),
-                         "year": np.tile(yrs, len(codes)), "n2o_n_kg": vals.ravel()})
+    return pd.DataFrame(
+        {
+            "county_code": np.repeat(codes, len(yrs)),
+            "province_code": np.repeat(codes // 10_000, len(yrs)),
+            "year": np.tile(yrs, len(codes)),
+            "n2o_n_kg": vals.ravel(),
+        }
+    )

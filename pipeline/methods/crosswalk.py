@@ -73,8 +73,9 @@ def resolve(
     return pd.DataFrame(out, columns=["code", "county_code", "weight"])
 
 
-def _targets(code: int, present: set[int], graph: Mapping[int, list[int]],
-             area_km2: Mapping[int, float], depth: int) -> dict[int, float]:
+def _targets(
+    code: int, present: set[int], graph: Mapping[int, list[int]], area_km2: Mapping[int, float], depth: int
+) -> dict[int, float]:
     if code in present:
         return {code: 1.0}
     if code not in graph or depth > 20:
@@ -113,8 +114,10 @@ def apply_crosswalk(
     """
     unknown = ~df["county_code"].isin(set(weights["code"]))
     if unknown.any():
-        raise ValueError(f"codes without weights: {sorted(df.loc[unknown, 'county_code'].unique())[:5]}; "
-                         "check them against the crosswalk before re-keying")
+        raise ValueError(
+            f"codes without weights: {sorted(df.loc[unknown, 'county_code'].unique())[:5]}; "
+            "check them against the crosswalk before re-keying"
+        )
     merged = df.rename(columns={"county_code": "code"}).merge(weights, on="code", how="left")
     for col in extensive:
         merged[col] = merged[col] * merged["weight"]

@@ -216,7 +216,7 @@ def davies_test(
     df_res = n - 3
     if route_used == "lm":
         stat = bhat / (np.sqrt(rss / df_res) * np.sqrt(v11))
-        z2 = bhat ** 2 / v11
+        z2 = bhat**2 / v11
         angle = np.arcsin(np.sqrt(z2 / (z2 + rss)))
         variation = float(np.abs(np.diff(angle)).sum())
     else:
@@ -239,12 +239,12 @@ def davies_test(
     if route_used == "lm":
         dist = stats.t(df_res)
         p_naive = float(dist.cdf(m_stat) if alternative == "less" else dist.sf(m_stat))
-        u = m_stat ** 2 / (df_res + m_stat ** 2)
+        u = m_stat**2 / (df_res + m_stat**2)
         log_c = special.gammaln(df_res / 2 + 0.5) - special.gammaln(df_res / 2) - math.log(2 * math.sqrt(math.pi))
         correction = variation * (1 - u) ** ((df_res - 1) / 2) * math.exp(log_c)
     else:
         p_naive = float(stats.norm.cdf(m_stat) if alternative == "less" else stats.norm.sf(m_stat))
-        correction = variation * math.exp(-(m_stat ** 2) / 2) / math.sqrt(8 * math.pi)
+        correction = variation * math.exp(-(m_stat**2) / 2) / math.sqrt(8 * math.pi)
     p = (p_naive + correction) * (2.0 if alternative == "two.sided" else 1.0)
     return {
         "method": "Davies' test for a change in the slope (as R segmented::davies.test)",

@@ -75,14 +75,18 @@ def check_observations(obs: pd.DataFrame, cfg: FitOptions, source: str = "observ
         is not a contract crop class; the message names file, row, column and fix.
     """
     if len(obs) == 0:
-        raise InputError(source, "the observation table has no rows",
-                         "run `cropn2o ingest` on a non-empty observations file")
+        raise InputError(
+            source, "the observation table has no rows", "run `cropn2o ingest` on a non-empty observations file"
+        )
     need = [*REQUIRED, cfg.group_by]
     for col in need:
         if col not in obs.columns:
-            raise InputError(source, "required column missing from the observation table",
-                             "re-run `cropn2o ingest`, or map the column in the observations mapping",
-                             column=col)
+            raise InputError(
+                source,
+                "required column missing from the observation table",
+                "re-run `cropn2o ingest`, or map the column in the observations mapping",
+                column=col,
+            )
     out = obs.copy()
     for col in (N_COL, FLUX_COL):
         x = pd.to_numeric(out[col], errors="coerce").astype(float)
@@ -90,8 +94,9 @@ def check_observations(obs: pd.DataFrame, cfg: FitOptions, source: str = "observ
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             f, r = _locate(out, i, source)
-            raise InputError(f, f"'{out[col].iloc[i]}' is not a finite number", "correct or remove the record",
-                             row=r, column=col)
+            raise InputError(
+                f, f"'{out[col].iloc[i]}' is not a finite number", "correct or remove the record", row=r, column=col
+            )
         out[col] = x
     neg_n = out[N_COL].to_numpy() < 0
     if neg_n.any():
@@ -108,8 +113,13 @@ def check_observations(obs: pd.DataFrame, cfg: FitOptions, source: str = "observ
     if bad_crop.any():
         i = int(np.flatnonzero(bad_crop)[0])
         f, r = _locate(out, i, source)
-        raise InputError(f, f"crop '{out['crop'].iloc[i]}' is not one of {', '.join(CROPS)}",
-                         "recode it in the observations mapping (`values: crop:`)", row=r, column="crop")
+        raise InputError(
+            f,
+            f"crop '{out['crop'].iloc[i]}' is not one of {', '.join(CROPS)}",
+            "recode it in the observations mapping (`values: crop:`)",
+            row=r,
+            column="crop",
+        )
     out["crop"] = out["crop"].astype(str)
     out[cfg.group_by] = out[cfg.group_by].astype(str)
     for col in cfg.covariates:
@@ -155,8 +165,11 @@ def apply_flux_rule(obs: pd.DataFrame, cfg: FitOptions) -> tuple[pd.DataFrame, p
         quarantined = obs.loc[nonpos].copy()
     quarantined["reason"] = "flux <= 0 kg N2O-N/ha (fit.nonpositive_flux: quarantine)"
     if nonpos.any():
-        log.info("%d records with flux <= 0: %s", int(nonpos.sum()),
-                 f"floored at {cfg.flux_floor_kg_ha} kg N2O-N/ha" if cfg.nonpositive_flux == "floor" else "quarantined")
+        log.info(
+            "%d records with flux <= 0: %s",
+            int(nonpos.sum()),
+            f"floored at {cfg.flux_floor_kg_ha} kg N2O-N/ha" if cfg.nonpositive_flux == "floor" else "quarantined",
+        )
     return kept, quarantined
 
 
@@ -204,25 +217,34 @@ def add_period_covariate(obs: pd.DataFrame, cfg: FitOptions) -> tuple[pd.DataFra
     if cfg.measurement_period == "ignore":
         return obs, "measurement period ignored (fit.measurement_period: ignore): seasonal and annual records mixed"
     if DURATION_COL not in obs.columns:
-        return obs, ("no duration_days column in the observations: the measurement period cannot be modelled, "
-                     "seasonal and annual records are mixed")
+        return obs, (
+            "no duration_days column in the observations: the measurement period cannot be modelled, "
+            "seasonal and annual records are mixed"
+        )
     d = pd.to_numeric(obs[DURATION_COL], errors="coerce").to_numpy(dtype=float)
     ok = np.isfinite(d) & (d > 0)
     if not ok.any():
-        return obs, "duration_days is empty: the measurement period cannot be modelled, seasonal and annual records mixed"
+        return (
+            obs,
+            "duration_days is empty: the measurement period cannot be modelled, seasonal and annual records mixed",
+        )
     med = float(np.median(d[ok]))
     out = obs.copy()
     out[PERIOD_COL] = np.log(np.where(ok, d, med) / DAYS_PER_YEAR)
-    note = (f"measurement period modelled: covariate log(duration_days/365) (durations {d[ok].min():.0f}-"
-            f"{d[ok].max():.0f} d, median {med:.0f} d; estimates for "
-            + ("365 d" if cfg.period_reference == "annual" else "the median measured period of each crop") + ")")
+    note = (
+        f"measurement period modelled: covariate log(duration_days/365) (durations {d[ok].min():.0f}-"
+        f"{d[ok].max():.0f} d, median {med:.0f} d; estimates for "
+        + ("365 d" if cfg.period_reference == "annual" else "the median measured period of each crop")
+        + ")"
+    )
     if (~ok).any():
         note += f"; {int((~ok).sum())} records without a duration take the median"
     return out, note
 
 
-def prepare_observations(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parquet"
-                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def prepare_observations(
+    obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parquet"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`check_observations`, :func:`add_period_covariate`, then :func:`apply_flux_rule`.
 
     The period note is kept in ``kept.attrs["period_note"]``.
@@ -236,8 +258,14 @@ def prepare_observations(obs: pd.DataFrame, cfg: FitOptions, source: str = "obse
 # ---------------------------------------------------------------------------------------------
 # Model structure from training data
 # ---------------------------------------------------------------------------------------------
-def _levels(train: pd.DataFrame, var: str, preferred_ref: str | None, group: str, min_sites: int,
-            candidates: list[str] | None = None) -> tuple[str, list[str], list[str], list[str]]:
+def _levels(
+    train: pd.DataFrame,
+    var: str,
+    preferred_ref: str | None,
+    group: str,
+    min_sites: int,
+    candidates: list[str] | None = None,
+) -> tuple[str, list[str], list[str], list[str]]:
     """Reference level, levels with a coefficient, levels merged into the reference, notes."""
     sites = train.groupby(train[var].astype(str))[group].nunique()
     notes: list[str] = []
@@ -250,16 +278,24 @@ def _levels(train: pd.DataFrame, var: str, preferred_ref: str | None, group: str
             notes.append(f"{var} '{preferred_ref}' has no records; assumed equal to '{ref}'")
     wanted = [lv for lv in present if lv != ref and (candidates is None or lv in candidates)]
     coef_levels = [lv for lv in wanted if sites[lv] >= min_sites]
-    merged = sorted({lv for lv in present if lv != ref and lv not in coef_levels}
-                    | ({preferred_ref} if preferred_ref is not None and preferred_ref not in present else set()))
+    merged = sorted(
+        {lv for lv in present if lv != ref and lv not in coef_levels}
+        | ({preferred_ref} if preferred_ref is not None and preferred_ref not in present else set())
+    )
     for lv in wanted:
         if lv not in coef_levels:
             notes.append(f"{var} '{lv}' has {sites[lv]} site(s) < fit.min_sites_per_level; treated as '{ref}'")
     return ref, coef_levels, merged, notes
 
 
-def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
-              crop_effects: list[str] | None, reference_crop: str | None) -> FittedModel:
+def _skeleton(
+    train: pd.DataFrame,
+    crop: str,
+    family: str,
+    cfg: FitOptions,
+    crop_effects: list[str] | None,
+    reference_crop: str | None,
+) -> FittedModel:
     """A :class:`CropModel` with the structure (terms, centring, levels) but no estimates."""
     notes: list[str] = []
     names = ["intercept", N_COL]
@@ -267,8 +303,10 @@ def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
     center: dict[str, float] = {}
     fill: dict[str, float] = {}
     if train[N_COL].nunique() < 2:
-        raise ModelError(f"crop {crop}: all records have the same N rate; the N response cannot be "
-                         "fitted. Fix: add records with other N rates (including zero-N controls)")
+        raise ModelError(
+            f"crop {crop}: all records have the same N rate; the N response cannot be "
+            "fitted. Fix: add records with other N rates (including zero-N controls)"
+        )
     for cov in model_covariates(cfg, train):
         if cov not in train.columns:
             notes.append(f"covariate {cov} dropped: column absent")
@@ -296,8 +334,9 @@ def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
     defaults: dict[str, str] = {}
     group = cfg.group_by
     if crop_effects is not None:
-        ref, levels, mrg, nts = _levels(train, "crop", reference_crop, group, cfg.min_sites_per_level,
-                                        candidates=crop_effects)
+        ref, levels, mrg, nts = _levels(
+            train, "crop", reference_crop, group, cfg.min_sites_per_level, candidates=crop_effects
+        )
         reference["crop"], merged["crop"] = ref, mrg
         defaults["crop"] = crop
         names += [f"crop[{lv}]" for lv in levels]
@@ -313,9 +352,20 @@ def _skeleton(train: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
     if crop == "rice" or (crop_effects is not None and "rice" in (crop_effects or [])):
         defaults["water_regime"] = cfg.rice_water_regime
     k = len(names)
-    return FittedModel(crop=crop, family=family, terms=terms, coef_names=names, coef=np.zeros(k),
-                     cov=np.zeros((k, k)), center=center, fill=fill, reference=reference, merged=merged,
-                     defaults=defaults, notes=notes)
+    return FittedModel(
+        crop=crop,
+        family=family,
+        terms=terms,
+        coef_names=names,
+        coef=np.zeros(k),
+        cov=np.zeros((k, k)),
+        center=center,
+        fill=fill,
+        reference=reference,
+        merged=merged,
+        defaults=defaults,
+        notes=notes,
+    )
 
 
 def _estimate(model: FittedModel, train: pd.DataFrame, cfg: FitOptions) -> FittedModel:
@@ -335,8 +385,10 @@ def _estimate(model: FittedModel, train: pd.DataFrame, cfg: FitOptions) -> Fitte
 
     D = model.design(train)
     if np.linalg.matrix_rank(D) < D.shape[1]:
-        raise ModelError(f"crop {model.crop}: the terms {', '.join(model.coef_names)} are collinear in "
-                         "its records. Fix: remove a covariate from fit.covariates or add records")
+        raise ModelError(
+            f"crop {model.crop}: the terms {', '.join(model.coef_names)} are collinear in "
+            "its records. Fix: remove a covariate from fit.covariates or add records"
+        )
     y = train[FIT_FLUX_COL].to_numpy(dtype=float)
     logy = np.log(y)
     groups = pd.factorize(train[cfg.group_by].astype(str), sort=True)[0]
@@ -350,8 +402,10 @@ def _estimate(model: FittedModel, train: pd.DataFrame, cfg: FitOptions) -> Fitte
             glm = sm.GLM(y, D, family=sm.families.Gamma(link=sm.families.links.Log()))
             res = glm.fit(start_params=start, maxiter=200)
             if not getattr(res, "converged", True) or not np.all(np.isfinite(res.params)):
-                raise ModelError(f"crop {model.crop}: the Gamma GLM did not converge. Fix: check the "
-                                 "records for extreme fluxes, or pin mixed_lognormal in fit.pin")
+                raise ModelError(
+                    f"crop {model.crop}: the Gamma GLM did not converge. Fix: check the "
+                    "records for extreme fluxes, or pin mixed_lognormal in fit.pin"
+                )
             model.coef = np.asarray(res.params, dtype=float)
             model.cov = cluster_cov(D, np.asarray(res.resid_working), np.asarray(glm.weights), groups)
             model.dispersion = float(res.scale)
@@ -359,8 +413,9 @@ def _estimate(model: FittedModel, train: pd.DataFrame, cfg: FitOptions) -> Fitte
         elif model.family == Family.MIXED_LOGNORMAL:
             res = _fit_mixed(sm.MixedLM(logy, D, groups=groups), model.k)
             if res is None:
-                raise ModelError(f"crop {model.crop}: the mixed model did not converge. Fix: add sites, "
-                                 "or pin glm_gamma in fit.pin")
+                raise ModelError(
+                    f"crop {model.crop}: the mixed model did not converge. Fix: add sites, or pin glm_gamma in fit.pin"
+                )
             k = model.k
             model.coef = np.asarray(res.fe_params, dtype=float)
             model.cov = np.asarray(res.cov_params(), dtype=float)[:k, :k]
@@ -379,8 +434,9 @@ def _estimate(model: FittedModel, train: pd.DataFrame, cfg: FitOptions) -> Fitte
     model.cov = model.cov * (float(student_t.ppf(0.975, max(g - 1, 1))) / Z95) ** 2
     model.notes.append(f"covariance scaled by (t(0.975, {g - 1}) / z(0.975))^2 for {g} sites")
     if not np.all(np.isfinite(model.cov)):
-        raise ModelError(f"crop {model.crop}: the {model.family} covariance is not finite. Fix: "
-                         "remove covariates or add records")
+        raise ModelError(
+            f"crop {model.crop}: the {model.family} covariance is not finite. Fix: remove covariates or add records"
+        )
     return model
 
 
@@ -422,6 +478,7 @@ def _fit_mixed(md, k: int):
     valid result (finite, positive semi-definite fixed-effect covariance) with the higher REML
     log-likelihood is kept; powell and Nelder-Mead are tried only when neither is valid.
     """
+
     def valid(r) -> bool:
         if not (r.converged and np.all(np.isfinite(r.fe_params)) and np.isfinite(r.llf)):
             return False
@@ -442,8 +499,9 @@ def _fit_mixed(md, k: int):
     return None
 
 
-def cluster_cov(D: np.ndarray, resid_working: np.ndarray, weights: np.ndarray, groups: np.ndarray,
-                adjustment: str = "cr3") -> np.ndarray:
+def cluster_cov(
+    D: np.ndarray, resid_working: np.ndarray, weights: np.ndarray, groups: np.ndarray, adjustment: str = "cr3"
+) -> np.ndarray:
     """Cluster-robust (sandwich) covariance of GLM coefficients with a small-sample adjustment.
 
     Parameters
@@ -499,8 +557,14 @@ def cluster_cov(D: np.ndarray, resid_working: np.ndarray, weights: np.ndarray, g
     return B @ meat @ B
 
 
-def _fit_frame(data: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
-               crop_effects: list[str] | None = None, reference_crop: str | None = None) -> FittedModel:
+def _fit_frame(
+    data: pd.DataFrame,
+    crop: str,
+    family: str,
+    cfg: FitOptions,
+    crop_effects: list[str] | None = None,
+    reference_crop: str | None = None,
+) -> FittedModel:
     if FIT_FLUX_COL not in data.columns:
         data, _ = apply_flux_rule(data, cfg)
     model = _skeleton(data, crop, family, cfg, crop_effects, reference_crop)
@@ -549,23 +613,35 @@ def select_crop_data(obs: pd.DataFrame, crop: str, cfg: FitOptions) -> CropData:
     donors = [d.strip() for d in cfg.pooling.get(crop, "").split(",") if d.strip()]
     for d in donors:
         if d not in CROPS or d == crop:
-            raise ModelError(f"fit.pooling.{crop}: '{d}' is not another crop class. Fix: use one of "
-                             f"{', '.join(c for c in CROPS if c != crop)}")
+            raise ModelError(
+                f"fit.pooling.{crop}: '{d}' is not another crop class. Fix: use one of "
+                f"{', '.join(c for c in CROPS if c != crop)}"
+            )
     if donors:
         data = obs.loc[obs["crop"].isin([crop, *donors])]
-        log.warning("crop %s (%d records, %d sites) is pooled with %s: shared N and covariate slopes, "
-                    "own intercept (fit.pooling)", crop, n_rec, n_sites, ", ".join(donors))
+        log.warning(
+            "crop %s (%d records, %d sites) is pooled with %s: shared N and covariate slopes, "
+            "own intercept (fit.pooling)",
+            crop,
+            n_rec,
+            n_sites,
+            ", ".join(donors),
+        )
         n_rec_p, n_sites_p = len(data), int(data[cfg.group_by].nunique())
         if n_rec_p < cfg.min_records or n_sites_p < cfg.min_sites:
-            raise ModelError(f"crop {crop} pooled with {', '.join(donors)} still has {n_rec_p} records at "
-                             f"{n_sites_p} sites (minimum {cfg.min_records} records, {cfg.min_sites} sites). "
-                             "Fix: pool with more crops or add observations")
+            raise ModelError(
+                f"crop {crop} pooled with {', '.join(donors)} still has {n_rec_p} records at "
+                f"{n_sites_p} sites (minimum {cfg.min_records} records, {cfg.min_sites} sites). "
+                "Fix: pool with more crops or add observations"
+            )
         return CropData(crop, data, n_rec, n_sites, donors)
     if n_rec < cfg.min_records or n_sites < cfg.min_sites:
-        raise ModelError(f"crop {crop} has {n_rec} usable records at {n_sites} sites (minimum "
-                         f"{cfg.min_records} records, {cfg.min_sites} sites). Fix: add observations, "
-                         f"set fit.pooling.{crop} to a crop whose records it may share (e.g. other_upland), "
-                         "or remove it from fit.crops")
+        raise ModelError(
+            f"crop {crop} has {n_rec} usable records at {n_sites} sites (minimum "
+            f"{cfg.min_records} records, {cfg.min_sites} sites). Fix: add observations, "
+            f"set fit.pooling.{crop} to a crop whose records it may share (e.g. other_upland), "
+            "or remove it from fit.crops"
+        )
     return CropData(crop, own, n_rec, n_sites)
 
 
@@ -606,8 +682,14 @@ def fit_crop(obs: pd.DataFrame, crop: str, family: str, cfg: FitOptions) -> Crop
     return model
 
 
-def fit_pooled(obs: pd.DataFrame, crops: list[str], family: str, cfg: FitOptions,
-               crop_effects: list[str] | None = None, name: str = "pooled") -> CropModel:
+def fit_pooled(
+    obs: pd.DataFrame,
+    crops: list[str],
+    family: str,
+    cfg: FitOptions,
+    crop_effects: list[str] | None = None,
+    name: str = "pooled",
+) -> CropModel:
     """One model over several crops: shared slopes, an intercept shift per crop in ``crop_effects``.
 
     Used by the pooling rule and to report a crop effect on a mixed dataset (e.g. the rice
@@ -618,8 +700,10 @@ def fit_pooled(obs: pd.DataFrame, crops: list[str], family: str, cfg: FitOptions
         obs, _ = prepare_observations(obs, cfg)
     data = obs.loc[obs["crop"].isin(crops)]
     if len(data) < cfg.min_records or data[cfg.group_by].nunique() < cfg.min_sites:
-        raise ModelError(f"pooled model {name} has {len(data)} records at {data[cfg.group_by].nunique()} "
-                         f"sites (minimum {cfg.min_records}, {cfg.min_sites}). Fix: add observations")
+        raise ModelError(
+            f"pooled model {name} has {len(data)} records at {data[cfg.group_by].nunique()} "
+            f"sites (minimum {cfg.min_records}, {cfg.min_sites}). Fix: add observations"
+        )
     if crop_effects:
         # every crop outside crop_effects is one reference level "other"
         data = data.assign(crop=np.where(data["crop"].isin(crop_effects), data["crop"], "other"))
@@ -646,8 +730,15 @@ def site_folds(groups: pd.Series, n_folds: int, seed: int) -> np.ndarray:
     return groups.astype(str).map(fold_of).to_numpy(dtype=int)
 
 
-def _cv_fold(train: pd.DataFrame, test: pd.DataFrame, crop: str, family: str, cfg: FitOptions,
-             crop_effects: list[str] | None, reference_crop: str | None) -> np.ndarray:
+def _cv_fold(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    crop: str,
+    family: str,
+    cfg: FitOptions,
+    crop_effects: list[str] | None,
+    reference_crop: str | None,
+) -> np.ndarray:
     """Held-out mean predictions (kg N2O-N/ha); NaN when the training fit fails."""
     try:
         model = _fit_frame(train, crop, family, cfg, crop_effects, reference_crop)
@@ -664,8 +755,10 @@ def _cv_tasks(cd: CropData, family: str, cfg: FitOptions) -> tuple[np.ndarray, l
     folds = site_folds(cd.data[cfg.group_by], cfg.cv_folds, cfg.cv_seed)
     # the records enter the graph once (a distributed client scatters them), each fold splits them
     data_d = dask.delayed(cd.data, pure=False)
-    tasks = [dask.delayed(_cv_fold_of)(data_d, folds, f, cd.crop, family, cfg, cd.crop_effects, cd.reference_crop)
-             for f in range(int(folds.max()) + 1)]
+    tasks = [
+        dask.delayed(_cv_fold_of)(data_d, folds, f, cd.crop, family, cfg, cd.crop_effects, cd.reference_crop)
+        for f in range(int(folds.max()) + 1)
+    ]
     return folds, tasks
 
 
@@ -674,8 +767,9 @@ def _cv_fold_of(data: pd.DataFrame, folds: np.ndarray, f: int, *args: Any) -> np
     return _cv_fold(data.loc[folds != f], data.loc[folds == f], *args)
 
 
-def _cv_summary(cd: CropData, family: str, folds: np.ndarray, preds: list[np.ndarray]
-                ) -> tuple[dict[str, Any], pd.DataFrame]:
+def _cv_summary(
+    cd: CropData, family: str, folds: np.ndarray, preds: list[np.ndarray]
+) -> tuple[dict[str, Any], pd.DataFrame]:
     pred = np.full(len(cd.data), np.nan)
     for f, p in enumerate(preds):
         pred[folds == f] = p
@@ -693,8 +787,16 @@ def _cv_summary(cd: CropData, family: str, folds: np.ndarray, preds: list[np.nda
         "cv_n_failed": int((own & ~np.isfinite(pred)).sum()),
         "cv_folds": int(folds.max() + 1),
     }
-    table = pd.DataFrame({"crop": cd.crop, "family": family, "obs_id": cd.data["obs_id"].astype(str).to_numpy()[own],
-                          "fold": folds[own], "observed_kg_ha": obs_y[own], "predicted_kg_ha": pred[own]})
+    table = pd.DataFrame(
+        {
+            "crop": cd.crop,
+            "family": family,
+            "obs_id": cd.data["obs_id"].astype(str).to_numpy()[own],
+            "fold": folds[own],
+            "observed_kg_ha": obs_y[own],
+            "predicted_kg_ha": pred[own],
+        }
+    )
     return metrics, table
 
 
@@ -751,10 +853,19 @@ def coefficient_table(models: dict[tuple[str, str], CropModel], chosen: dict[str
     for (crop, family), m in sorted(models.items()):
         se = m.standard_errors()
         for name, b, s in zip(m.coef_names, m.coef, se):
-            rows.append({"crop": crop, "family": family, "chosen": chosen.get(crop) == family,
-                         "term": name, "estimate": b, "std_error": s,
-                         "ci_low_95": b - Z95 * s, "ci_high_95": b + Z95 * s,
-                         "scale": "EF" if isinstance(m, Tier1Model) else "log"})
+            rows.append(
+                {
+                    "crop": crop,
+                    "family": family,
+                    "chosen": chosen.get(crop) == family,
+                    "term": name,
+                    "estimate": b,
+                    "std_error": s,
+                    "ci_low_95": b - Z95 * s,
+                    "ci_high_95": b + Z95 * s,
+                    "scale": "EF" if isinstance(m, Tier1Model) else "log",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -816,27 +927,53 @@ def fit_forms(cd: CropData, cfg: FitOptions) -> tuple[AveragedModel, dict[str, A
     """
     skel, frame, names = form_design(cd, cfg)
     floor = cfg.flux_floor_kg_ha if cfg.nonpositive_flux == "floor" else None
-    kw: dict[str, Any] = {"n_col": N_COL, "y_col": FLUX_COL, "site_col": "_site", "covariates": names,
-          "retransform": cfg.retransform, "floor_kg_ha": floor}
+    kw: dict[str, Any] = {
+        "n_col": N_COL,
+        "y_col": FLUX_COL,
+        "site_col": "_site",
+        "covariates": names,
+        "retransform": cfg.retransform,
+        "floor_kg_ha": floor,
+    }
     cv = rf.leave_site_out_cv(frame, cfg.response_forms, n_folds=cfg.cv_folds, seed=cfg.cv_seed, **kw)
     st = rf.stacking_weights(cv.lpd, cv.families, method=cfg.form_weighting)
     fits, failed = rf.fit_families(frame, [f for f in cv.families if st.weights.get(f, 0.0) > 0], **kw)
     if not fits:
-        raise ModelError(f"crop {cd.crop}: no N-response form could be fitted ("
-                         + "; ".join(f"{k}: {v}" for k, v in failed.items()) + "). Fix: set fit.model: single_family")
-    reason = st.reason + ("; failed on all records (weight renormalised over the others): "
-                          + "; ".join(f"{k}: {v}" for k, v in failed.items()) if failed else "")
+        raise ModelError(
+            f"crop {cd.crop}: no N-response form could be fitted ("
+            + "; ".join(f"{k}: {v}" for k, v in failed.items())
+            + "). Fix: set fit.model: single_family"
+        )
+    reason = st.reason + (
+        "; failed on all records (weight renormalised over the others): "
+        + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        if failed
+        else ""
+    )
     avg = rf.ModelAverage(forms=fits, weights=st.weights, reason=reason)
     model = AveragedModel.from_average(cd.crop, avg, skel)
     model.notes.append(f"model average of {', '.join(model.families)} ({cfg.form_weighting})")
     scores = cv.scores.reset_index()
     report = {
-        "crop": cd.crop, "candidates": list(cfg.response_forms),
-        "design": {"covariates": names, "center": skel.center, "fill": skel.fill, "reference": skel.reference,
-                   "merged": skel.merged, "defaults": skel.defaults, "pooled_with": list(cd.pooled_with)},
-        "cv": {"folds": int(cv.folds.max() + 1), "seed": int(cfg.cv_seed), "n_records": int(len(frame)),
-               "n_sites": int(frame["_site"].nunique()), "scores": scores.to_dict(orient="records"),
-               "failures": cv.failures},
+        "crop": cd.crop,
+        "candidates": list(cfg.response_forms),
+        "design": {
+            "covariates": names,
+            "center": skel.center,
+            "fill": skel.fill,
+            "reference": skel.reference,
+            "merged": skel.merged,
+            "defaults": skel.defaults,
+            "pooled_with": list(cd.pooled_with),
+        },
+        "cv": {
+            "folds": int(cv.folds.max() + 1),
+            "seed": int(cfg.cv_seed),
+            "n_records": int(len(frame)),
+            "n_sites": int(frame["_site"].nunique()),
+            "scores": scores.to_dict(orient="records"),
+            "failures": cv.failures,
+        },
         "weighting": {"method": st.method, "weights": st.weights, "final_weights": avg.weights, "reason": reason},
         "model_average": avg.to_json(),
     }
@@ -857,9 +994,17 @@ def form_cv_table(reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
         w = r["weighting"]["weights"]
         fw = r["weighting"]["final_weights"]
         for sc in r["cv"]["scores"]:
-            rows.append({"crop": crop, **sc, "weight": w.get(sc["family"], 0.0),
-                         "final_weight": fw.get(sc["family"], 0.0), "weighting": r["weighting"]["method"],
-                         "cv_folds": r["cv"]["folds"], "n_sites": r["cv"]["n_sites"]})
+            rows.append(
+                {
+                    "crop": crop,
+                    **sc,
+                    "weight": w.get(sc["family"], 0.0),
+                    "final_weight": fw.get(sc["family"], 0.0),
+                    "weighting": r["weighting"]["method"],
+                    "cv_folds": r["cv"]["folds"],
+                    "n_sites": r["cv"]["n_sites"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -893,8 +1038,13 @@ def paired_control_ef(obs: pd.DataFrame, cfg: FitOptions) -> pd.DataFrame:
     for c in keys[2:]:
         d[c] = pd.to_numeric(d[c], errors="coerce").fillna(-1.0)
     n = d[N_COL].to_numpy(dtype=float)
-    ctrl = d.loc[n == 0].groupby(keys, dropna=False)[FLUX_COL].agg(["mean", "size"]).rename(
-        columns={"mean": "e0_kg_ha", "size": "n_controls"}).reset_index()
+    ctrl = (
+        d.loc[n == 0]
+        .groupby(keys, dropna=False)[FLUX_COL]
+        .agg(["mean", "size"])
+        .rename(columns={"mean": "e0_kg_ha", "size": "n_controls"})
+        .reset_index()
+    )
     fert = d.loc[n > 0, [*keys, "obs_id", N_COL, FLUX_COL]].rename(columns={FLUX_COL: "e_n_kg_ha"})
     out = fert.merge(ctrl, on=keys, how="inner")
     out["ef"] = (out["e_n_kg_ha"] - out["e0_kg_ha"]) / out[N_COL]
@@ -904,8 +1054,9 @@ def paired_control_ef(obs: pd.DataFrame, cfg: FitOptions) -> pd.DataFrame:
     return out[cols].sort_values(["crop", cfg.group_by, N_COL], kind="stable").reset_index(drop=True)
 
 
-def fit_all(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parquet"
-            ) -> tuple[InventoryModel, dict[str, pd.DataFrame]]:
+def fit_all(
+    obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parquet"
+) -> tuple[InventoryModel, dict[str, pd.DataFrame]]:
     """Fit every configured crop with every candidate family, cross-validate, choose.
 
     Parameters
@@ -956,34 +1107,58 @@ def fit_all(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parq
             cv_tables.append(t)
         ok = {fam: fits[(crop, fam)] for fam in families if isinstance(fits[(crop, fam)], CropModel)}
         if not ok:
-            raise ModelError(f"crop {crop}: no candidate model could be fitted ("
-                             + "; ".join(str(fits[(crop, f)]) for f in families) + ")")
+            raise ModelError(
+                f"crop {crop}: no candidate model could be fitted ("
+                + "; ".join(str(fits[(crop, f)]) for f in families)
+                + ")"
+            )
         if crop in cfg.pin:
             pick = cfg.pin[crop]
             if pick not in ok:
-                raise ModelError(f"crop {crop}: the pinned family {pick} failed ({fits[(crop, pick)]}). "
-                                 "Fix: remove fit.pin for this crop")
+                raise ModelError(
+                    f"crop {crop}: the pinned family {pick} failed ({fits[(crop, pick)]}). "
+                    "Fix: remove fit.pin for this crop"
+                )
             reason = f"pinned in config (fit.pin.{crop})"
         else:
             scored = {f: metrics[f]["cv_rmse_kg_ha"] for f in ok if np.isfinite(metrics[f]["cv_rmse_kg_ha"])}
             pick = min(scored, key=lambda f: (scored[f], f)) if scored else sorted(ok)[0]
-            reason = ("lowest leave-site-out CV RMSE (" + ", ".join(f"{f} {scored[f]:.4g}" for f in sorted(scored))
-                      + " kg N2O-N/ha)") if scored else "no CV score available; first family that fitted"
+            reason = (
+                (
+                    "lowest leave-site-out CV RMSE ("
+                    + ", ".join(f"{f} {scored[f]:.4g}" for f in sorted(scored))
+                    + " kg N2O-N/ha)"
+                )
+                if scored
+                else "no CV score available; first family that fitted"
+            )
         chosen[crop] = ok[pick]
         if cfg.model == "model_average":
             got = forms[crop]
             if isinstance(got, str):
-                raise ModelError(f"crop {crop}: the model average failed ({got}). Fix: set fit.model: single_family, "
-                                 "or drop the failing forms from fit.response_forms")
+                raise ModelError(
+                    f"crop {crop}: the model average failed ({got}). Fix: set fit.model: single_family, "
+                    "or drop the failing forms from fit.response_forms"
+                )
             avg_model, form_reports[crop] = got
             chosen[crop] = avg_model
             fitted[(crop, Family.MODEL_AVERAGE.value)] = avg_model
-            diag_rows.append({"crop": crop, "family": Family.MODEL_AVERAGE.value, "chosen": True,
-                              "reason": "fit.model: model_average; " + form_reports[crop]["weighting"]["reason"],
-                              "n_records": cd.own_records, "n_sites": cd.own_sites,
-                              "n_records_fitted": len(cd.data), "pooled_with": ",".join(cd.pooled_with),
-                              "r2_insample": _r2(avg_model, cd), "fit_error": "",
-                              "measurement_period": period_note, "notes": " | ".join(avg_model.notes)})
+            diag_rows.append(
+                {
+                    "crop": crop,
+                    "family": Family.MODEL_AVERAGE.value,
+                    "chosen": True,
+                    "reason": "fit.model: model_average; " + form_reports[crop]["weighting"]["reason"],
+                    "n_records": cd.own_records,
+                    "n_sites": cd.own_sites,
+                    "n_records_fitted": len(cd.data),
+                    "pooled_with": ",".join(cd.pooled_with),
+                    "r2_insample": _r2(avg_model, cd),
+                    "fit_error": "",
+                    "measurement_period": period_note,
+                    "notes": " | ".join(avg_model.notes),
+                }
+            )
             pick = Family.MODEL_AVERAGE.value
         n_floor = int(cd.data.loc[cd.data["crop"] == crop, "floored"].sum())
         n_quar = int((quarantined["crop"] == crop).sum()) if len(quarantined) else 0
@@ -992,35 +1167,59 @@ def fit_all(obs: pd.DataFrame, cfg: FitOptions, source: str = "observations.parq
             is_model = isinstance(m, CropModel)
             if is_model:
                 fitted[(crop, fam)] = m
-            row = {"crop": crop, "family": fam, "chosen": fam == pick, "reason": reason if fam == pick else "",
-                   "n_records": cd.own_records, "n_sites": cd.own_sites,
-                   "n_records_fitted": len(cd.data), "pooled_with": ",".join(cd.pooled_with),
-                   "n_nonpositive_floored": n_floor, "n_nonpositive_quarantined": n_quar,
-                   "r2_insample": _r2(m, cd) if is_model else float("nan"),
-                   **metrics[fam],
-                   "n_slope_per_kg_n_ha": float(m.coef[m.coef_names.index(N_COL)]) if is_model else float("nan"),
-                   "smearing": m.smearing if is_model else float("nan"),
-                   "fit_error": "" if is_model else m, "measurement_period": period_note,
-                   "notes": " | ".join(m.notes) if is_model else ""}
+            row = {
+                "crop": crop,
+                "family": fam,
+                "chosen": fam == pick,
+                "reason": reason if fam == pick else "",
+                "n_records": cd.own_records,
+                "n_sites": cd.own_sites,
+                "n_records_fitted": len(cd.data),
+                "pooled_with": ",".join(cd.pooled_with),
+                "n_nonpositive_floored": n_floor,
+                "n_nonpositive_quarantined": n_quar,
+                "r2_insample": _r2(m, cd) if is_model else float("nan"),
+                **metrics[fam],
+                "n_slope_per_kg_n_ha": float(m.coef[m.coef_names.index(N_COL)]) if is_model else float("nan"),
+                "smearing": m.smearing if is_model else float("nan"),
+                "fit_error": "" if is_model else m,
+                "measurement_period": period_note,
+                "notes": " | ".join(m.notes) if is_model else "",
+            }
             diag_rows.append(row)
     diagnostics = pd.DataFrame(diag_rows).sort_values(["crop", "family"], kind="stable").reset_index(drop=True)
     coefs = coefficient_table(fitted, {c: m.family for c, m in chosen.items()})
     cov = covariance_table(chosen)
     cv_pred = pd.concat(cv_tables, ignore_index=True).sort_values(["crop", "family", "obs_id"], kind="stable")
-    inv = InventoryModel(models=chosen, kind="fitted", provenance={
-        "fit_config": cfg.model_dump(mode="json"),
-        "chosen": {c: m.family for c, m in sorted(chosen.items())},
-        "measurement_period": period_note,
-        **({"form_weights": {c: r["weighting"]["final_weights"] for c, r in sorted(form_reports.items())}}
-           if form_reports else {}),
-    })
-    quarantine_cols = [c for c in ("obs_id", "site_id", "crop", N_COL, FLUX_COL, "source_file", "source_row", "reason")
-                       if c in quarantined.columns]
-    return inv, {"diagnostics": diagnostics, "coefficients": coefs, "covariance": cov,
-                 "cv_predictions": cv_pred.reset_index(drop=True),
-                 "quarantine": quarantined[quarantine_cols].reset_index(drop=True),
-                 "form_cv": form_cv_table(form_reports), "response_forms": form_reports,
-                 "paired_ef": paired_control_ef(kept, cfg)}
+    inv = InventoryModel(
+        models=chosen,
+        kind="fitted",
+        provenance={
+            "fit_config": cfg.model_dump(mode="json"),
+            "chosen": {c: m.family for c, m in sorted(chosen.items())},
+            "measurement_period": period_note,
+            **(
+                {"form_weights": {c: r["weighting"]["final_weights"] for c, r in sorted(form_reports.items())}}
+                if form_reports
+                else {}
+            ),
+        },
+    )
+    quarantine_cols = [
+        c
+        for c in ("obs_id", "site_id", "crop", N_COL, FLUX_COL, "source_file", "source_row", "reason")
+        if c in quarantined.columns
+    ]
+    return inv, {
+        "diagnostics": diagnostics,
+        "coefficients": coefs,
+        "covariance": cov,
+        "cv_predictions": cv_pred.reset_index(drop=True),
+        "quarantine": quarantined[quarantine_cols].reset_index(drop=True),
+        "form_cv": form_cv_table(form_reports),
+        "response_forms": form_reports,
+        "paired_ef": paired_control_ef(kept, cfg),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1063,11 +1262,21 @@ def ef_curves(fitted: InventoryModel, tier1: InventoryModel, cfg: FitOptions) ->
                 rng = np.random.default_rng([cfg.cv_seed, i, 0 if kind == "fitted" else 1])
                 P = m.draw_params(rng, cfg.ef_curve_draws)
                 ef_draws = (m.mean_emission(X, P) - m.background(X, P)) / n_grid
-                rows.append(pd.DataFrame({
-                    "crop": crop, "model": kind if kind == "tier1" else m.family, "climate": climate,
-                    N_COL: n_grid, "e_kg_ha": e, "e0_kg_ha": e0, "ef": (e - e0) / n_grid,
-                    "ef_lo95": np.percentile(ef_draws, 2.5, axis=0),
-                    "ef_hi95": np.percentile(ef_draws, 97.5, axis=0)}))
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "crop": crop,
+                            "model": kind if kind == "tier1" else m.family,
+                            "climate": climate,
+                            N_COL: n_grid,
+                            "e_kg_ha": e,
+                            "e0_kg_ha": e0,
+                            "ef": (e - e0) / n_grid,
+                            "ef_lo95": np.percentile(ef_draws, 2.5, axis=0),
+                            "ef_hi95": np.percentile(ef_draws, 97.5, axis=0),
+                        }
+                    )
+                )
                 if isinstance(m, AveragedModel):
                     rows += _form_curves(m, X, n_grid, cfg, i)
     return pd.concat(rows, ignore_index=True)
@@ -1083,10 +1292,20 @@ def _form_curves(m: AveragedModel, X: pd.DataFrame, n_grid: np.ndarray, cfg: Fit
         e, e0 = f.predict_mean(N, Z), f.predict_mean(np.zeros_like(N), Z)
         P = f.draw_params(np.random.default_rng([cfg.cv_seed, i, 2 + j]), cfg.ef_curve_draws)
         ef_draws = (f.predict_draws(P, N, Z) - f.predict_draws(P, np.zeros_like(N), Z)) / n_grid
-        out.append(pd.DataFrame({
-            "crop": m.crop, "model": f"form:{fam}", "climate": "all", N_COL: n_grid, "e_kg_ha": e, "e0_kg_ha": e0,
-            "ef": (e - e0) / n_grid, "ef_lo95": np.percentile(ef_draws, 2.5, axis=0),
-            "ef_hi95": np.percentile(ef_draws, 97.5, axis=0), "weight": m.weights[fam]}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "crop": m.crop,
+                    "model": f"form:{fam}",
+                    "climate": "all",
+                    N_COL: n_grid,
+                    "e_kg_ha": e,
+                    "e0_kg_ha": e0,
+                    "ef": (e - e0) / n_grid,
+                    "ef_lo95": np.percentile(ef_draws, 2.5, axis=0),
+                    "ef_hi95": np.percentile(ef_draws, 97.5, axis=0),
+                    "weight": m.weights[fam],
+                }
+            )
+        )
     return out
-
-

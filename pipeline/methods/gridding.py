@@ -149,8 +149,10 @@ def make_grid(spec: GridOptions, boundary_bounds: Sequence[float] | None = None)
     sides = {"west": spec.west, "south": spec.south, "east": spec.east, "north": spec.north}
     if any(v is None for v in sides.values()):
         if boundary_bounds is None:
-            raise ConfigError(f"grid '{spec.name}': extent not set and no boundaries given. "
-                              "Fix: set west/east/south/north in the grid section of the config")
+            raise ConfigError(
+                f"grid '{spec.name}': extent not set and no boundaries given. "
+                "Fix: set west/east/south/north in the grid section of the config"
+            )
         for key, value in zip(("west", "south", "east", "north"), boundary_bounds):
             if sides[key] is None:
                 sides[key] = float(value)
@@ -159,8 +161,10 @@ def make_grid(spec: GridOptions, boundary_bounds: Sequence[float] | None = None)
     i_e = math.ceil(sides["east"] / res - _SNAP_TOL)
     i_n = math.ceil(sides["north"] / res - _SNAP_TOL)
     if i_e <= i_w or i_n <= i_s:
-        raise ConfigError(f"grid '{spec.name}': empty extent (west {sides['west']}, east {sides['east']}, "
-                          f"south {sides['south']}, north {sides['north']}). Fix: east > west and north > south")
+        raise ConfigError(
+            f"grid '{spec.name}': empty extent (west {sides['west']}, east {sides['east']}, "
+            f"south {sides['south']}, north {sides['north']}). Fix: east > west and north > south"
+        )
     return Grid(spec.name, res, i_w, i_s, i_e - i_w, i_n - i_s)
 
 
@@ -209,8 +213,9 @@ def _overlap_matrix(target_edges: np.ndarray, source_edges: np.ndarray) -> sp.cs
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_t, n_s))
 
 
-def resample_proxy(values: np.ndarray, west: float, north: float, xres: float, yres: float,
-                   grid: Grid, nodata: float | None = None) -> np.ndarray:
+def resample_proxy(
+    values: np.ndarray, west: float, north: float, xres: float, yres: float, grid: Grid, nodata: float | None = None
+) -> np.ndarray:
     """Area-weighted average of a north-up lat-lon raster over each grid cell.
 
     Parameters
@@ -371,8 +376,9 @@ class Weights:
     @property
     def matrix(self) -> sp.csr_matrix:
         """Weights as a (counties x cells) CSR matrix."""
-        return sp.csr_matrix((self.weight, (self.county_idx, self.cell)),
-                             shape=(len(self.county_codes), self.grid.ncells))
+        return sp.csr_matrix(
+            (self.weight, (self.county_idx, self.cell)), shape=(len(self.county_codes), self.grid.ncells)
+        )
 
     def gather_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, sp.csr_matrix]:
         """Structures for :func:`allocate`: cells owned by one county, and the rest.
@@ -391,8 +397,9 @@ class Weights:
             owner_weight = np.zeros(ncells, dtype=np.float64)
             owner_weight[self.cell[single]] = self.weight[single]
             shared_cells, inverse = np.unique(self.cell[~single], return_inverse=True)
-            shared = sp.csr_matrix((self.weight[~single], (inverse.ravel(), self.county_idx[~single])),
-                                   shape=(len(shared_cells), n_c))
+            shared = sp.csr_matrix(
+                (self.weight[~single], (inverse.ravel(), self.county_idx[~single])), shape=(len(shared_cells), n_c)
+            )
             self._fast["plan"] = (owner, owner_weight, shared_cells, shared)
         return self._fast["plan"]
 
@@ -433,7 +440,8 @@ def allocation_weights(cov: Coverage, grid: Grid, proxy: np.ndarray | None = Non
         raise ConfigError(
             f"grid '{grid.name}': {len(missing)} county polygon(s) lie outside the grid extent "
             f"{grid.bounds} or are empty (first: {', '.join(str(c) for c in missing[:5])}). "
-            "Fix: widen or unset west/east/south/north of this grid in the config")
+            "Fix: widen or unset west/east/south/north of this grid in the config"
+        )
     area = cell_area_m2(grid)[cov.cell // grid.nlon]
     base = cov.fraction * area
     fallback: tuple[int, ...] = ()
@@ -448,16 +456,19 @@ def allocation_weights(cov: Coverage, grid: Grid, proxy: np.ndarray | None = Non
         zero = total <= 0
         if zero.any():
             fallback = tuple(int(c) for c in cov.county_codes[zero])
-            log.info("grid %s: proxy is zero over %d county(ies), allocated by area instead: %s",
-                     grid.name, len(fallback), ", ".join(map(str, fallback[:20])) + (" ..." if len(fallback) > 20 else ""))
+            log.info(
+                "grid %s: proxy is zero over %d county(ies), allocated by area instead: %s",
+                grid.name,
+                len(fallback),
+                ", ".join(map(str, fallback[:20])) + (" ..." if len(fallback) > 20 else ""),
+            )
             raw = np.where(zero[cov.county_idx], base, raw)
     total = np.bincount(cov.county_idx, weights=raw, minlength=n_c)
     weight = raw / total[cov.county_idx]
     return Weights(grid, cov.county_codes, cov.county_idx, cov.cell, cov.fraction, weight, fallback)
 
 
-def weights_key(geometries: Sequence, county_codes: Sequence[int], grid: Grid,
-                proxy: np.ndarray | None) -> str:
+def weights_key(geometries: Sequence, county_codes: Sequence[int], grid: Grid, proxy: np.ndarray | None) -> str:
     """SHA-256 of everything the weights depend on: geometry WKB + codes, grid, proxy values.
 
     The key follows content, not file names: renaming a file keeps the cache, moving one
@@ -487,8 +498,11 @@ def weights_to_arrays(w: Weights) -> dict[str, np.ndarray]:
     """The arrays that persist a :class:`Weights` (for the cache)."""
     g = w.grid
     return {
-        "county_codes": w.county_codes, "county_idx": w.county_idx, "cell": w.cell,
-        "coverage": w.coverage, "weight": w.weight,
+        "county_codes": w.county_codes,
+        "county_idx": w.county_idx,
+        "cell": w.cell,
+        "coverage": w.coverage,
+        "weight": w.weight,
         "fallback_codes": np.asarray(w.fallback_codes, dtype=np.int64),
         "grid": np.asarray([g.i_west, g.i_south, g.nlon, g.nlat], dtype=np.int64),
         "resolution_deg": np.asarray([g.resolution_deg]),
@@ -499,10 +513,21 @@ def weights_to_arrays(w: Weights) -> dict[str, np.ndarray]:
 def weights_from_arrays(arrays: dict[str, np.ndarray], grid: Grid) -> Weights:
     """Rebuild :class:`Weights` from :func:`weights_to_arrays`; checks the grid matches."""
     gi = tuple(int(v) for v in arrays["grid"])
-    if gi != (grid.i_west, grid.i_south, grid.nlon, grid.nlat) or float(arrays["resolution_deg"][0]) != grid.resolution_deg:
+    if (
+        gi != (grid.i_west, grid.i_south, grid.nlon, grid.nlat)
+        or float(arrays["resolution_deg"][0]) != grid.resolution_deg
+    ):
         raise ValueError("cached weights belong to another grid")
-    return Weights(grid, arrays["county_codes"], arrays["county_idx"], arrays["cell"], arrays["coverage"],
-                   arrays["weight"], tuple(int(c) for c in arrays["fallback_codes"]), str(arrays["key"][0]))
+    return Weights(
+        grid,
+        arrays["county_codes"],
+        arrays["county_idx"],
+        arrays["cell"],
+        arrays["coverage"],
+        arrays["weight"],
+        tuple(int(c) for c in arrays["fallback_codes"]),
+        str(arrays["key"][0]),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,8 +592,9 @@ def zonal_matrix(weights: Weights) -> sp.csr_matrix:
     """
     cover_sum = np.bincount(weights.cell, weights=weights.coverage, minlength=weights.grid.ncells)
     z = weights.coverage / cover_sum[weights.cell]
-    return sp.csr_matrix((z, (weights.county_idx, weights.cell)),
-                         shape=(len(weights.county_codes), weights.grid.ncells))
+    return sp.csr_matrix(
+        (z, (weights.county_idx, weights.cell)), shape=(len(weights.county_codes), weights.grid.ncells)
+    )
 
 
 def aggregate_to_counties(weights: Weights, grid_values: np.ndarray) -> np.ndarray:
@@ -604,8 +630,13 @@ def aggregate_to_provinces(county_codes: np.ndarray, county_values: np.ndarray) 
 # ---------------------------------------------------------------------------------------------
 # County table -> yearly slabs
 # ---------------------------------------------------------------------------------------------
-def county_matrix(table: pd.DataFrame, county_codes: np.ndarray, crops: Sequence[str],
-                  value: str = "n2o_n_kg_mean", source: str = "county.parquet") -> tuple[np.ndarray, np.ndarray]:
+def county_matrix(
+    table: pd.DataFrame,
+    county_codes: np.ndarray,
+    crops: Sequence[str],
+    value: str = "n2o_n_kg_mean",
+    source: str = "county.parquet",
+) -> tuple[np.ndarray, np.ndarray]:
     """Pivot the county table into (years, counties, crops) aligned with the weights' counties.
 
     Counties in ``county_codes`` absent from the table get zero. A county in the table but not
@@ -624,16 +655,25 @@ def county_matrix(table: pd.DataFrame, county_codes: np.ndarray, crops: Sequence
     if unknown.any():
         bad = sorted(set(tc[unknown].tolist()))
         row = int(np.flatnonzero(unknown)[0]) + 1
-        raise InputError(source, f"{len(bad)} county code(s) have emissions but no boundary polygon "
-                         f"({', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''})",
-                         "map them to present-day codes in the crosswalk, or add their polygons to the boundaries",
-                         row=row, column="county_code")
+        raise InputError(
+            source,
+            f"{len(bad)} county code(s) have emissions but no boundary polygon "
+            f"({', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''})",
+            "map them to present-day codes in the crosswalk, or add their polygons to the boundaries",
+            row=row,
+            column="county_code",
+        )
     crop_pos = {c: i for i, c in enumerate(crops)}
     unknown_crop = ~table["crop"].isin(list(crops)).to_numpy()
     if unknown_crop.any():
         row = int(np.flatnonzero(unknown_crop)[0]) + 1
-        raise InputError(source, f"crop '{table['crop'].iloc[row - 1]}' is not a configured crop",
-                         f"use one of {', '.join(crops)}", row=row, column="crop")
+        raise InputError(
+            source,
+            f"crop '{table['crop'].iloc[row - 1]}' is not a configured crop",
+            f"use one of {', '.join(crops)}",
+            row=row,
+            column="crop",
+        )
     years = np.unique(table["year"].to_numpy(np.int64))
     out = np.zeros((len(years), len(codes), len(crops)), dtype=np.float64)
     yi = np.searchsorted(years, table["year"].to_numpy(np.int64))
@@ -641,8 +681,9 @@ def county_matrix(table: pd.DataFrame, county_codes: np.ndarray, crops: Sequence
     vals = table[value].to_numpy(np.float64)
     if not np.isfinite(vals).all():
         row = int(np.flatnonzero(~np.isfinite(vals))[0]) + 1
-        raise InputError(source, f"'{value}' is missing or not finite", "re-run the estimate stage",
-                         row=row, column=value)
+        raise InputError(
+            source, f"'{value}' is missing or not finite", "re-run the estimate stage", row=row, column=value
+        )
     np.add.at(out, (yi, pos, ci), vals)
     return years, out
 
@@ -652,8 +693,9 @@ def year_slab(weights: Weights, values_year: np.ndarray, out: np.ndarray | None 
     return allocate(weights, values_year, out=out)
 
 
-def iter_year_slabs(weights: Weights, values: np.ndarray, years_in_flight: int = 2,
-                    client: object | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def iter_year_slabs(
+    weights: Weights, values: np.ndarray, years_in_flight: int = 2, client: object | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(year_index, slab)`` in year order, computing ``years_in_flight`` years at a time.
 
     Parallel over years with ``dask.delayed`` on the active local scheduler, or on a
@@ -688,16 +730,22 @@ def iter_year_slabs(weights: Weights, values: np.ndarray, years_in_flight: int =
 # ---------------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------------
-def mass_check(years: np.ndarray, crops: Sequence[str], values: np.ndarray,
-               grid_totals: np.ndarray) -> pd.DataFrame:
+def mass_check(years: np.ndarray, crops: Sequence[str], values: np.ndarray, grid_totals: np.ndarray) -> pd.DataFrame:
     """Per year x crop: county total, grid total (kg N2O-N) and relative difference."""
     county = values.sum(axis=1)
     rows = []
     for i, y in enumerate(years):
         for j, c in enumerate(crops):
             a, b = float(county[i, j]), float(grid_totals[i, j])
-            rows.append({"year": int(y), "crop": c, "county_total_kg": a, "grid_total_kg": b,
-                         "rel_diff": 0.0 if a == b else abs(b - a) / max(abs(a), 1e-300)})
+            rows.append(
+                {
+                    "year": int(y),
+                    "crop": c,
+                    "county_total_kg": a,
+                    "grid_total_kg": b,
+                    "rel_diff": 0.0 if a == b else abs(b - a) / max(abs(a), 1e-300),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -707,20 +755,27 @@ def zonal_check(weights: Weights, county_totals: np.ndarray, grid_field: np.ndar
     orig = np.asarray(county_totals, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(orig > 0, (back - orig) / np.where(orig > 0, orig, 1.0), np.nan)
-    return pd.DataFrame({"grid": weights.grid.name, "county_code": weights.county_codes,
-                         "province_code": weights.county_codes // 10_000,
-                         "county_total_kg": orig, "grid_to_county_kg": back, "rel_diff": rel})
+    return pd.DataFrame(
+        {
+            "grid": weights.grid.name,
+            "county_code": weights.county_codes,
+            "province_code": weights.county_codes // 10_000,
+            "county_total_kg": orig,
+            "grid_to_county_kg": back,
+            "rel_diff": rel,
+        }
+    )
 
 
 def province_zonal_check(county_check: pd.DataFrame) -> pd.DataFrame:
     """Province sums of :func:`zonal_check` and their relative difference."""
     p = county_check.groupby(["grid", "province_code"], as_index=False)[["county_total_kg", "grid_to_county_kg"]].sum()
-    p["rel_diff"] = np.where(p["county_total_kg"] > 0,
-                             (p["grid_to_county_kg"] - p["county_total_kg"]) / p["county_total_kg"].where(p["county_total_kg"] > 0, 1.0),
-                             np.nan)
+    p["rel_diff"] = np.where(
+        p["county_total_kg"] > 0,
+        (p["grid_to_county_kg"] - p["county_total_kg"]) / p["county_total_kg"].where(p["county_total_kg"] > 0, 1.0),
+        np.nan,
+    )
     return p
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,8 +799,9 @@ def year_seconds(years: Sequence[int]) -> np.ndarray:
     return np.where(leap, 366.0, 365.0) * 86_400.0
 
 
-def year_stack(slab: np.ndarray, n_crops: int, cell_area_row_m2: np.ndarray, seconds: float,
-               domain: np.ndarray, fill: float) -> tuple[np.ndarray, np.ndarray]:
+def year_stack(
+    slab: np.ndarray, n_crops: int, cell_area_row_m2: np.ndarray, seconds: float, domain: np.ndarray, fill: float
+) -> tuple[np.ndarray, np.ndarray]:
     """One year's float32 output layers from its float64 allocated slab.
 
     Parameters
@@ -781,10 +837,10 @@ def year_stack(slab: np.ndarray, n_crops: int, cell_area_row_m2: np.ndarray, sec
     out = np.empty((n_crops + 2 + n_extra, nlat, nlon), dtype=np.float32)
     total = slab[:n_crops].sum(axis=0)
     out[0] = total
-    out[1:1 + n_crops] = slab[:n_crops]
+    out[1 : 1 + n_crops] = slab[:n_crops]
     out[1 + n_crops] = total / (np.asarray(cell_area_row_m2, dtype=np.float64)[:, None] * seconds)
     if n_extra:
-        out[2 + n_crops:] = slab[n_crops:]
+        out[2 + n_crops :] = slab[n_crops:]
     outside = ~np.asarray(domain, dtype=bool)
     for layer in out:
         np.copyto(layer, np.float32(fill), where=outside)

@@ -30,12 +30,12 @@ log = logging.getLogger(__name__)
 QUARANTINE_COLUMNS = C.QUARANTINE.names
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Observations
 # ---------------------------------------------------------------------------------------------
-def quarantine_rows(rejects: pd.DataFrame, table: str, root: Path | None = None,
-                    originals: pd.DataFrame | None = None) -> pd.DataFrame:
+def quarantine_rows(
+    rejects: pd.DataFrame, table: str, root: Path | None = None, originals: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Rejected rows in the quarantine format (file, line, column, reason, the row as JSON).
 
     Parameters
@@ -61,39 +61,59 @@ def quarantine_rows(rejects: pd.DataFrame, table: str, root: Path | None = None,
     else:
         data_cols = [c for c in rejects.columns if c not in (*C.BOOKKEEPING, "reason", "column")]
         rows = rejects[data_cols].to_dict(orient="records")
-    records = [json.dumps({k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
-                           for k, v in row.items()}, ensure_ascii=False, sort_keys=False, default=str)
-               for row in rows]
-    return pd.DataFrame({
-        "table": table,
-        "file": [_relative(f, root) for f in rejects[C.SOURCE_FILE]],
-        "row": rejects[C.SOURCE_ROW].astype(int).to_numpy(),
-        "column": rejects["column"].to_numpy(),
-        "reason": rejects["reason"].to_numpy(),
-        "record": records,
-    })
+    records = [
+        json.dumps(
+            {k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in row.items()},
+            ensure_ascii=False,
+            sort_keys=False,
+            default=str,
+        )
+        for row in rows
+    ]
+    return pd.DataFrame(
+        {
+            "table": table,
+            "file": [_relative(f, root) for f in rejects[C.SOURCE_FILE]],
+            "row": rejects[C.SOURCE_ROW].astype(int).to_numpy(),
+            "column": rejects["column"].to_numpy(),
+            "reason": rejects["reason"].to_numpy(),
+            "record": records,
+        }
+    )
 
 
 VIOLATION_COLUMNS = ["table", "file", "row", "column", "value", "unit", "limit", "limit_value", "action"]
 
 
-def violations_frame(rows: pd.DataFrame, table: str, column: str, values: np.ndarray, unit: str,
-                     limit: str, limit_value: float, action: str, root: Path | None = None) -> pd.DataFrame:
+def violations_frame(
+    rows: pd.DataFrame,
+    table: str,
+    column: str,
+    values: np.ndarray,
+    unit: str,
+    limit: str,
+    limit_value: float,
+    action: str,
+    root: Path | None = None,
+) -> pd.DataFrame:
     """Rows over a plausibility limit in the violation-report format (:data:`VIOLATION_COLUMNS`).
 
     ``rows`` carries ``_file``/``_row``; ``column`` is the user's header of the checked value.
     """
-    return pd.DataFrame({
-        "table": table,
-        "file": [_relative(f, root) for f in rows[C.SOURCE_FILE]],
-        "row": rows[C.SOURCE_ROW].astype(int).to_numpy(),
-        "column": column,
-        "value": np.asarray(values, dtype=float),
-        "unit": unit,
-        "limit": limit,
-        "limit_value": float(limit_value),
-        "action": action,
-    }, columns=VIOLATION_COLUMNS)
+    return pd.DataFrame(
+        {
+            "table": table,
+            "file": [_relative(f, root) for f in rows[C.SOURCE_FILE]],
+            "row": rows[C.SOURCE_ROW].astype(int).to_numpy(),
+            "column": column,
+            "value": np.asarray(values, dtype=float),
+            "unit": unit,
+            "limit": limit,
+            "limit_value": float(limit_value),
+            "action": action,
+        },
+        columns=VIOLATION_COLUMNS,
+    )
 
 
 def _relative(path: str, root: Path | None) -> str:
@@ -159,15 +179,26 @@ def harmonise_observations(
     # Unit strings and the duration they may need are row-level checks.
     bad_n_unit = ~valid["n_rate_unit"].map(units.is_n_rate_unit).astype(bool)
     bad_flux_unit = ~valid["flux_unit"].map(units.is_flux_unit).astype(bool)
-    needs_duration = valid["flux_unit"].map(
-        lambda u: units.is_flux_unit(u) and units.flux_needs_duration(u)).astype(bool)
+    needs_duration = (
+        valid["flux_unit"].map(lambda u: units.is_flux_unit(u) and units.flux_needs_duration(u)).astype(bool)
+    )
     no_duration = needs_duration & valid["duration_days"].isna()
     problems = [
         (bad_n_unit, "n_rate_unit", lambda v: f"unknown N-rate unit '{v['n_rate_unit']}' (use kg N/ha or kg N/mu)"),
-        (bad_flux_unit, "flux_unit", lambda v: f"unknown flux unit '{v['flux_unit']}' (accepted: {', '.join(units.FLUX_UNITS)})"),
+        (
+            bad_flux_unit,
+            "flux_unit",
+            lambda v: f"unknown flux unit '{v['flux_unit']}' (accepted: {', '.join(units.FLUX_UNITS)})",
+        ),
         (no_duration, "duration_days", lambda v: f"flux unit '{v['flux_unit']}' is a rate and needs duration_days"),
-        (out_of_window, "year", lambda v: f"year {v['year']} is outside the measurement window {lo_year}-{hi_year} "
-         "(ingest.observation_years; never after the current year)"),
+        (
+            out_of_window,
+            "year",
+            lambda v: (
+                f"year {v['year']} is outside the measurement window {lo_year}-{hi_year} "
+                "(ingest.observation_years; never after the current year)"
+            ),
+        ),
     ]
     extra = []
     for mask, column, why in problems:
@@ -187,13 +218,19 @@ def harmonise_observations(
     obs["study_id"] = obs["study_id"].fillna(obs["site_id"])
     rice_missing = (obs["crop"] == "rice") & obs["water_regime"].isna()
     if rice_missing.any():
-        log.info("observations: %d rice rows report no water_regime (the fit assumes fit.rice_water_regime)",
-                 int(rice_missing.sum()))
+        log.info(
+            "observations: %d rice rows report no water_regime (the fit assumes fit.rice_water_regime)",
+            int(rice_missing.sum()),
+        )
     obs.loc[obs["crop"] != "rice", "water_regime"] = obs.loc[obs["crop"] != "rice", "water_regime"].fillna("upland")
-    obs["n_rate_kg_ha"] = units.n_rate_to_kg_ha(obs["n_rate"].to_numpy(dtype=float), obs["n_rate_unit"].to_numpy(dtype=object))
+    obs["n_rate_kg_ha"] = units.n_rate_to_kg_ha(
+        obs["n_rate"].to_numpy(dtype=float), obs["n_rate_unit"].to_numpy(dtype=object)
+    )
     obs["flux_kg_n2o_n_ha"] = units.flux_to_kg_n2o_n_ha(
-        obs["flux"].to_numpy(dtype=float), obs["flux_unit"].to_numpy(dtype=object),
-        obs["duration_days"].to_numpy(dtype=float, na_value=np.nan))
+        obs["flux"].to_numpy(dtype=float),
+        obs["flux_unit"].to_numpy(dtype=object),
+        obs["duration_days"].to_numpy(dtype=float, na_value=np.nan),
+    )
     obs, implausible, violations = _implausible_after_conversion(obs, flux_limits, max_n_rate_kg_ha, names, root)
     if len(implausible):
         rejects = pd.concat([rejects, implausible])
@@ -203,13 +240,19 @@ def harmonise_observations(
     obs["source_file"] = [_relative(f, root) for f in obs[C.SOURCE_FILE]]
     obs["source_row"] = obs[C.SOURCE_ROW].astype("Int64")
     out = _conform(obs, C.OBSERVATIONS)
-    return (out.sort_values("obs_id", kind="stable").reset_index(drop=True),
-            quarantine_rows(rejects, "observations", root, originals), violations)
+    return (
+        out.sort_values("obs_id", kind="stable").reset_index(drop=True),
+        quarantine_rows(rejects, "observations", root, originals),
+        violations,
+    )
 
 
 def _implausible_after_conversion(
-    obs: pd.DataFrame, flux_limits: tuple[float, float, str, str], max_n: tuple[float, str],
-    names: dict[str, str], root: Path | None,
+    obs: pd.DataFrame,
+    flux_limits: tuple[float, float, str, str],
+    max_n: tuple[float, str],
+    names: dict[str, str],
+    root: Path | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Rows whose converted N rate or flux is outside the plausibility limits.
 
@@ -218,12 +261,39 @@ def _implausible_after_conversion(
     """
     lo, hi, lo_action, hi_action = flux_limits
     checks = [
-        ("n_rate_kg_ha", "n_rate", "n_rate_unit", "kg N/ha", "max_n_rate_kg_ha", obs["n_rate_kg_ha"] > max_n[0],
-         max_n[0], max_n[1], "above"),
-        ("flux_kg_n2o_n_ha", "flux", "flux_unit", "kg N2O-N/ha", "min_flux_kg_n2o_n_ha", obs["flux_kg_n2o_n_ha"] < lo,
-         lo, lo_action, "below"),
-        ("flux_kg_n2o_n_ha", "flux", "flux_unit", "kg N2O-N/ha", "max_flux_kg_n2o_n_ha", obs["flux_kg_n2o_n_ha"] > hi,
-         hi, hi_action, "above"),
+        (
+            "n_rate_kg_ha",
+            "n_rate",
+            "n_rate_unit",
+            "kg N/ha",
+            "max_n_rate_kg_ha",
+            obs["n_rate_kg_ha"] > max_n[0],
+            max_n[0],
+            max_n[1],
+            "above",
+        ),
+        (
+            "flux_kg_n2o_n_ha",
+            "flux",
+            "flux_unit",
+            "kg N2O-N/ha",
+            "min_flux_kg_n2o_n_ha",
+            obs["flux_kg_n2o_n_ha"] < lo,
+            lo,
+            lo_action,
+            "below",
+        ),
+        (
+            "flux_kg_n2o_n_ha",
+            "flux",
+            "flux_unit",
+            "kg N2O-N/ha",
+            "max_flux_kg_n2o_n_ha",
+            obs["flux_kg_n2o_n_ha"] > hi,
+            hi,
+            hi_action,
+            "above",
+        ),
     ]
     bad = pd.Series(False, index=obs.index)
     reasons = pd.Series("", index=obs.index, dtype=object)
@@ -234,14 +304,27 @@ def _implausible_after_conversion(
         if not mask.any():
             continue
         user = names.get(raw_col, raw_col)
-        reports.append(violations_frame(obs[mask], "observations", user, obs.loc[mask, converted].to_numpy(float),
-                                        unit, f"ingest.limits.{limit}", value, action, root))
+        reports.append(
+            violations_frame(
+                obs[mask],
+                "observations",
+                user,
+                obs.loc[mask, converted].to_numpy(float),
+                unit,
+                f"ingest.limits.{limit}",
+                value,
+                action,
+                root,
+            )
+        )
         if action != "error":
             continue
         new = mask & ~bad
-        reasons[new] = [f"{user}: {x:g} {unit} after conversion is {side} the limit {value:g} {unit} "
-                        f"(ingest.limits.{limit}; check {names.get(unit_col, unit_col)} '{u}')"
-                        for x, u in zip(obs.loc[new, converted], obs.loc[new, unit_col], strict=True)]
+        reasons[new] = [
+            f"{user}: {x:g} {unit} after conversion is {side} the limit {value:g} {unit} "
+            f"(ingest.limits.{limit}; check {names.get(unit_col, unit_col)} '{u}')"
+            for x, u in zip(obs.loc[new, converted], obs.loc[new, unit_col], strict=True)
+        ]
         columns[new] = user
         bad |= new
     rejected = obs[bad].copy()
@@ -271,9 +354,11 @@ def check_rejections(n_rejected: int, n_total: int, max_fraction: float, file: s
     """Fail when the share of quarantined rows exceeds the configured threshold."""
     if n_total and n_rejected / n_total > max_fraction:
         raise TooManyRejectionsError(
-            file, f"{n_rejected} of {n_total} rows ({n_rejected / n_total:.1%}) were quarantined, more than "
+            file,
+            f"{n_rejected} of {n_total} rows ({n_rejected / n_total:.1%}) were quarantined, more than "
             f"ingest.max_reject_fraction = {max_fraction:.1%}",
-            "read quarantine.csv in the ingest output folder for the reasons; fix the inputs or raise the threshold")
+            "read quarantine.csv in the ingest output folder for the reasons; fix the inputs or raise the threshold",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,8 +404,10 @@ def fill_gaps(wide: pd.DataFrame, max_gap: int, edges: bool) -> tuple[pd.DataFra
         edge_fill = np.isnan(out) & (runs <= max_gap) & ~np.isnan(nearest)
         out = np.where(edge_fill, nearest, out)
         fill = fill | edge_fill
-    return (pd.DataFrame(out, index=wide.index, columns=wide.columns),
-            pd.DataFrame(fill, index=wide.index, columns=wide.columns))
+    return (
+        pd.DataFrame(out, index=wide.index, columns=wide.columns),
+        pd.DataFrame(fill, index=wide.index, columns=wide.columns),
+    )
 
 
 def _fill_raw_series(df: pd.DataFrame, value: str, keys: list[str], max_gap: int) -> pd.DataFrame:
@@ -364,8 +451,9 @@ def _absent_crops_as_zero(mapped: pd.DataFrame, keys: list[str]) -> pd.DataFrame
     absent = absent[absent["_merge"] == "left_only"].drop(columns="_merge")
     if absent.empty:
         return mapped
-    log.info("activity: %d county-year-crop rows absent from reported county-years taken as not sown (0 ha)",
-             len(absent))
+    log.info(
+        "activity: %d county-year-crop rows absent from reported county-years taken as not sown (0 ha)", len(absent)
+    )
     zeros = absent.assign(area_ha=0.0, n_mass_kg=0.0, rate_weight_ha=0.0, area_filled=0.0, n_rate_filled=0.0)
     return pd.concat([mapped, zeros[mapped.columns]], ignore_index=True)
 
@@ -409,8 +497,9 @@ def harmonise_activity(
     lo, hi = years
     n = _in_years(n_rate, years, n_rate_file)
     a = _in_years(sown_area, years, area_file)
-    n["n_rate_kg_ha"] = units.n_rate_to_kg_ha(n["n_rate"].to_numpy(dtype=float, na_value=np.nan),
-                                              n["unit"].to_numpy(dtype=object))
+    n["n_rate_kg_ha"] = units.n_rate_to_kg_ha(
+        n["n_rate"].to_numpy(dtype=float, na_value=np.nan), n["unit"].to_numpy(dtype=object)
+    )
     a["area_ha"] = units.area_to_ha(a["area"].to_numpy(dtype=float, na_value=np.nan), a["unit"].to_numpy(dtype=object))
     a = _fill_raw_series(a[[*keys, "year", "area_ha"]], "area_ha", keys, max_gap)
     n = _fill_raw_series(n[[*keys, "year", "n_rate_kg_ha"]], "n_rate_kg_ha", keys, max_gap)
@@ -422,18 +511,26 @@ def harmonise_activity(
     both["area_filled"] = both["area_ha_filled"].fillna(False).astype(float)
     both["n_rate_filled"] = both["n_rate_kg_ha_filled"].fillna(False).astype(float)
     mapped = apply_crosswalk(both, weights, ["area_ha", "n_mass_kg", "rate_weight_ha"], [*keys, "year"])
-    flags = apply_crosswalk(both[[*keys, "year", "area_filled", "n_rate_filled"]], weights,
-                            ["area_filled", "n_rate_filled"], [*keys, "year"])
+    flags = apply_crosswalk(
+        both[[*keys, "year", "area_filled", "n_rate_filled"]],
+        weights,
+        ["area_filled", "n_rate_filled"],
+        [*keys, "year"],
+    )
     mapped = mapped.merge(flags, on=[*keys, "year"])
     mapped = _absent_crops_as_zero(mapped, keys)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mapped["n_rate_kg_ha"] = np.where(mapped["rate_weight_ha"] > 0,
-                                          mapped["n_mass_kg"] / mapped["rate_weight_ha"],
-                                          np.where(mapped["area_ha"] == 0, 0.0, np.nan))
+        mapped["n_rate_kg_ha"] = np.where(
+            mapped["rate_weight_ha"] > 0,
+            mapped["n_mass_kg"] / mapped["rate_weight_ha"],
+            np.where(mapped["area_ha"] == 0, 0.0, np.nan),
+        )
 
     out_cols = []
-    for value, flag, file, col in (("area_ha", "area_filled", area_file, "area"),
-                                   ("n_rate_kg_ha", "n_rate_filled", n_rate_file, "n_rate")):
+    for value, flag, file, col in (
+        ("area_ha", "area_filled", area_file, "area"),
+        ("n_rate_kg_ha", "n_rate_filled", n_rate_file, "n_rate"),
+    ):
         wide = mapped.pivot(index=keys, columns="year", values=value).reindex(columns=range(lo, hi + 1))
         filled, flagged = fill_gaps(wide, max_gap, edges=True)
         missing = filled.isna()
@@ -441,10 +538,12 @@ def harmonise_activity(
             (code, crop), row = next((idx, r) for idx, r in missing.iterrows() if r.any())
             gap_years = [int(y) for y in row.index[row.to_numpy()]]
             raise InputError(
-                file, f"county {code}, crop {crop}: no {col} for {len(gap_years)} year(s) "
+                file,
+                f"county {code}, crop {crop}: no {col} for {len(gap_years)} year(s) "
                 f"({gap_years[0]}-{gap_years[-1]}), more than ingest.max_gap_years = {max_gap}",
                 "supply the missing years (0 where the crop is not grown) or raise ingest.max_gap_years",
-                column=col)
+                column=col,
+            )
         prior = mapped.pivot(index=keys, columns="year", values=flag).reindex(columns=range(lo, hi + 1))
         flag_frame = flagged | (prior.fillna(0) > 0)
         long = filled.stack(future_stack=True).rename(value).to_frame()
@@ -455,14 +554,19 @@ def harmonise_activity(
         if activity[col].isna().any():
             first = activity[activity[col].isna()].iloc[0]
             other = n_rate_file if col == "n_rate_kg_ha" else area_file
-            raise InputError(other, f"county {first['county_code']}, crop {first['crop']}: "
-                             f"{'N rate' if col == 'n_rate_kg_ha' else 'sown area'} missing for every year",
-                             "supply the series (0 where the crop is not grown)", column=col)
+            raise InputError(
+                other,
+                f"county {first['county_code']}, crop {first['crop']}: "
+                f"{'N rate' if col == 'n_rate_kg_ha' else 'sown area'} missing for every year",
+                "supply the series (0 where the crop is not grown)",
+                column=col,
+            )
     return activity[["county_code", "year", "crop", "area_ha", "n_rate_kg_ha", "area_filled", "n_rate_filled"]]
 
 
-def harmonise_irrigation(irr: pd.DataFrame, prefectures: np.ndarray, years: tuple[int, int],
-                         max_gap: int) -> tuple[pd.DataFrame, list[int]]:
+def harmonise_irrigation(
+    irr: pd.DataFrame, prefectures: np.ndarray, years: tuple[int, int], max_gap: int
+) -> tuple[pd.DataFrame, list[int]]:
     """Irrigation per present-day prefecture x year, gaps filled; prefectures without data
     take their province's mean (flagged).
 
@@ -488,8 +592,9 @@ def harmonise_irrigation(irr: pd.DataFrame, prefectures: np.ndarray, years: tupl
     return out[["prefecture_code", "year", "irrigated_fraction", "irrigation_mm", "irrigation_filled"]], unknown
 
 
-def n_rate_violations(n_rate: pd.DataFrame, limit_kg_ha: float, action: str, column: str,
-                      root: Path | None = None) -> pd.DataFrame:
+def n_rate_violations(
+    n_rate: pd.DataFrame, limit_kg_ha: float, action: str, column: str, root: Path | None = None
+) -> pd.DataFrame:
     """Rows of an N-rate input whose rate, converted to kg N/ha, is above ``limit_kg_ha``.
 
     Notes
@@ -497,15 +602,31 @@ def n_rate_violations(n_rate: pd.DataFrame, limit_kg_ha: float, action: str, col
     kg N/mu x 15 = kg N/ha (:func:`pipeline.units.n_rate_to_kg_ha`), so a rate in kg/ha
     labelled kg/mu shows up here whatever unit the file used.
     """
-    kg_ha = units.n_rate_to_kg_ha(n_rate["n_rate"].to_numpy(dtype=float, na_value=np.nan),
-                                  n_rate["unit"].to_numpy(dtype=object))
+    kg_ha = units.n_rate_to_kg_ha(
+        n_rate["n_rate"].to_numpy(dtype=float, na_value=np.nan), n_rate["unit"].to_numpy(dtype=object)
+    )
     bad = np.nan_to_num(kg_ha, nan=-np.inf) > limit_kg_ha
-    return violations_frame(n_rate[bad], "n_rate", column, kg_ha[bad], "kg N/ha",
-                            "ingest.limits.max_n_rate_kg_ha", limit_kg_ha, action, root)
+    return violations_frame(
+        n_rate[bad],
+        "n_rate",
+        column,
+        kg_ha[bad],
+        "kg N/ha",
+        "ingest.limits.max_n_rate_kg_ha",
+        limit_kg_ha,
+        action,
+        root,
+    )
 
 
-def sown_land_violations(sown_area: pd.DataFrame, area_km2: dict[int, float], limit_ratio: float, action: str,
-                         column: str, root: Path | None = None) -> pd.DataFrame:
+def sown_land_violations(
+    sown_area: pd.DataFrame,
+    area_km2: dict[int, float],
+    limit_ratio: float,
+    action: str,
+    column: str,
+    root: Path | None = None,
+) -> pd.DataFrame:
     """Every input row of a unit-year whose sown area (all crops) exceeds ``limit_ratio`` x its land area.
 
     Parameters
@@ -523,18 +644,35 @@ def sown_land_violations(sown_area: pd.DataFrame, area_km2: dict[int, float], li
     The reported value of each row is its unit-year's ratio.
     """
     df = sown_area.copy()
-    df["_area_ha"] = units.area_to_ha(df["area"].to_numpy(dtype=float, na_value=np.nan), df["unit"].to_numpy(dtype=object))
+    df["_area_ha"] = units.area_to_ha(
+        df["area"].to_numpy(dtype=float, na_value=np.nan), df["unit"].to_numpy(dtype=object)
+    )
     df = df[df["county_code"].astype(int).isin(list(area_km2))]
     total = df.groupby(["county_code", "year"])["_area_ha"].transform("sum")
     land_ha = df["county_code"].astype(int).map(area_km2).to_numpy(dtype=float) * 100.0
     ratio = total.to_numpy(dtype=float) / land_ha
     bad = ratio > limit_ratio
-    return violations_frame(df[bad], "sown_area", column, ratio[bad], "sown ha per ha of land",
-                            "ingest.limits.max_sown_per_land_area", limit_ratio, action, root)
+    return violations_frame(
+        df[bad],
+        "sown_area",
+        column,
+        ratio[bad],
+        "sown ha per ha of land",
+        "ingest.limits.max_sown_per_land_area",
+        limit_ratio,
+        action,
+        root,
+    )
 
 
-def build_activity(core: pd.DataFrame, irrigation: pd.DataFrame, covariates: pd.DataFrame | None,
-                   covariates_file: str, irrigation_file: str, climate_default: str | None = None) -> pd.DataFrame:
+def build_activity(
+    core: pd.DataFrame,
+    irrigation: pd.DataFrame,
+    covariates: pd.DataFrame | None,
+    covariates_file: str,
+    irrigation_file: str,
+    climate_default: str | None = None,
+) -> pd.DataFrame:
     """Join activity, irrigation and covariates into the :data:`~pipeline.contract.ACTIVITY` table.
 
     Parameters
@@ -557,26 +695,40 @@ def build_activity(core: pd.DataFrame, irrigation: pd.DataFrame, covariates: pd.
     df = df.merge(irrigation, on=["prefecture_code", "year"], how="left")
     if df["irrigation_mm"].isna().any() or df["irrigated_fraction"].isna().any():
         bad = df[df["irrigation_mm"].isna() | df["irrigated_fraction"].isna()].iloc[0]
-        raise InputError(irrigation_file, f"no irrigation for prefecture {bad['prefecture_code']} "
-                         f"(nor any prefecture of province {bad['province_code']}) in {bad['year']}",
-                         "add the prefecture's series to the irrigation input", column="prefecture_code")
+        raise InputError(
+            irrigation_file,
+            f"no irrigation for prefecture {bad['prefecture_code']} "
+            f"(nor any prefecture of province {bad['province_code']}) in {bad['year']}",
+            "add the prefecture's series to the irrigation input",
+            column="prefecture_code",
+        )
     if covariates is not None:
         cov = covariates.drop(columns=[c for c in C.BOOKKEEPING if c in covariates.columns])
         df = df.merge(cov, on="county_code", how="left")
         if df["soil_ph"].isna().any():
             code = int(df.loc[df["soil_ph"].isna(), "county_code"].iloc[0])
-            raise InputError(covariates_file, f"no covariates for unit {code}, which has activity data",
-                             "add a row for it to the covariates input", column="county_code")
+            raise InputError(
+                covariates_file,
+                f"no covariates for unit {code}, which has activity data",
+                "add a row for it to the covariates input",
+                column="county_code",
+            )
     else:
         for col in ("soil_ph", "soc_g_kg", "clay_pct", "mean_temp_c", "precip_mm", "climate"):
             df[col] = np.nan
     df["climate"] = df["climate"].astype(object).where(df["climate"].notna(), climate_default)
     if df["climate"].isna().any():
         code = int(df.loc[df["climate"].isna(), "county_code"].iloc[0])
-        why = "the covariates give no climate class for unit" if covariates is not None else \
-            "there is no covariates input, so no climate class for unit"
-        raise InputError(covariates_file if covariates is not None else "inputs.covariates",
-                         f"{why} {code} (the disaggregated IPCC Tier 1 EF depends on it)",
-                         "add a `climate` column (wet or dry), or set ingest.defaults.climate", column="climate")
+        why = (
+            "the covariates give no climate class for unit"
+            if covariates is not None
+            else "there is no covariates input, so no climate class for unit"
+        )
+        raise InputError(
+            covariates_file if covariates is not None else "inputs.covariates",
+            f"{why} {code} (the disaggregated IPCC Tier 1 EF depends on it)",
+            "add a `climate` column (wet or dry), or set ingest.defaults.climate",
+            column="climate",
+        )
     df["water_input_mm"] = df["precip_mm"] + df["irrigated_fraction"] * df["irrigation_mm"]
     return _conform(df, C.ACTIVITY).sort_values(["county_code", "crop", "year"]).reset_index(drop=True)

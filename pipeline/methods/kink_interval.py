@@ -57,8 +57,9 @@ def _prep(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> t
     return xa, ya
 
 
-def profile_rss(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
-                psi: float | Sequence[float] | np.ndarray) -> np.ndarray:
+def profile_rss(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, psi: float | Sequence[float] | np.ndarray
+) -> np.ndarray:
     """Residual sum of squares of the broken line at fixed kink(s) ``psi``.
 
     Parameters
@@ -102,7 +103,7 @@ def profile_rss(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
     xtx[dead, 2, 2] = 1.0
     xty[dead, 2, :] = 0.0
     sol = np.linalg.solve(xtx, xty)
-    rss = (Y ** 2).sum(axis=1)[None, :] - np.einsum("gpd,gpd->gd", xty, sol)
+    rss = (Y**2).sum(axis=1)[None, :] - np.einsum("gpd,gpd->gd", xty, sol)
     rss = np.maximum(rss, 0.0)
     return rss[:, 0] if single else rss
 
@@ -124,8 +125,12 @@ def _search_grid(x: np.ndarray, lo: float, hi: float, step: float) -> np.ndarray
     return np.unique(np.clip(g, lo, hi))
 
 
-def fit_kink(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
-             bounds: tuple[float, float] | None = None, grid_step: float = 0.01) -> dict[str, Any]:
+def fit_kink(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    bounds: tuple[float, float] | None = None,
+    grid_step: float = 0.01,
+) -> dict[str, Any]:
     """Least-squares (maximum-likelihood) kink position of a continuous broken line.
 
     Parameters
@@ -162,12 +167,15 @@ def fit_kink(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
     best_psi, best_rss = float(grid[j]), float(r[j])
     knots = np.unique(np.concatenate([[lo, hi], xa[(xa > lo) & (xa < hi)]]))
     pos = int(np.searchsorted(knots, best_psi))
-    for a, b in ((knots[max(pos - 1, 0)], knots[min(pos, knots.size - 1)]),
-                 (knots[min(pos, knots.size - 1)], knots[min(pos + 1, knots.size - 1)])):
+    for a, b in (
+        (knots[max(pos - 1, 0)], knots[min(pos, knots.size - 1)]),
+        (knots[min(pos, knots.size - 1)], knots[min(pos + 1, knots.size - 1)]),
+    ):
         if b - a <= 0:
             continue
-        res = optimize.minimize_scalar(lambda p: float(profile_rss(xa, ya, p)[0]), bounds=(a, b),
-                                       method="bounded", options={"xatol": 1e-10})
+        res = optimize.minimize_scalar(
+            lambda p: float(profile_rss(xa, ya, p)[0]), bounds=(a, b), method="bounded", options={"xatol": 1e-10}
+        )
         if res.fun < best_rss:
             best_psi, best_rss = float(res.x), float(res.fun)
     on_year = bool(np.min(np.abs(xa - best_psi)) < 1e-6)
@@ -263,7 +271,7 @@ def profile_kink_interval(
         "threshold": float(thr),
         "truncated_low": bool(trunc_lo),
         "truncated_high": bool(trunc_hi),
-        "disjoint": bool(not inside[first:last + 1].all()),
+        "disjoint": bool(not inside[first : last + 1].all()),
         "method": f"profile likelihood ({method})",
         "level": float(level),
         "bounds": (lo, hi),
@@ -335,13 +343,21 @@ def bootstrap_kink_interval(
         draws[chunk] = grid[np.argmin(r, axis=0)]
     a = (1 - level) / 2
     low, high = np.quantile(draws, [a, 1 - a])
-    return {"psi": psi, "low": float(low), "high": float(high), "draws": draws.tolist(),
-            "n_boot": int(n_boot), "seed": int(seed), "level": float(level),
-            "method": "residual bootstrap, percentile"}
+    return {
+        "psi": psi,
+        "low": float(low),
+        "high": float(high),
+        "draws": draws.tolist(),
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "level": float(level),
+        "method": "residual bootstrap, percentile",
+    }
 
 
-def broken_line_slopes(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, psi: float,
-                       level: float = 0.95) -> dict[str, Any]:
+def broken_line_slopes(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, psi: float, level: float = 0.95
+) -> dict[str, Any]:
     """Slopes before and after a kink at ``psi``, with Muggeo-type and fixed-kink intervals.
 
     Parameters
@@ -389,6 +405,11 @@ def broken_line_slopes(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.
         est = float(c @ bf)
         cm = np.append(c, 0.0)
         se = float(math.sqrt(cm @ cov_m @ cm))
-        out[name] = {"estimate": est, "se": se, "low": est - tq * se, "high": est + tq * se,
-                     "se_fixed_psi": float(math.sqrt(c @ cov_f @ c))}
+        out[name] = {
+            "estimate": est,
+            "se": se,
+            "low": est - tq * se,
+            "high": est + tq * se,
+            "se_fixed_psi": float(math.sqrt(c @ cov_f @ c)),
+        }
     return out

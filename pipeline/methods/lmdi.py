@@ -168,13 +168,18 @@ def decompose_emissions(rows: pd.DataFrame) -> dict[str, float]:
         total = a.sum()
         by_crop = pd.Series(a).groupby(crop).transform("sum").to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
-            return (np.full(a.shape, total), np.where(total > 0, by_crop / total, 0.0),
-                    np.where(by_crop > 0, a / by_crop, 0.0))
+            return (
+                np.full(a.shape, total),
+                np.where(total > 0, by_crop / total, 0.0),
+                np.where(by_crop > 0, a / by_crop, 0.0),
+            )
 
     A0, S0, s0 = shares(a0)
     A1, S1, s1 = shares(a1)
-    eff = lmdi({"area": A0, "crop_mix": S0, "location": s0, "intensity": i0},
-               {"area": A1, "crop_mix": S1, "location": s1, "intensity": i1})
+    eff = lmdi(
+        {"area": A0, "crop_mix": S0, "location": s0, "intensity": i0},
+        {"area": A1, "crop_mix": S1, "location": s1, "intensity": i1},
+    )
     lnv0 = np.log(np.maximum(A0, ZERO)) + np.log(np.maximum(S0, ZERO)) + np.log(np.maximum(s0, ZERO))
     lnv1 = np.log(np.maximum(A1, ZERO)) + np.log(np.maximum(S1, ZERO)) + np.log(np.maximum(s1, ZERO))
     lf = [np.log(np.maximum(x, ZERO)) for x in (i0, i10, i01, i1)]
@@ -186,10 +191,16 @@ def decompose_emissions(rows: pd.DataFrame) -> dict[str, float]:
     ok = both & (n0 > 0) & (n1 > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         prop = float(np.sum(np.where(ok, w * np.log(np.where(ok, n1 / np.where(ok, n0, 1.0), 1.0)), 0.0)))
-    out = {"area": eff["area"], "crop_mix": eff["crop_mix"], "location": eff["location"],
-           "n_rate": n_eff, "environment": env_eff,
-           "n_rate_proportional": prop, "n_rate_ef_response": n_eff - prop,
-           "total": float(e1.sum() - e0.sum())}
+    out = {
+        "area": eff["area"],
+        "crop_mix": eff["crop_mix"],
+        "location": eff["location"],
+        "n_rate": n_eff,
+        "environment": env_eff,
+        "n_rate_proportional": prop,
+        "n_rate_ef_response": n_eff - prop,
+        "total": float(e1.sum() - e0.sum()),
+    }
     out["sum_of_effects"] = sum(out[k] for k in EFFECTS)
     out["residual"] = out["total"] - out["sum_of_effects"]
     return out

@@ -95,17 +95,23 @@ def pargmax_v(x: float | np.ndarray, xi: float = 1.0, phi1: float = 1.0, phi2: f
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         lx = np.log(ax)
         frac = xi / phi
-        g1 = (-np.exp(lx / 2 - ax / 8 - math.log(2 * math.pi) / 2)
-              - (phi / xi * (phi + 2 * xi) / (phi + xi))
-              * np.exp(frac * (1 + frac) * ax / 2 + stats.norm.logcdf(-(0.5 + frac) * np.sqrt(ax)))
-              + np.exp(np.log(ax / 2 - 2 + (phi + 2 * xi) ** 2 / ((phi + xi) * xi))
-                       + stats.norm.logcdf(-np.sqrt(ax) / 2)))
-        frac2 = xi ** 2 / phi
-        g2 = (1 + math.sqrt(frac2) * np.exp(lx / 2 - frac2 * ax / 8 - math.log(2 * math.pi) / 2)
-              + (xi / phi * (2 * phi + xi) / (phi + xi))
-              * np.exp((phi + xi) * ax / 2 + stats.norm.logcdf(-(phi + xi / 2) / math.sqrt(phi) * np.sqrt(ax)))
-              - np.exp(np.log((2 * phi + xi) ** 2 / ((phi + xi) * phi) - 2 + frac2 * ax / 2)
-                       + stats.norm.logcdf(-math.sqrt(frac2) * np.sqrt(ax) / 2)))
+        g1 = (
+            -np.exp(lx / 2 - ax / 8 - math.log(2 * math.pi) / 2)
+            - (phi / xi * (phi + 2 * xi) / (phi + xi))
+            * np.exp(frac * (1 + frac) * ax / 2 + stats.norm.logcdf(-(0.5 + frac) * np.sqrt(ax)))
+            + np.exp(np.log(ax / 2 - 2 + (phi + 2 * xi) ** 2 / ((phi + xi) * xi)) + stats.norm.logcdf(-np.sqrt(ax) / 2))
+        )
+        frac2 = xi**2 / phi
+        g2 = (
+            1
+            + math.sqrt(frac2) * np.exp(lx / 2 - frac2 * ax / 8 - math.log(2 * math.pi) / 2)
+            + (xi / phi * (2 * phi + xi) / (phi + xi))
+            * np.exp((phi + xi) * ax / 2 + stats.norm.logcdf(-(phi + xi / 2) / math.sqrt(phi) * np.sqrt(ax)))
+            - np.exp(
+                np.log((2 * phi + xi) ** 2 / ((phi + xi) * phi) - 2 + frac2 * ax / 2)
+                + stats.norm.logcdf(-math.sqrt(frac2) * np.sqrt(ax) / 2)
+            )
+        )
     # log(negative) in the last term only happens for tiny |x| where the limit is 1/2 for both.
     out = np.where(x < 0, g1, g2)
     out = np.where(ax < 1e-12, np.where(x < 0, 1.0 - _g2_at_zero(xi, phi), _g2_at_zero(xi, phi)), out)
@@ -172,7 +178,7 @@ def segment_rss(y: np.ndarray, X: np.ndarray, min_size: int) -> np.ndarray:
     Y = Y - Y.mean(axis=1, keepdims=True)  # centring keeps the cumulative sums well conditioned
     cxx = np.concatenate([np.zeros((1, k, k)), np.cumsum(X[:, :, None] * X[:, None, :], axis=0)])
     cxy = np.concatenate([np.zeros((s, 1, k)), np.cumsum(Y[:, :, None] * X[None, :, :], axis=1)], axis=1)
-    cyy = np.concatenate([np.zeros((s, 1)), np.cumsum(Y ** 2, axis=1)], axis=1)
+    cyy = np.concatenate([np.zeros((s, 1)), np.cumsum(Y**2, axis=1)], axis=1)
     i, j = np.triu_indices(n)
     ok = (j - i + 1) >= max(min_size, k)
     i, j = i[ok], j[ok]
@@ -290,7 +296,7 @@ def bai_confint(y: np.ndarray, X: np.ndarray, breaks: Sequence[int], level: floa
     edges = [-1, *breaks, n - 1]
     segs = []
     for s in range(len(edges) - 1):
-        Xs, ys = X[edges[s] + 1: edges[s + 1] + 1], y[edges[s] + 1: edges[s + 1] + 1]
+        Xs, ys = X[edges[s] + 1 : edges[s + 1] + 1], y[edges[s] + 1 : edges[s + 1] + 1]
         beta, *_ = np.linalg.lstsq(Xs, ys, rcond=None)
         res = ys - Xs @ beta
         segs.append((beta, Xs.T @ Xs / len(ys), float(res @ res) / len(ys)))
@@ -300,7 +306,7 @@ def bai_confint(y: np.ndarray, X: np.ndarray, breaks: Sequence[int], level: floa
         d = b2 - b1
         qp1, qp2 = float(d @ q1 @ d), float(d @ q2 @ d)
         xi = qp2 / qp1
-        scale = float(d @ (s1 * q1) @ d) / qp1 ** 2
+        scale = float(d @ (s1 * q1) @ d) / qp1**2
         upper = _argmax_quantile(1 - a2, xi, math.sqrt(s1), math.sqrt(s2)) * scale
         lower = _argmax_quantile(a2, xi, math.sqrt(s1), math.sqrt(s2)) * scale
         out.append((int(b - math.ceil(upper)), int(b - math.floor(lower))))
@@ -369,14 +375,22 @@ def mean_shift_breaks(
     k = X.shape[1]
     h = max(h, k + 1)
     if n < 2 * h:
-        raise ModelError(f"series of {n} values is too short for a break with segments of at least {h} "
-                         f"values. Fix: supply a longer series or lower trend.min_segment_years")
+        raise ModelError(
+            f"series of {n} values is too short for a break with segments of at least {h} "
+            f"values. Fix: supply a longer series or lower trend.min_segment_years"
+        )
     rss = segment_rss(yy, X, h)
     parts = optimal_partition(rss, max_breaks, h)
     models: list[dict[str, Any]] = []
     for m, (bps, r) in sorted(parts.items()):
-        models.append({"n_breaks": m, "rss": r, criterion: information_criterion(r, n, k * (m + 1) + m + 1, criterion),
-                       "break_years": [float(yrs[b]) for b in bps]})
+        models.append(
+            {
+                "n_breaks": m,
+                "rss": r,
+                criterion: information_criterion(r, n, k * (m + 1) + m + 1, criterion),
+                "break_years": [float(yrs[b]) for b in bps],
+            }
+        )
     ic_choice = min(models, key=lambda d: (d[criterion], d["n_breaks"]))["n_breaks"]
     supf = float(_sup_f_shift(yy, X, h)[0])
     null = _null_sup_f_shift(n, regressors, h, n_sim, seed)
@@ -389,13 +403,15 @@ def mean_shift_breaks(
         bps = parts[m][0]
         cis = bai_confint(yy, X, bps, 1 - alpha)
         for b, (lo, hi) in zip(bps, cis):
-            breaks.append({
-                "break_year": float(yrs[b]),
-                "first_year_new_regime": float(yrs[b + 1]),
-                "index": int(b),
-                "ci_low": float(yrs[max(lo, 0)]) + min(lo, 0) * 1.0,
-                "ci_high": float(yrs[min(hi, n - 1)]) + max(hi - (n - 1), 0) * 1.0,
-            })
+            breaks.append(
+                {
+                    "break_year": float(yrs[b]),
+                    "first_year_new_regime": float(yrs[b + 1]),
+                    "index": int(b),
+                    "ci_low": float(yrs[max(lo, 0)]) + min(lo, 0) * 1.0,
+                    "ci_high": float(yrs[min(hi, n - 1)]) + max(hi - (n - 1), 0) * 1.0,
+                }
+            )
     edges = [-1, *[b["index"] for b in breaks], n - 1]
     segments = []
     for s in range(len(edges) - 1):
@@ -406,12 +422,16 @@ def mean_shift_breaks(
             seg["slope_per_year"] = float(beta[1] / max(n - 1, 1))
         segments.append(seg)
     significant = p < alpha
-    conclusion = (f"{m} break(s) chosen by {criterion.upper()}; sup-F p = {p:.3g}" if significant and m > 0
-                  else f"{NO_BREAK_TEXT} (sup-F p = {p:.3g} >= {alpha:g})" if not significant
-                  else f"sup-F p = {p:.3g} < {alpha:g} but {criterion.upper()} prefers no break")
+    conclusion = (
+        f"{m} break(s) chosen by {criterion.upper()}; sup-F p = {p:.3g}"
+        if significant and m > 0
+        else f"{NO_BREAK_TEXT} (sup-F p = {p:.3g} >= {alpha:g})"
+        if not significant
+        else f"sup-F p = {p:.3g} < {alpha:g} but {criterion.upper()} prefers no break"
+    )
     return {
         "method": f"Bai-Perron {'mean' if regressors == 'mean' else 'intercept-and-slope'} shifts "
-                  "(discontinuous), dynamic programming",
+        "(discontinuous), dynamic programming",
         "regressors": regressors,
         "year_convention": SHIFT_CONVENTION,
         "min_segment": h,
@@ -422,9 +442,13 @@ def mean_shift_breaks(
         "breaks": breaks,
         "segments": segments,
         "interval": f"{100 * (1 - alpha):g} % Bai (1997), heterogeneous segments",
-        "existence_test": {"name": "sup-F (Andrews 1993), finite-sample p-value simulated under "
-                                   "Gaussian errors", "statistic": supf, "p_value": p, "n_sim": int(n_sim),
-                           "seed": int(seed)},
+        "existence_test": {
+            "name": "sup-F (Andrews 1993), finite-sample p-value simulated under Gaussian errors",
+            "statistic": supf,
+            "p_value": p,
+            "n_sim": int(n_sim),
+            "seed": int(seed),
+        },
         "significant": bool(significant),
         "conclusion": conclusion,
     }

@@ -49,6 +49,7 @@ from pipeline.methods.response_forms import FittedForm, ModelAverage
 
 log = logging.getLogger(__name__)
 
+
 class Family(StrEnum):
     """Every model family, by the name written in model.json and the tables."""
 
@@ -77,6 +78,8 @@ class EmissionModel(Protocol):
     def draw_params(self, rng: np.random.Generator, n: int) -> np.ndarray: ...
     def n_coef_index(self) -> int | None: ...
     def to_json(self) -> dict[str, Any]: ...
+
+
 #: Coefficient holding log(retransformation factor) of a mixed model; its design column is 1.
 LOG_SMEARING = "log_smearing"
 #: Quantile of the standard normal for a two-sided 95 % interval.
@@ -156,13 +159,16 @@ class CropModel:
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
-            raise ModelError(f"unknown model family {self.family!r} for crop {self.crop}. "
-                             f"Fix: use one of {', '.join(FAMILIES)}")
+            raise ModelError(
+                f"unknown model family {self.family!r} for crop {self.crop}. Fix: use one of {', '.join(FAMILIES)}"
+            )
         self.coef = np.asarray(self.coef, dtype=float)
         self.cov = np.asarray(self.cov, dtype=float).reshape(len(self.coef), len(self.coef))
         if len(self.coef_names) != len(self.coef):
-            raise ModelError(f"crop {self.crop}: {len(self.coef_names)} coefficient names for "
-                             f"{len(self.coef)} coefficients. Fix: re-fit or repair model.json")
+            raise ModelError(
+                f"crop {self.crop}: {len(self.coef_names)} coefficient names for "
+                f"{len(self.coef)} coefficients. Fix: re-fit or repair model.json"
+            )
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -177,13 +183,17 @@ class CropModel:
             missing = pd.isna(s)
             if missing.any():
                 if default is None:
-                    raise ModelError(f"crop {self.crop}: column '{var}' has missing values and no "
-                                     "default. Fix: fill it in the activity or observation table")
+                    raise ModelError(
+                        f"crop {self.crop}: column '{var}' has missing values and no "
+                        "default. Fix: fill it in the activity or observation table"
+                    )
                 s = np.where(missing, default, s)
             return s.astype(str)
         if default is None:
-            raise ModelError(f"crop {self.crop}: the model reads column '{var}', which X lacks. "
-                             f"Fix: add '{var}' to the table passed to the model")
+            raise ModelError(
+                f"crop {self.crop}: the model reads column '{var}', which X lacks. "
+                f"Fix: add '{var}' to the table passed to the model"
+            )
         return np.full(n, default, dtype=object).astype(str)
 
     def design(self, X: pd.DataFrame, unseen: str = "error") -> np.ndarray:
@@ -204,15 +214,19 @@ class CropModel:
         cats: dict[str, np.ndarray] = {}
         for var, ref in self.reference.items():
             values = self._categorical(X, var, n)
-            known = {ref, *self.merged.get(var, []),
-                     *(lv for v, lv in filter(None, map(_split_level, self.coef_names)) if v == var)}
+            known = {
+                ref,
+                *self.merged.get(var, []),
+                *(lv for v, lv in filter(None, map(_split_level, self.coef_names)) if v == var),
+            }
             bad = ~np.isin(values, sorted(known))
             if bad.any():
                 if unseen == "error":
                     raise ModelError(
                         f"crop {self.crop}: level '{values[bad][0]}' of '{var}' was not in the "
                         f"data the model was fitted on (known: {', '.join(sorted(known))}). "
-                        "Fix: recode it, or add observations of that level and re-fit")
+                        "Fix: recode it, or add observations of that level and re-fit"
+                    )
                 values = np.where(bad, ref, values)
             cats[var] = values
         for j, name in enumerate(self.coef_names):
@@ -227,31 +241,31 @@ class CropModel:
                     if name in self.fill:
                         D[:, j] = self.fill[name] - self.center.get(name, 0.0)
                         continue
-                    raise ModelError(f"crop {self.crop}: the model reads column '{name}', which X "
-                                     f"lacks. Fix: add '{name}' to the table passed to the model")
+                    raise ModelError(
+                        f"crop {self.crop}: the model reads column '{name}', which X "
+                        f"lacks. Fix: add '{name}' to the table passed to the model"
+                    )
                 x = pd.to_numeric(X[name], errors="coerce").to_numpy(dtype=float)
                 if name in self.fill:
                     x = np.where(np.isnan(x), self.fill[name], x)
                 elif np.isnan(x).any():
-                    raise ModelError(f"crop {self.crop}: column '{name}' has missing values. "
-                                     "Fix: fill them before applying the model")
+                    raise ModelError(
+                        f"crop {self.crop}: column '{name}' has missing values. "
+                        "Fix: fill them before applying the model"
+                    )
                 D[:, j] = x - self.center.get(name, 0.0)
         return D
-
-
 
     def _linear(self, D: np.ndarray, params: np.ndarray | None) -> np.ndarray:
         if params is None:
             return D @ self.coef
         P = np.atleast_2d(np.asarray(params, dtype=float))
         if P.shape[1] != self.k:
-            raise ModelError(f"crop {self.crop}: params have {P.shape[1]} columns, the model has "
-                             f"{self.k} coefficients. Fix: draw them with draw_params()")
+            raise ModelError(
+                f"crop {self.crop}: params have {P.shape[1]} columns, the model has "
+                f"{self.k} coefficients. Fix: draw them with draw_params()"
+            )
         return P @ D.T
-
-
-
-
 
     # The emission interface (:class:`EmissionModel`), implemented by each family's class.
     def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
@@ -278,19 +292,28 @@ class CropModel:
     def to_json(self) -> dict[str, Any]:
         """A plain-JSON dict of the model."""
         return {
-            "crop": self.crop, "family": self.family, "terms": list(self.terms),
-            "coef_names": list(self.coef_names), "coef": [float(v) for v in self.coef],
+            "crop": self.crop,
+            "family": self.family,
+            "terms": list(self.terms),
+            "coef_names": list(self.coef_names),
+            "coef": [float(v) for v in self.coef],
             "cov": [[float(v) for v in row] for row in self.cov],
             "center": {k: float(v) for k, v in self.center.items()},
             "fill": {k: float(v) for k, v in self.fill.items()},
-            "reference": dict(self.reference), "merged": {k: list(v) for k, v in self.merged.items()},
-            "defaults": dict(self.defaults), "retransform": self.retransform,
-            "smearing": float(self.smearing), "sigma2_group": _num(self.sigma2_group),
-            "sigma2_resid": _num(self.sigma2_resid), "dispersion": _num(self.dispersion),
-            "n_records": int(self.n_records), "n_groups": int(self.n_groups),
+            "reference": dict(self.reference),
+            "merged": {k: list(v) for k, v in self.merged.items()},
+            "defaults": dict(self.defaults),
+            "retransform": self.retransform,
+            "smearing": float(self.smearing),
+            "sigma2_group": _num(self.sigma2_group),
+            "sigma2_resid": _num(self.sigma2_resid),
+            "dispersion": _num(self.dispersion),
+            "n_records": int(self.n_records),
+            "n_groups": int(self.n_groups),
             "pooled_with": list(self.pooled_with),
             "ranges": {k: [float(a) for a in v] for k, v in self.ranges.items()},
-            "tier1_rule": self.tier1_rule, "notes": list(self.notes),
+            "tier1_rule": self.tier1_rule,
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -301,13 +324,15 @@ class CropModel:
             d[key] = float("nan") if d.get(key) is None else float(d[key])
         target = cls
         if cls is CropModel:  # dispatch on the family written in the JSON
-            target = {Family.IPCC_TIER1.value: Tier1Model,
-                      Family.MODEL_AVERAGE.value: AveragedModel}.get(d.get("family", ""), FittedModel)
+            target = {Family.IPCC_TIER1.value: Tier1Model, Family.MODEL_AVERAGE.value: AveragedModel}.get(
+                d.get("family", ""), FittedModel
+            )
         try:
             return target(**d)
         except TypeError as e:
-            raise ModelError(f"model JSON for crop {d.get('crop')!r} is malformed ({e}). "
-                             "Fix: re-run `cropn2o fit`") from None
+            raise ModelError(
+                f"model JSON for crop {d.get('crop')!r} is malformed ({e}). Fix: re-run `cropn2o fit`"
+            ) from None
 
 
 @dataclass
@@ -317,8 +342,10 @@ class FittedModel(CropModel):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.family not in FITTED_FAMILIES:
-            raise ModelError(f"crop {self.crop}: {self.family!r} is not a fitted family. "
-                             f"Fix: use one of {', '.join(FITTED_FAMILIES)}")
+            raise ModelError(
+                f"crop {self.crop}: {self.family!r} is not a fitted family. "
+                f"Fix: use one of {', '.join(FITTED_FAMILIES)}"
+            )
 
     def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
         """Expected emission, kg N2O-N/ha per season, for each row of X.
@@ -369,9 +396,11 @@ class FittedModel(CropModel):
     def n_coef_index(self) -> int | None:
         """Index of the N-rate coefficient; N must enter only as that one linear term."""
         if "n_rate_kg_ha" not in self.coef_names or sum("n_rate" in name for name in self.coef_names) != 1:
-            raise ModelError(f"crop {self.crop}: the estimate stage needs N rate to enter the model as one "
-                             f"linear term 'n_rate_kg_ha' (terms: {', '.join(self.coef_names)}). "
-                             "Fix: re-fit without N interactions")
+            raise ModelError(
+                f"crop {self.crop}: the estimate stage needs N rate to enter the model as one "
+                f"linear term 'n_rate_kg_ha' (terms: {', '.join(self.coef_names)}). "
+                "Fix: re-fit without N interactions"
+            )
         return self.coef_names.index("n_rate_kg_ha")
 
 
@@ -382,8 +411,10 @@ class Tier1Model(CropModel):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.family != Family.IPCC_TIER1:
-            raise ModelError(f"crop {self.crop}: a Tier 1 model has family ipcc_tier1, not {self.family!r}. "
-                             "Fix: rebuild it with tier1_model()")
+            raise ModelError(
+                f"crop {self.crop}: a Tier 1 model has family ipcc_tier1, not {self.family!r}. "
+                "Fix: rebuild it with tier1_model()"
+            )
 
     def _tier1_ef_selector(self, X: pd.DataFrame) -> np.ndarray:
         """(n, k) 0/1 matrix choosing which EF of :attr:`coef` applies to each row."""
@@ -396,14 +427,18 @@ class Tier1Model(CropModel):
             regime = self._categorical(X, "water_regime", n)
             ok = np.isin(regime, ["continuous_flooding", "single_drainage", "multiple_drainage"])
             if not ok.all():
-                raise ModelError(f"Tier 1 rice model: water regime '{regime[~ok][0]}' is not a flooded "
-                                 "regime. Fix: use continuous_flooding, single_drainage or multiple_drainage")
+                raise ModelError(
+                    f"Tier 1 rice model: water regime '{regime[~ok][0]}' is not a flooded "
+                    "regime. Fix: use continuous_flooding, single_drainage or multiple_drainage"
+                )
             S[regime == "continuous_flooding", idx["ef_continuous_flooding"]] = 1.0
             S[regime != "continuous_flooding", idx["ef_drainage"]] = 1.0
         elif self.tier1_rule == "climate_fertilizer":
             if "climate" not in X.columns or X["climate"].isna().any():
-                raise ModelError(f"Tier 1 2019 disaggregated model ({self.crop}) needs a 'climate' "
-                                 "column (wet/dry) without gaps. Fix: add it, or set ipcc.disaggregated: false")
+                raise ModelError(
+                    f"Tier 1 2019 disaggregated model ({self.crop}) needs a 'climate' "
+                    "column (wet/dry) without gaps. Fix: add it, or set ipcc.disaggregated: false"
+                )
             climate = X["climate"].astype(str).to_numpy()
             bad = ~np.isin(climate, ["wet", "dry"])
             if bad.any():
@@ -414,8 +449,9 @@ class Tier1Model(CropModel):
             S[wet & (fert != "synthetic"), idx["ef_wet_other"]] = 1.0
             S[~wet, idx["ef_dry"]] = 1.0
         else:
-            raise ModelError(f"Tier 1 model for {self.crop} has unknown rule {self.tier1_rule!r}. "
-                             "Fix: rebuild it with tier1_model()")
+            raise ModelError(
+                f"Tier 1 model for {self.crop} has unknown rule {self.tier1_rule!r}. Fix: rebuild it with tier1_model()"
+            )
         return S
 
     def _n_rate(self, X: pd.DataFrame) -> np.ndarray:
@@ -511,8 +547,10 @@ class AveragedModel(CropModel):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.family != Family.MODEL_AVERAGE:
-            raise ModelError(f"crop {self.crop}: an averaged model has family model_average, not {self.family!r}. "
-                             "Fix: rebuild it with AveragedModel.from_average()")
+            raise ModelError(
+                f"crop {self.crop}: an averaged model has family model_average, not {self.family!r}. "
+                "Fix: rebuild it with AveragedModel.from_average()"
+            )
         self._avg = ModelAverage.from_json(self.average)
         offsets, start = {}, 1
         for fam in self.families:
@@ -521,8 +559,10 @@ class AveragedModel(CropModel):
             start += k
         self._blocks = offsets
         if start - 1 != self.k:
-            raise ModelError(f"crop {self.crop}: model-average JSON has {self.k} coefficients for forms with "
-                             f"{start - 1} parameters. Fix: re-run `cropn2o fit`")
+            raise ModelError(
+                f"crop {self.crop}: model-average JSON has {self.k} coefficients for forms with "
+                f"{start - 1} parameters. Fix: re-run `cropn2o fit`"
+            )
 
     @classmethod
     def from_average(cls, crop: str, avg: ModelAverage, skeleton: CropModel) -> AveragedModel:
@@ -539,15 +579,30 @@ class AveragedModel(CropModel):
         cov = np.zeros((k, k))
         i = 0
         for c in covs:
-            cov[i:i + len(c), i:i + len(c)] = c
+            cov[i : i + len(c), i : i + len(c)] = c
             i += len(c)
         design = [n for n in skeleton.coef_names if n not in ("intercept", "n_rate_kg_ha", LOG_SMEARING)]
-        return cls(crop=crop, family=Family.MODEL_AVERAGE.value, terms=list(skeleton.terms), coef_names=names,
-                   coef=np.concatenate(coefs), cov=cov, center=dict(skeleton.center), fill=dict(skeleton.fill),
-                   reference=dict(skeleton.reference), merged={k2: list(v) for k2, v in skeleton.merged.items()},
-                   defaults=dict(skeleton.defaults), retransform="per_form", smearing=1.0,
-                   n_records=skeleton.n_records, n_groups=skeleton.n_groups, pooled_with=list(skeleton.pooled_with),
-                   notes=list(skeleton.notes), average=avg.to_json(), design_names=design)
+        return cls(
+            crop=crop,
+            family=Family.MODEL_AVERAGE.value,
+            terms=list(skeleton.terms),
+            coef_names=names,
+            coef=np.concatenate(coefs),
+            cov=cov,
+            center=dict(skeleton.center),
+            fill=dict(skeleton.fill),
+            reference=dict(skeleton.reference),
+            merged={k2: list(v) for k2, v in skeleton.merged.items()},
+            defaults=dict(skeleton.defaults),
+            retransform="per_form",
+            smearing=1.0,
+            n_records=skeleton.n_records,
+            n_groups=skeleton.n_groups,
+            pooled_with=list(skeleton.pooled_with),
+            notes=list(skeleton.notes),
+            average=avg.to_json(),
+            design_names=design,
+        )
 
     # -- the model average ---------------------------------------------------------------------
     @property
@@ -566,10 +621,19 @@ class AveragedModel(CropModel):
 
     def covariates(self, X: pd.DataFrame) -> np.ndarray:
         """(n, p) covariate design of X for the forms (centred numeric columns, indicators)."""
-        shell = CropModel(crop=self.crop, family=Family.MIXED_LOGNORMAL.value, terms=self.terms,
-                          coef_names=list(self.design_names), coef=np.zeros(len(self.design_names)),
-                          cov=np.zeros((len(self.design_names),) * 2), center=self.center, fill=self.fill,
-                          reference=self.reference, merged=self.merged, defaults=self.defaults)
+        shell = CropModel(
+            crop=self.crop,
+            family=Family.MIXED_LOGNORMAL.value,
+            terms=self.terms,
+            coef_names=list(self.design_names),
+            coef=np.zeros(len(self.design_names)),
+            cov=np.zeros((len(self.design_names),) * 2),
+            center=self.center,
+            fill=self.fill,
+            reference=self.reference,
+            merged=self.merged,
+            defaults=self.defaults,
+        )
         return shell.design(X)
 
     def _n_rate(self, X: pd.DataFrame) -> np.ndarray:
@@ -581,8 +645,9 @@ class AveragedModel(CropModel):
         """Plug-in expected emission (kg N2O-N/ha per season) of one form at the rows of X."""
         return self.form(family).predict_mean(self._n_rate(X), self.covariates(X))
 
-    def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None,
-                      n_mult: np.ndarray | None = None) -> np.ndarray:
+    def mean_emission(
+        self, X: pd.DataFrame, params: np.ndarray | None = None, n_mult: np.ndarray | None = None
+    ) -> np.ndarray:
         """Expected emission, kg N2O-N/ha per season.
 
         Parameters
@@ -603,8 +668,10 @@ class AveragedModel(CropModel):
             return self._avg.predict_mean(N, Z)
         P = np.atleast_2d(np.asarray(params, dtype=float))
         if P.shape[1] != 1 + self.k:
-            raise ModelError(f"crop {self.crop}: model-average draws have {P.shape[1]} columns, expected "
-                             f"{1 + self.k}. Fix: draw them with draw_params()")
+            raise ModelError(
+                f"crop {self.crop}: model-average draws have {P.shape[1]} columns, expected "
+                f"{1 + self.k}. Fix: draw them with draw_params()"
+            )
         out = np.empty((P.shape[0], len(N)))
         idx = P[:, 0].astype(int)
         zeros = np.zeros(len(N))
@@ -681,8 +748,10 @@ class InventoryModel:
     def for_crop(self, crop: str) -> CropModel:
         """The model of ``crop``; a clear error when there is none."""
         if crop not in self.models:
-            raise ModelError(f"no {self.kind} emission model for crop '{crop}' (models: "
-                             f"{', '.join(sorted(self.models))}). Fix: add it to fit.crops or set fit.pooling")
+            raise ModelError(
+                f"no {self.kind} emission model for crop '{crop}' (models: "
+                f"{', '.join(sorted(self.models))}). Fix: add it to fit.crops or set fit.pooling"
+            )
         return self.models[crop]
 
     def mean_emission(self, X: pd.DataFrame) -> np.ndarray:
@@ -696,16 +765,22 @@ class InventoryModel:
 
     def to_json(self) -> dict[str, Any]:
         """Portable JSON dict (no pickle)."""
-        return {"kind": self.kind, "provenance": self.provenance,
-                "models": {c: m.to_json() for c, m in sorted(self.models.items())}}
+        return {
+            "kind": self.kind,
+            "provenance": self.provenance,
+            "models": {c: m.to_json() for c, m in sorted(self.models.items())},
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> InventoryModel:
         """Rebuild from :meth:`to_json` output."""
         if not isinstance(d, dict) or "models" not in d or "kind" not in d:
             raise ModelError("model JSON lacks 'models' or 'kind'. Fix: re-run `cropn2o fit`")
-        return cls(models={c: CropModel.from_json(m) for c, m in d["models"].items()},
-                   kind=d["kind"], provenance=d.get("provenance", {}))
+        return cls(
+            models={c: CropModel.from_json(m) for c, m in d["models"].items()},
+            kind=d["kind"],
+            provenance=d.get("provenance", {}),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -734,20 +809,34 @@ TIER1_EF: dict[str, dict[str, tuple[float, float, float]]] = {
 }
 
 
-def _tier1_crop(crop: str, names: list[str], table: dict[str, tuple[float, float, float]],
-                rule: str, defaults: dict[str, str]) -> CropModel:
+def _tier1_crop(
+    crop: str, names: list[str], table: dict[str, tuple[float, float, float]], rule: str, defaults: dict[str, str]
+) -> CropModel:
     coef = np.array([table[n][0] for n in names])
     ranges = {n: [table[n][1], table[n][2]] for n in names}
     # cov: the range read as +-1.96 sd (a summary only; draws use the split normal)
     sd = np.array([(table[n][2] - table[n][1]) / (2 * Z95) for n in names])
-    terms = ["n_rate_kg_ha"] + (["climate", "fertilizer_type"] if rule == "climate_fertilizer" else
-                                ["water_regime"] if rule == "water_regime" else [])
-    return Tier1Model(crop=crop, family=Family.IPCC_TIER1.value, terms=terms, coef_names=list(names), coef=coef,
-                     cov=np.diag(sd**2), ranges=ranges, tier1_rule=rule, defaults=dict(defaults))
+    terms = ["n_rate_kg_ha"] + (
+        ["climate", "fertilizer_type"]
+        if rule == "climate_fertilizer"
+        else ["water_regime"]
+        if rule == "water_regime"
+        else []
+    )
+    return Tier1Model(
+        crop=crop,
+        family=Family.IPCC_TIER1.value,
+        terms=terms,
+        coef_names=list(names),
+        coef=coef,
+        cov=np.diag(sd**2),
+        ranges=ranges,
+        tier1_rule=rule,
+        defaults=dict(defaults),
+    )
 
 
-def tier1_model(edition: str, disaggregated: bool,
-                rice_water_regime: str = "single_drainage") -> InventoryModel:
+def tier1_model(edition: str, disaggregated: bool, rice_water_regime: str = "single_drainage") -> InventoryModel:
     """IPCC Tier 1 direct-N2O model (E = N x EF1, rice: N x EF1FR; no background).
 
     Parameters
@@ -783,16 +872,32 @@ def tier1_model(edition: str, disaggregated: bool,
     models: dict[str, CropModel] = {}
     for crop in CROPS:
         if crop == "rice":
-            names, rule = (["ef_continuous_flooding", "ef_drainage"], "water_regime") if use_dis else (["ef1fr"], "single")
+            names, rule = (
+                (["ef_continuous_flooding", "ef_drainage"], "water_regime") if use_dis else (["ef1fr"], "single")
+            )
         else:
-            names, rule = (["ef_wet_synthetic", "ef_wet_other", "ef_dry"], "climate_fertilizer") if use_dis else (["ef1"], "single")
+            names, rule = (
+                (["ef_wet_synthetic", "ef_wet_other", "ef_dry"], "climate_fertilizer")
+                if use_dis
+                else (["ef1"], "single")
+            )
         models[crop] = _tier1_crop(crop, names, table, rule, defaults)
-    note = ("disaggregated by climate, fertilizer type and rice water regime" if use_dis else
-            "aggregated" if edition == "2019" or not disaggregated else
-            "aggregated (the 2006 edition has no disaggregated EFs; setting not applicable)")
-    return InventoryModel(models=models, kind="tier1", provenance={
-        "edition": edition, "disaggregated": bool(use_dis), "disaggregation_note": note,
-        "rice_water_regime": rice_water_regime,
-        "source": f"IPCC {edition} {'Guidelines' if edition == '2006' else 'Refinement'}, Vol. 4 Ch. 11, Table 11.1",
-        "draws": "split normal per EF: median = default, 2.5/97.5 % = range ends, truncated at 0",
-    })
+    note = (
+        "disaggregated by climate, fertilizer type and rice water regime"
+        if use_dis
+        else "aggregated"
+        if edition == "2019" or not disaggregated
+        else "aggregated (the 2006 edition has no disaggregated EFs; setting not applicable)"
+    )
+    return InventoryModel(
+        models=models,
+        kind="tier1",
+        provenance={
+            "edition": edition,
+            "disaggregated": bool(use_dis),
+            "disaggregation_note": note,
+            "rice_water_regime": rice_water_regime,
+            "source": f"IPCC {edition} {'Guidelines' if edition == '2006' else 'Refinement'}, Vol. 4 Ch. 11, Table 11.1",
+            "draws": "split normal per EF: median = default, 2.5/97.5 % = range ends, truncated at 0",
+        },
+    )

@@ -75,8 +75,7 @@ def lognormal_multiplier(rng: np.random.Generator, rel_error: float, shape: tupl
     return np.exp(rng.standard_normal(shape) * np.sqrt(s2) - s2 / 2)
 
 
-def make_draws(model: InventoryModel, provinces: np.ndarray, crops: tuple[str, ...],
-               cfg: EstimateOptions) -> Draws:
+def make_draws(model: InventoryModel, provinces: np.ndarray, crops: tuple[str, ...], cfg: EstimateOptions) -> Draws:
     """Draw model parameters and activity errors for ``cfg.draws`` Monte Carlo iterations.
 
     Model-average crops draw the form of each iteration too (column 0 of their parameter rows);
@@ -129,21 +128,27 @@ def _check_covariance(m: CropModel) -> None:
         scale = float(np.max(np.abs(cov)))
         asym = float(np.max(np.abs(cov - cov.T)))
         if asym > 1e-8 * scale:
-            problem = (f"is not symmetric (largest |cov - cov^T| = {asym:.3g}, more than 1e-8 x the "
-                       f"largest entry {scale:.3g})")
+            problem = (
+                f"is not symmetric (largest |cov - cov^T| = {asym:.3g}, more than 1e-8 x the largest entry {scale:.3g})"
+            )
         else:
             eig_min = float(np.linalg.eigvalsh((cov + cov.T) / 2.0).min())
             if eig_min < -1e-8 * scale:
-                problem = (f"is not positive semi-definite (smallest eigenvalue {eig_min:.3g}, below "
-                           f"-1e-8 x the largest entry {scale:.3g})")
+                problem = (
+                    f"is not positive semi-definite (smallest eigenvalue {eig_min:.3g}, below "
+                    f"-1e-8 x the largest entry {scale:.3g})"
+                )
     if problem is not None:
-        raise ModelError(f"crop {m.crop}: the {m.family} coefficient covariance {problem}, so its Monte "
-                         "Carlo draws are meaningless (a failed fit). "
-                         f"Fix: re-run `cropn2o fit`, or pin the other family in fit.pin.{m.crop}")
+        raise ModelError(
+            f"crop {m.crop}: the {m.family} coefficient covariance {problem}, so its Monte "
+            "Carlo draws are meaningless (a failed fit). "
+            f"Fix: re-run `cropn2o fit`, or pin the other family in fit.pin.{m.crop}"
+        )
 
 
-def emission_draws(m: CropModel, X: pd.DataFrame, params: np.ndarray, n_mult: np.ndarray,
-                   background: str) -> tuple[np.ndarray, np.ndarray]:
+def emission_draws(
+    m: CropModel, X: pd.DataFrame, params: np.ndarray, n_mult: np.ndarray, background: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-hectare emissions of rows X under each draw.
 
     Parameters
@@ -231,9 +236,17 @@ class _Block:
     prov_index: np.ndarray
 
 
-def _task(X: pd.DataFrame, block: _Block, m: CropModel, params: np.ndarray, n_mult_pc: np.ndarray,
-          a_mult_pc: np.ndarray, background: str, edition: str,
-          indirect: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _task(
+    X: pd.DataFrame,
+    block: _Block,
+    m: CropModel,
+    params: np.ndarray,
+    n_mult_pc: np.ndarray,
+    a_mult_pc: np.ndarray,
+    background: str,
+    edition: str,
+    indirect: bool,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """One (year, crop, block of rows) task.
 
     Returns per-row summaries (``mean``, ``p2_5``, ``median``, ``p97_5``, ``background_mean``
@@ -265,8 +278,9 @@ def _task(X: pd.DataFrame, block: _Block, m: CropModel, params: np.ndarray, n_mu
     return stats, pi[starts], prov_sums
 
 
-def _blocks(activity: pd.DataFrame, crops: tuple[str, ...], provinces: np.ndarray, n_draws: int,
-            max_cells: int) -> list[_Block]:
+def _blocks(
+    activity: pd.DataFrame, crops: tuple[str, ...], provinces: np.ndarray, n_draws: int, max_cells: int
+) -> list[_Block]:
     """Tasks of one year, one crop and at most ``max_cells // n_draws`` rows (memory flat in draws).
 
     ``activity`` must be sorted by year, crop, province and county.
@@ -285,8 +299,9 @@ def _blocks(activity: pd.DataFrame, crops: tuple[str, ...], provinces: np.ndarra
     return blocks
 
 
-def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions,
-             edition: str = "2019") -> dict[str, pd.DataFrame]:
+def estimate(
+    activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions, edition: str = "2019"
+) -> dict[str, pd.DataFrame]:
     """Monte Carlo inventory of ``activity`` under ``model``.
 
     Parameters
@@ -327,16 +342,34 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions
     # Inputs are graph constants of their own (each block's rows; each crop's draws, shared by
     # its blocks), so a distributed client scatters them to the workers instead of sending
     # them inside the task graph (pipeline.parallel).
-    per_crop = {c: tuple(dask.delayed(a, pure=False) for a in (
-        draws.params[c], np.ascontiguousarray(draws.n_mult[:, :, i]), np.ascontiguousarray(draws.area_mult[:, :, i])))
-        for i, c in enumerate(crops)}
+    per_crop = {
+        c: tuple(
+            dask.delayed(a, pure=False)
+            for a in (
+                draws.params[c],
+                np.ascontiguousarray(draws.n_mult[:, :, i]),
+                np.ascontiguousarray(draws.area_mult[:, :, i]),
+            )
+        )
+        for i, c in enumerate(crops)
+    }
     tasks = []
     for b in blocks:
         crop = crops[b.crop_index]
         params_d, n_mult_d, a_mult_d = per_crop[crop]
-        tasks.append(dask.delayed(_task)(
-            dask.delayed(activity.iloc[b.rows], pure=False), b, model.for_crop(crop), params_d, n_mult_d, a_mult_d,
-            cfg.background, edition, cfg.indirect))
+        tasks.append(
+            dask.delayed(_task)(
+                dask.delayed(activity.iloc[b.rows], pure=False),
+                b,
+                model.for_crop(crop),
+                params_d,
+                n_mult_d,
+                a_mult_d,
+                cfg.background,
+                edition,
+                cfg.indirect,
+            )
+        )
     with threadpool_limits(limits=1, user_api="blas"):
         results = dask.compute(*tasks)
 
@@ -348,8 +381,9 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions
         for k, v in stats.items():
             cols[k][b.rows] = v
         by_year[b.year][:, present, b.crop_index] += prov_sums
-    county = activity[["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha",
-                       "water_input_mm"]].copy()
+    county = activity[
+        ["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha", "water_input_mm"]
+    ].copy()
     for k in stat_names:
         county[f"n2o_n_kg_{k}"] = cols[k]
     county["background_n2o_n_kg_mean"] = cols["background_mean"]
@@ -366,21 +400,51 @@ def estimate(activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions
             per_prov = s[:, :, ci] if ci is not None else s.sum(axis=2)
             nat = per_prov.sum(axis=1)
             if ci is None:  # every draw of every province's all-crop total: intervals of any region
-                prov_draw_rows.append(pd.DataFrame({
-                    "draw": np.repeat(np.arange(per_prov.shape[0]), per_prov.shape[1]), "year": y,
-                    "province_code": np.tile(provinces.astype(int), per_prov.shape[0]),
-                    "n2o_n_kg": per_prov.ravel()}))
-            prov_parts.append(pd.DataFrame({"province_code": provinces.astype(int), "year": y, "crop": crop,
-                                            **_quantile_columns(per_prov)}))
-            nat_parts.append(pd.DataFrame({"year": [y], "crop": [crop], **_quantile_columns(nat[:, None]),
-                                           "forms_drawn": _forms_drawn(draws, crop)}))
-            draw_rows.append(pd.DataFrame({"draw": np.arange(len(nat)), "year": y, "crop": crop, "n2o_n_kg": nat,
-                                           "form": _form_of_draw(draws, crop)}))
+                prov_draw_rows.append(
+                    pd.DataFrame(
+                        {
+                            "draw": np.repeat(np.arange(per_prov.shape[0]), per_prov.shape[1]),
+                            "year": y,
+                            "province_code": np.tile(provinces.astype(int), per_prov.shape[0]),
+                            "n2o_n_kg": per_prov.ravel(),
+                        }
+                    )
+                )
+            prov_parts.append(
+                pd.DataFrame(
+                    {"province_code": provinces.astype(int), "year": y, "crop": crop, **_quantile_columns(per_prov)}
+                )
+            )
+            nat_parts.append(
+                pd.DataFrame(
+                    {
+                        "year": [y],
+                        "crop": [crop],
+                        **_quantile_columns(nat[:, None]),
+                        "forms_drawn": _forms_drawn(draws, crop),
+                    }
+                )
+            )
+            draw_rows.append(
+                pd.DataFrame(
+                    {
+                        "draw": np.arange(len(nat)),
+                        "year": y,
+                        "crop": crop,
+                        "n2o_n_kg": nat,
+                        "form": _form_of_draw(draws, crop),
+                    }
+                )
+            )
     province = _attach_activity(pd.concat(prov_parts, ignore_index=True), means_area, ["province_code"], county)
     national = _attach_activity(pd.concat(nat_parts, ignore_index=True), means_area, [], county)
-    return {"county": county, "province": province, "national": national,
-            "national_draws": pd.concat(draw_rows, ignore_index=True),
-            "province_draws": pd.concat(prov_draw_rows, ignore_index=True)}
+    return {
+        "county": county,
+        "province": province,
+        "national": national,
+        "national_draws": pd.concat(draw_rows, ignore_index=True),
+        "province_draws": pd.concat(prov_draw_rows, ignore_index=True),
+    }
 
 
 def _form_of_draw(draws: Draws, crop: str) -> np.ndarray:
@@ -401,6 +465,7 @@ def _form_of_draw(draws: Draws, crop: str) -> np.ndarray:
 def _forms_drawn(draws: Draws, crop: str) -> str:
     """Share of Monte Carlo draws per form, e.g. ``"linear 0.31, saturating 0.69"`` (per crop;
     ``"crop: ...; crop: ..."`` for the total; ``""`` without a model average)."""
+
     def share(f: np.ndarray) -> str:
         names, counts = np.unique(f.astype(str), return_counts=True)
         order = np.argsort(-counts, kind="stable")
@@ -418,16 +483,20 @@ def _quantile_columns(values: np.ndarray) -> dict[str, np.ndarray]:
     return {f"n2o_n_kg_{k}": stats[k] for k in ("median", "p2_5", "p97_5")}
 
 
-def _attach_activity(table: pd.DataFrame, activity: pd.DataFrame, keys: list[str], county: pd.DataFrame) -> pd.DataFrame:
+def _attach_activity(
+    table: pd.DataFrame, activity: pd.DataFrame, keys: list[str], county: pd.DataFrame
+) -> pd.DataFrame:
     """Add area, applied N and the additive means (summed from the county table)."""
+
     def sums(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
         per_crop = frame.groupby([*keys, "year", "crop"])[cols].sum().reset_index()
         total = frame.groupby([*keys, "year"])[cols].sum().reset_index().assign(crop="all")
         return pd.concat([per_crop, total], ignore_index=True)
 
     act = sums(activity, ["area_ha", "n_applied_kg"])
-    means = sums(county, ["n2o_n_kg_central", "n2o_n_kg_mean", "background_n2o_n_kg_central",
-                          "background_n2o_n_kg_mean"])
+    means = sums(
+        county, ["n2o_n_kg_central", "n2o_n_kg_mean", "background_n2o_n_kg_central", "background_n2o_n_kg_mean"]
+    )
     out = table.merge(act, on=[*keys, "year", "crop"], how="left")
     return out.merge(means, on=[*keys, "year", "crop"], how="left")
 
@@ -444,18 +513,32 @@ def add_derived(table: pd.DataFrame, gwp: str) -> pd.DataFrame:
     return out
 
 
-COLUMN_ORDER = ["area_ha", "n_applied_kg", "n2o_n_kg_central", "n2o_n_kg_mean", "n2o_n_kg_median",
-                "n2o_n_kg_p2_5", "n2o_n_kg_p97_5", "background_n2o_n_kg_central", "background_n2o_n_kg_mean",
-                "n2o_kg_central", "co2e_kg_central", "n2o_kg_mean", "co2e_kg_mean", "gwp", "forms_drawn"]
+COLUMN_ORDER = [
+    "area_ha",
+    "n_applied_kg",
+    "n2o_n_kg_central",
+    "n2o_n_kg_mean",
+    "n2o_n_kg_median",
+    "n2o_n_kg_p2_5",
+    "n2o_n_kg_p97_5",
+    "background_n2o_n_kg_central",
+    "background_n2o_n_kg_mean",
+    "n2o_kg_central",
+    "co2e_kg_central",
+    "n2o_kg_mean",
+    "co2e_kg_mean",
+    "gwp",
+    "forms_drawn",
+]
 
 #: What each emission column is (for table metadata and docs/estimate.md): the central estimate
 #: is the plug-in, the interval and the mean come from the Monte Carlo draws.
 COLUMN_DESCRIPTIONS = {
     "n2o_n_kg_central": "central estimate: plug-in (parameter estimates, retransformed to the mean, model "
-                        "average = weighted sum of the forms' plug-ins) at the nominal activity data; unbiased "
-                        "for the expected emission; kg N2O-N/yr",
+    "average = weighted sum of the forms' plug-ins) at the nominal activity data; unbiased "
+    "for the expected emission; kg N2O-N/yr",
     "n2o_n_kg_mean": "mean over Monte Carlo draws (runs above the central estimate by the Jensen gap of "
-                     "exp(x'b) over parameter draws); kg N2O-N/yr",
+    "exp(x'b) over parameter draws); kg N2O-N/yr",
     "n2o_n_kg_median": "median over Monte Carlo draws; kg N2O-N/yr",
     "n2o_n_kg_p2_5": "2.5 % quantile over Monte Carlo draws (form, parameters, activity errors); kg N2O-N/yr",
     "n2o_n_kg_p97_5": "97.5 % quantile over Monte Carlo draws (form, parameters, activity errors); kg N2O-N/yr",
@@ -470,5 +553,3 @@ def order_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     t = table.assign(_c=table["crop"].map(crop_order).fillna(99))
     t = t.sort_values([*keys, "year", "_c", "crop"]).drop(columns="_c")
     return t[[*keys, "year", "crop", *[c for c in COLUMN_ORDER if c in t.columns]]].reset_index(drop=True)
-
-

@@ -125,7 +125,11 @@ _N_PARAMS: dict[str, tuple[str, ...]] = {
 }
 #: Power of N in each N-parameter's unit (user value = internal value / 100**power).
 _N_POWER: dict[str, tuple[int, ...]] = {
-    "linear": (1,), "exponential": (1,), "quadratic": (1, 2), "saturating": (1, 1), "exponential_rs": (1,),
+    "linear": (1,),
+    "exponential": (1,),
+    "quadratic": (1, 2),
+    "saturating": (1, 1),
+    "exponential_rs": (1,),
 }
 _MIN_LEVELS = {"linear": 2, "exponential": 2, "quadratic": 3, "saturating": 3, "exponential_rs": 2}
 
@@ -163,10 +167,14 @@ def _as_X(X: np.ndarray | pd.DataFrame | None, n: int, p: int | None = None) -> 
     if arr.shape[0] != n:
         raise ModelError(f"covariate matrix has {arr.shape[0]} rows for {n} N rates. Fix: pass one row per record")
     if p is not None and arr.shape[1] != p:
-        raise ModelError(f"covariate matrix has {arr.shape[1]} columns, the model was fitted with {p}. "
-                         "Fix: pass the same covariate columns, in the same order")
+        raise ModelError(
+            f"covariate matrix has {arr.shape[1]} columns, the model was fitted with {p}. "
+            "Fix: pass the same covariate columns, in the same order"
+        )
     if not np.all(np.isfinite(arr)):
-        raise ModelError("covariate matrix has missing or non-finite values. Fix: fill them before fitting or predicting")
+        raise ModelError(
+            "covariate matrix has missing or non-finite values. Fix: fill them before fitting or predicting"
+        )
     return arr
 
 
@@ -313,7 +321,7 @@ class FittedForm:
         fam = self.family
         a = P[:, :1]
         nn = len(_N_PARAMS[fam])
-        gam = P[:, 1 + nn:1 + nn + self.n_covariates]
+        gam = P[:, 1 + nn : 1 + nn + self.n_covariates]
         ls = P[:, -1:]
         Nr = N[None, :]
         if fam in ("exponential", "exponential_rs"):
@@ -354,7 +362,11 @@ class FittedForm:
         ``s(N) = s0 exp(psi_01 N + psi_11 N^2 / 2)``.
         """
         N = _as_N(n_rate_kg_ha)
-        Xa = _as_X(X, len(N), self.n_covariates) if (X is not None or self.n_covariates == 0) else np.zeros((len(N), self.n_covariates))
+        Xa = (
+            _as_X(X, len(N), self.n_covariates)
+            if (X is not None or self.n_covariates == 0)
+            else np.zeros((len(N), self.n_covariates))
+        )
         return np.exp(self._log_mean(self.params[None, :], N, Xa))[0]
 
     def background(self, X: np.ndarray | pd.DataFrame | None = None, n: int | None = None) -> np.ndarray:
@@ -377,8 +389,13 @@ class FittedForm:
         root = V * np.sqrt(np.clip(w, 0.0, None))
         return self.params + rng.standard_normal((n, len(self.params))) @ root.T
 
-    def predict_draws(self, params: np.ndarray, n_rate_kg_ha: Any, X: np.ndarray | pd.DataFrame | None = None,
-                      jensen_correct: bool = False) -> np.ndarray:
+    def predict_draws(
+        self,
+        params: np.ndarray,
+        n_rate_kg_ha: Any,
+        X: np.ndarray | pd.DataFrame | None = None,
+        jensen_correct: bool = False,
+    ) -> np.ndarray:
         """Expected emission (kg N2O-N/ha per period) under each parameter draw, shape (m, n).
 
         Parameters
@@ -394,11 +411,17 @@ class FittedForm:
             draws for the interval and :meth:`predict_mean` for the central estimate.
         """
         N = _as_N(n_rate_kg_ha)
-        Xa = _as_X(X, len(N), self.n_covariates) if (X is not None or self.n_covariates == 0) else np.zeros((len(N), self.n_covariates))
+        Xa = (
+            _as_X(X, len(N), self.n_covariates)
+            if (X is not None or self.n_covariates == 0)
+            else np.zeros((len(N), self.n_covariates))
+        )
         P = np.atleast_2d(np.asarray(params, dtype=float))
         if P.shape[1] != len(self.params):
-            raise ModelError(f"{self.family}: params have {P.shape[1]} columns, the form has {len(self.params)}. "
-                             "Fix: draw them with draw_params()")
+            raise ModelError(
+                f"{self.family}: params have {P.shape[1]} columns, the form has {len(self.params)}. "
+                "Fix: draw them with draw_params()"
+            )
         out = np.exp(self._log_mean(P, N, Xa))
         if jensen_correct:
             G = self._log_mean_gradient(N, Xa)
@@ -413,8 +436,9 @@ class FittedForm:
         dn = self._log_mean(self.params - E, N, X)
         return ((up - dn) / (2.0 * np.diag(E))[:, None]).T
 
-    def log_predictive_density(self, n_rate_kg_ha: Any, n2o_n_kg_ha: Any,
-                               X: np.ndarray | pd.DataFrame | None = None) -> np.ndarray:
+    def log_predictive_density(
+        self, n_rate_kg_ha: Any, n2o_n_kg_ha: Any, X: np.ndarray | pd.DataFrame | None = None
+    ) -> np.ndarray:
         """Pointwise log density of emissions of a *new* site, log(kg N2O-N/ha)^-1 per record.
 
         Notes
@@ -429,7 +453,11 @@ class FittedForm:
         y = np.asarray(n2o_n_kg_ha, dtype=float)
         floor = self.floor_kg_ha if np.isfinite(self.floor_kg_ha) else 1e-6
         y = np.where(y > 0, y, floor)
-        Xa = _as_X(X, len(N), self.n_covariates) if (X is not None or self.n_covariates == 0) else np.zeros((len(N), self.n_covariates))
+        Xa = (
+            _as_X(X, len(N), self.n_covariates)
+            if (X is not None or self.n_covariates == 0)
+            else np.zeros((len(N), self.n_covariates))
+        )
         P = self.params.copy()
         P[-1] = 0.0
         eta = self._log_mean(P[None, :], N, Xa)[0]
@@ -452,24 +480,41 @@ class FittedForm:
 
         z = float(norm.ppf(0.5 + level / 2.0))
         se = self.standard_errors()
-        return pd.DataFrame({"param": self.param_names, "estimate": self.params, "se": se,
-                             "low": self.params - z * se, "high": self.params + z * se})
+        return pd.DataFrame(
+            {
+                "param": self.param_names,
+                "estimate": self.params,
+                "se": se,
+                "low": self.params - z * se,
+                "high": self.params + z * se,
+            }
+        )
 
     # -- plain dicts --------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """A plain-JSON dict of the fitted form (the fit stage can store it per crop)."""
+
         def num(v: float) -> float | None:
             return float(v) if np.isfinite(v) else None
-        return {"family": self.family, "param_names": list(self.param_names),
-                "params": [float(v) for v in self.params],
-                "cov": [[float(v) for v in row] for row in self.cov],
-                "sigma2_resid": float(self.sigma2_resid),
-                "re_cov": [[float(v) for v in row] for row in self.re_cov],
-                "retransform": self.retransform, "smearing": float(self.smearing),
-                "n_records": int(self.n_records), "n_sites": int(self.n_sites),
-                "n_floored": int(self.n_floored), "floor_kg_ha": num(self.floor_kg_ha),
-                "deviance": num(self.deviance), "covariate_names": list(self.covariate_names),
-                "notes": list(self.notes), "optimum": [float(v) for v in self.optimum]}
+
+        return {
+            "family": self.family,
+            "param_names": list(self.param_names),
+            "params": [float(v) for v in self.params],
+            "cov": [[float(v) for v in row] for row in self.cov],
+            "sigma2_resid": float(self.sigma2_resid),
+            "re_cov": [[float(v) for v in row] for row in self.re_cov],
+            "retransform": self.retransform,
+            "smearing": float(self.smearing),
+            "n_records": int(self.n_records),
+            "n_sites": int(self.n_sites),
+            "n_floored": int(self.n_floored),
+            "floor_kg_ha": num(self.floor_kg_ha),
+            "deviance": num(self.deviance),
+            "covariate_names": list(self.covariate_names),
+            "notes": list(self.notes),
+            "optimum": [float(v) for v in self.optimum],
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FittedForm:
@@ -495,10 +540,18 @@ def _cluster_var_log_smearing(ratio: np.ndarray, codes: np.ndarray) -> float:
     return G / max(G - 1, 1) * float(np.sum(sums**2)) / n**2 / s**2
 
 
-def fit_family(family: str, n_rate_kg_ha: Any, n2o_n_kg_ha: Any, groups: Any,
-               X: np.ndarray | pd.DataFrame | None = None, *, covariate_names: Sequence[str] | None = None,
-               retransform: str = "duan", floor_kg_ha: float | None = None,
-               init: FittedForm | None = None) -> FittedForm:
+def fit_family(
+    family: str,
+    n_rate_kg_ha: Any,
+    n2o_n_kg_ha: Any,
+    groups: Any,
+    X: np.ndarray | pd.DataFrame | None = None,
+    *,
+    covariate_names: Sequence[str] | None = None,
+    retransform: str = "duan",
+    floor_kg_ha: float | None = None,
+    init: FittedForm | None = None,
+) -> FittedForm:
     """Fit one candidate N-response form with site random effects.
 
     Parameters
@@ -550,10 +603,14 @@ def fit_family(family: str, n_rate_kg_ha: Any, n2o_n_kg_ha: Any, groups: Any,
     y = np.asarray(n2o_n_kg_ha, dtype=float)
     n = len(N)
     if y.shape != (n,) or not np.all(np.isfinite(y)):
-        raise ModelError(f"{family}: emissions must be finite, one per N rate ({y.shape} vs {n}). Fix: correct the records")
+        raise ModelError(
+            f"{family}: emissions must be finite, one per N rate ({y.shape} vs {n}). Fix: correct the records"
+        )
     if (y < 0).any():
-        raise ModelError(f"{family}: {int((y < 0).sum())} negative emissions. Fix: decide the non-positive flux "
-                         "rule before fitting (e.g. floor them)")
+        raise ModelError(
+            f"{family}: {int((y < 0).sum())} negative emissions. Fix: decide the non-positive flux "
+            "rule before fitting (e.g. floor them)"
+        )
     if isinstance(X, pd.DataFrame) and covariate_names is None:
         covariate_names = [str(c) for c in X.columns]
     Xa = _as_X(X, n)
@@ -567,8 +624,10 @@ def fit_family(family: str, n_rate_kg_ha: Any, n2o_n_kg_ha: Any, groups: Any,
     if G < 3:
         raise ModelError(f"{family}: {G} site(s); random site effects need at least 3. Fix: add sites or pool crops")
     if len(np.unique(N)) < _MIN_LEVELS[family]:
-        raise ModelError(f"{family}: {len(np.unique(N))} distinct N rates; the form needs {_MIN_LEVELS[family]}. "
-                         "Fix: add records at other N rates (including zero-N controls)")
+        raise ModelError(
+            f"{family}: {len(np.unique(N))} distinct N rates; the form needs {_MIN_LEVELS[family]}. "
+            "Fix: add records at other N rates (including zero-N controls)"
+        )
     pos = y > 0
     if not pos.any():
         raise ModelError(f"{family}: no positive emission. Fix: check the flux units")
@@ -622,12 +681,16 @@ def fit_family(family: str, n_rate_kg_ha: Any, n2o_n_kg_ha: Any, groups: Any,
         elif n_phi == 0:
             z0 = np.array([1.0] if n_theta == 1 else [1.0, 0.0, 0.3])
         else:  # coarse grid of the nonlinear N-parameters at a unit variance ratio
-            grid = ([[r] for r in (0.1, 0.3, 1.0, 3.0, 10.0)] if family == "linear" else
-                    [[r, k] for r in (0.3, 1.0, 3.0, 10.0) for k in (0.0, 0.3, 1.0, 3.0)])
+            grid = (
+                [[r] for r in (0.1, 0.3, 1.0, 3.0, 10.0)]
+                if family == "linear"
+                else [[r, k] for r in (0.3, 1.0, 3.0, 10.0) for k in (0.0, 0.3, 1.0, 3.0)]
+            )
             z0 = np.array([*min(grid, key=lambda ps: objective(np.array([*ps, 1.0]))), 1.0])
         if n_phi == 0 and n_theta == 1:  # one variance ratio only: bounded Brent
-            r1 = optimize.minimize_scalar(lambda v: objective(np.array([v])), bounds=theta_bounds[0],
-                                          method="bounded", options={"xatol": 1e-6})
+            r1 = optimize.minimize_scalar(
+                lambda v: objective(np.array([v])), bounds=theta_bounds[0], method="bounded", options={"xatol": 1e-6}
+            )
             best = optimize.OptimizeResult(x=np.array([r1.x]), fun=r1.fun)
             at0 = objective(np.array([0.0]))
             if at0 < best.fun:  # site variance on the boundary
@@ -636,8 +699,10 @@ def fit_family(family: str, n_rate_kg_ha: Any, n2o_n_kg_ha: Any, groups: Any,
             # SLSQP: same optimum as L-BFGS-B on these smooth bounded problems, several times faster
             best = optimize.minimize(objective, z0, method="SLSQP", bounds=bounds, options={"maxiter": 500})
     if best is None or not np.isfinite(best.fun) or best.fun >= 1e299:
-        raise ModelError(f"{family}: the mixed-model likelihood has no valid optimum. Fix: check the records, "
-                         "or drop this form from the candidates")
+        raise ModelError(
+            f"{family}: the mixed-model likelihood has no valid optimum. Fix: check the records, "
+            "or drop this form from the candidates"
+        )
     phi, theta = best.x[:n_phi], best.x[n_phi:]
     val, est = lmm.criterion(theta, ly - offset(phi))
     sigma2 = float(est["sigma2"])
@@ -667,10 +732,12 @@ def fit_family(family: str, n_rate_kg_ha: Any, n2o_n_kg_ha: Any, groups: Any,
     try:
         cov_int = sigma2 * np.linalg.inv(info)
     except np.linalg.LinAlgError:
-        raise ModelError(f"{family}: the parameter information matrix is singular. Fix: drop this form "
-                         "or add records at other N rates") from None
+        raise ModelError(
+            f"{family}: the parameter information matrix is singular. Fix: drop this form "
+            "or add records at other N rates"
+        ) from None
     # to user units (per kg N/ha)
-    scale = np.r_[1.0, [_NS ** -pw for pw in _N_POWER[family]], np.ones(Xs.shape[1])]
+    scale = np.r_[1.0, [_NS**-pw for pw in _N_POWER[family]], np.ones(Xs.shape[1])]
     params = theta_int * scale
     cov = cov_int * np.outer(scale, scale)
     re_cov = psi_int if family != "exponential_rs" else psi_int * np.outer([1.0, 1 / _NS], [1.0, 1 / _NS])
@@ -699,34 +766,68 @@ def fit_family(family: str, n_rate_kg_ha: Any, n2o_n_kg_ha: Any, groups: Any,
     notes.append(f"covariance scaled by (t(0.975, {G - 1}) / z(0.975))^2 for {G} sites")
     if not np.all(np.isfinite(cov_full)):
         raise ModelError(f"{family}: the parameter covariance is not finite. Fix: drop this form or add records")
-    return FittedForm(family=family, param_names=["intercept", *_N_PARAMS[family], *names_x, LOG_SMEARING],
-                      params=np.r_[params, log_s], cov=cov_full, sigma2_resid=sigma2, re_cov=re_cov,
-                      retransform=rt, smearing=float(np.exp(log_s)), n_records=n, n_sites=G,
-                      n_floored=int((~pos).sum()), floor_kg_ha=floor, deviance=float(val), optimum=[float(v) for v in best.x],
-                      covariate_names=names_x, notes=notes)
+    return FittedForm(
+        family=family,
+        param_names=["intercept", *_N_PARAMS[family], *names_x, LOG_SMEARING],
+        params=np.r_[params, log_s],
+        cov=cov_full,
+        sigma2_resid=sigma2,
+        re_cov=re_cov,
+        retransform=rt,
+        smearing=float(np.exp(log_s)),
+        n_records=n,
+        n_sites=G,
+        n_floored=int((~pos).sum()),
+        floor_kg_ha=floor,
+        deviance=float(val),
+        optimum=[float(v) for v in best.x],
+        covariate_names=names_x,
+        notes=notes,
+    )
 
 
-def _frame_arrays(data: pd.DataFrame, n_col: str, y_col: str, site_col: str,
-                  covariates: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+def _frame_arrays(
+    data: pd.DataFrame, n_col: str, y_col: str, site_col: str, covariates: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     for col in (n_col, y_col, site_col, *covariates):
         if col not in data.columns:
             raise ModelError(f"column '{col}' is missing from the records. Fix: add it or name the right column")
     X = data[list(covariates)].to_numpy(dtype=float) if covariates else None
-    return (data[n_col].to_numpy(dtype=float), data[y_col].to_numpy(dtype=float),
-            data[site_col].astype(str).to_numpy(), X)
+    return (
+        data[n_col].to_numpy(dtype=float),
+        data[y_col].to_numpy(dtype=float),
+        data[site_col].astype(str).to_numpy(),
+        X,
+    )
 
 
-def fit_families(data: pd.DataFrame, families: Sequence[str] = FAMILIES, *, n_col: str = "n_rate_kg_ha",
-                 y_col: str = "n2o_n_kg_ha", site_col: str = "site_id", covariates: Sequence[str] = (),
-                 retransform: str = "duan", floor_kg_ha: float | None = None) -> tuple[dict[str, FittedForm], dict[str, str]]:
+def fit_families(
+    data: pd.DataFrame,
+    families: Sequence[str] = FAMILIES,
+    *,
+    n_col: str = "n_rate_kg_ha",
+    y_col: str = "n2o_n_kg_ha",
+    site_col: str = "site_id",
+    covariates: Sequence[str] = (),
+    retransform: str = "duan",
+    floor_kg_ha: float | None = None,
+) -> tuple[dict[str, FittedForm], dict[str, str]]:
     """Fit every family to a table of records; returns (fitted forms, failure message per family)."""
     N, y, g, X = _frame_arrays(data, n_col, y_col, site_col, covariates)
     fits: dict[str, FittedForm] = {}
     failed: dict[str, str] = {}
     for fam in families:
         try:
-            fits[fam] = fit_family(fam, N, y, g, X, covariate_names=list(covariates) or None,
-                                   retransform=retransform, floor_kg_ha=floor_kg_ha)
+            fits[fam] = fit_family(
+                fam,
+                N,
+                y,
+                g,
+                X,
+                covariate_names=list(covariates) or None,
+                retransform=retransform,
+                floor_kg_ha=floor_kg_ha,
+            )
         except ModelError as e:
             failed[fam] = str(e)
     return fits, failed
@@ -781,10 +882,19 @@ def site_folds(sites: Any, n_folds: int | None = None, seed: int = 0) -> np.ndar
     return site_fold[codes]
 
 
-def leave_site_out_cv(data: pd.DataFrame, families: Sequence[str] = FAMILIES, *, n_col: str = "n_rate_kg_ha",
-                      y_col: str = "n2o_n_kg_ha", site_col: str = "site_id", covariates: Sequence[str] = (),
-                      n_folds: int | None = None, seed: int = 0, retransform: str = "duan",
-                      floor_kg_ha: float | None = None) -> CVResult:
+def leave_site_out_cv(
+    data: pd.DataFrame,
+    families: Sequence[str] = FAMILIES,
+    *,
+    n_col: str = "n_rate_kg_ha",
+    y_col: str = "n2o_n_kg_ha",
+    site_col: str = "site_id",
+    covariates: Sequence[str] = (),
+    n_folds: int | None = None,
+    seed: int = 0,
+    retransform: str = "duan",
+    floor_kg_ha: float | None = None,
+) -> CVResult:
     """Leave-site-out (or K-fold by site) predictions and scores for every family.
 
     Parameters
@@ -824,8 +934,16 @@ def leave_site_out_cv(data: pd.DataFrame, families: Sequence[str] = FAMILIES, *,
     full: dict[str, FittedForm] = {}
     for fam in fams:  # fits on all records warm-start the folds
         try:
-            full[fam] = fit_family(fam, N, y, g, X, covariate_names=list(covariates) or None,
-                                   retransform=retransform, floor_kg_ha=floor_kg_ha)
+            full[fam] = fit_family(
+                fam,
+                N,
+                y,
+                g,
+                X,
+                covariate_names=list(covariates) or None,
+                retransform=retransform,
+                floor_kg_ha=floor_kg_ha,
+            )
         except ModelError:
             pass
     for f in np.unique(folds):
@@ -835,8 +953,17 @@ def leave_site_out_cv(data: pd.DataFrame, families: Sequence[str] = FAMILIES, *,
         Xte = X[te] if X is not None else None
         for j, fam in enumerate(fams):
             try:
-                fit = fit_family(fam, N[tr], y[tr], g[tr], Xtr, covariate_names=list(covariates) or None,
-                                 retransform=retransform, floor_kg_ha=floor_kg_ha, init=full.get(fam))
+                fit = fit_family(
+                    fam,
+                    N[tr],
+                    y[tr],
+                    g[tr],
+                    Xtr,
+                    covariate_names=list(covariates) or None,
+                    retransform=retransform,
+                    floor_kg_ha=floor_kg_ha,
+                    init=full.get(fam),
+                )
             except ModelError as e:
                 failures.setdefault(fam, []).append(f"fold {f}: {e}")
                 failed_folds[j] += 1
@@ -848,19 +975,30 @@ def leave_site_out_cv(data: pd.DataFrame, families: Sequence[str] = FAMILIES, *,
         ok = np.isfinite(pred[:, j])
         err = pred[ok, j] - y[ok]
         lp = lpd[ok, j]
-        rows.append({"family": fam,
-                     "rmse_kg_ha": float(np.sqrt(np.mean(err**2))) if ok.any() else np.nan,
-                     "bias_kg_ha": float(np.mean(err)) if ok.any() else np.nan,
-                     "rel_bias": float(pred[ok, j].sum() / y[ok].sum() - 1.0) if ok.any() else np.nan,
-                     "mlpd": float(np.mean(lp)) if ok.any() else np.nan,
-                     "elpd": float(np.sum(lp)) if ok.any() else np.nan,
-                     "elpd_se": float(np.sqrt(ok.sum()) * np.std(lp)) if ok.any() else np.nan,
-                     "n_scored": int(ok.sum()), "n_failed_folds": int(failed_folds[j])})
+        rows.append(
+            {
+                "family": fam,
+                "rmse_kg_ha": float(np.sqrt(np.mean(err**2))) if ok.any() else np.nan,
+                "bias_kg_ha": float(np.mean(err)) if ok.any() else np.nan,
+                "rel_bias": float(pred[ok, j].sum() / y[ok].sum() - 1.0) if ok.any() else np.nan,
+                "mlpd": float(np.mean(lp)) if ok.any() else np.nan,
+                "elpd": float(np.sum(lp)) if ok.any() else np.nan,
+                "elpd_se": float(np.sqrt(ok.sum()) * np.std(lp)) if ok.any() else np.nan,
+                "n_scored": int(ok.sum()),
+                "n_failed_folds": int(failed_folds[j]),
+            }
+        )
     predictions = pd.DataFrame({"site": g, "fold": folds, "n_rate_kg_ha": N, "n2o_n_kg_ha": y})
     for j, fam in enumerate(fams):
         predictions[f"pred_{fam}"] = pred[:, j]
-    return CVResult(families=fams, folds=folds, predictions=predictions, lpd=lpd,
-                    scores=pd.DataFrame(rows).set_index("family"), failures=failures)
+    return CVResult(
+        families=fams,
+        folds=folds,
+        predictions=predictions,
+        lpd=lpd,
+        scores=pd.DataFrame(rows).set_index("family"),
+        failures=failures,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -897,8 +1035,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def stacking_weights(lpd: np.ndarray, families: Sequence[str] | None = None, *, method: str = "stacking",
-                     rng: np.random.Generator | None = None, n_bootstrap: int = 1000) -> StackingResult:
+def stacking_weights(
+    lpd: np.ndarray,
+    families: Sequence[str] | None = None,
+    *,
+    method: str = "stacking",
+    rng: np.random.Generator | None = None,
+    n_bootstrap: int = 1000,
+) -> StackingResult:
     """Weights of predictive distributions from their held-out log densities.
 
     Parameters
@@ -944,7 +1088,9 @@ def stacking_weights(lpd: np.ndarray, families: Sequence[str] | None = None, *, 
     L = L[rows]
     n = L.shape[0]
     if n == 0 or not kept:
-        raise ModelError("no record has a finite held-out density under the candidate forms. Fix: check the CV failures")
+        raise ModelError(
+            "no record has a finite held-out density under the candidate forms. Fix: check the CV failures"
+        )
     Kk = L.shape[1]
     elpd = L.sum(axis=0)
     if method == "stacking":
@@ -970,8 +1116,10 @@ def stacking_weights(lpd: np.ndarray, families: Sequence[str] | None = None, *, 
         w[w < 1e-8] = 0.0
         w /= w.sum()
         objective: Any = float(-best.fun + m.sum())
-        what = (f"stacking of leave-site-out predictive densities (Yao et al. 2018): maximised "
-                f"sum_i log sum_k w_k p_k(y_i) = {objective:.2f} over {n} held-out records")
+        what = (
+            f"stacking of leave-site-out predictive densities (Yao et al. 2018): maximised "
+            f"sum_i log sum_k w_k p_k(y_i) = {objective:.2f} over {n} held-out records"
+        )
     elif method in ("pseudo_bma", "pseudo_bma_plus"):
         if method == "pseudo_bma":
             w = _softmax(elpd)
@@ -981,8 +1129,10 @@ def stacking_weights(lpd: np.ndarray, families: Sequence[str] | None = None, *, 
             e_b = n * (B @ L)  # (B, K)
             w = np.mean([_softmax(row) for row in e_b], axis=0)
         objective = {k: float(v) for k, v in zip(kept, elpd)}
-        what = (f"{'pseudo-BMA+' if method == 'pseudo_bma_plus' else 'pseudo-BMA'} weights "
-                f"exp(elpd_k) normalised over {n} held-out records")
+        what = (
+            f"{'pseudo-BMA+' if method == 'pseudo_bma_plus' else 'pseudo-BMA'} weights "
+            f"exp(elpd_k) normalised over {n} held-out records"
+        )
     else:
         raise ModelError(f"weighting method {method!r} is unknown. Fix: use stacking, pseudo_bma or pseudo_bma_plus")
     weights = {name: 0.0 for name in names}
@@ -990,8 +1140,13 @@ def stacking_weights(lpd: np.ndarray, families: Sequence[str] | None = None, *, 
         weights[name] = float(v)
     ranked = sorted(weights.items(), key=lambda kv: -kv[1])
     mlpd = {k: float(v) / n for k, v in zip(kept, elpd)}
-    reason = (what + "; weights " + ", ".join(f"{k} {v:.3f}" for k, v in ranked)
-              + "; mean log predictive density " + ", ".join(f"{k} {mlpd[k]:.3f}" for k in kept))
+    reason = (
+        what
+        + "; weights "
+        + ", ".join(f"{k} {v:.3f}" for k, v in ranked)
+        + "; mean log predictive density "
+        + ", ".join(f"{k} {mlpd[k]:.3f}" for k in kept)
+    )
     if dropped_cols:
         reason += "; no weight (most folds failed): " + ", ".join(dropped_cols)
     if (~rows).any():
@@ -1067,9 +1222,16 @@ class ModelAverage:
             raise ModelError(f"u has shape {u.shape}, expected ({n_draws},). Fix: one uniform per iteration")
         return fams[np.minimum(np.searchsorted(np.cumsum(w), u, side="right"), len(fams) - 1)]
 
-    def predict_draws(self, rng: np.random.Generator, n_draws: int, n_rate_kg_ha: Any,
-                      X: np.ndarray | pd.DataFrame | None = None, aggregate: np.ndarray | None = None,
-                      chunk: int = 250, u: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict_draws(
+        self,
+        rng: np.random.Generator,
+        n_draws: int,
+        n_rate_kg_ha: Any,
+        X: np.ndarray | pd.DataFrame | None = None,
+        aggregate: np.ndarray | None = None,
+        chunk: int = 250,
+        u: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Monte Carlo draws of the expected emission with the form drawn per iteration.
 
         Parameters
@@ -1102,8 +1264,8 @@ class ModelAverage:
                 continue
             P = self.forms[k].draw_params(rng, idx.size)
             for s in range(0, idx.size, chunk):
-                E = self.forms[k].predict_draws(P[s:s + chunk], N, X)
-                out[idx[s:s + chunk]] = E if aggregate is None else E @ aggregate
+                E = self.forms[k].predict_draws(P[s : s + chunk], N, X)
+                out[idx[s : s + chunk]] = E if aggregate is None else E @ aggregate
         return fam, out
 
     def contributions(self, families_drawn: np.ndarray) -> dict[str, float]:
@@ -1113,22 +1275,37 @@ class ModelAverage:
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON dict: weights, reason and every form with positive weight."""
-        return {"weights": dict(self.weights), "reason": self.reason,
-                "forms": {k: self.forms[k].to_json() for k in self.families}}
+        return {
+            "weights": dict(self.weights),
+            "reason": self.reason,
+            "forms": {k: self.forms[k].to_json() for k in self.families},
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelAverage:
         """Rebuild from :meth:`to_json`."""
         if not isinstance(d, dict) or "forms" not in d or "weights" not in d:
             raise ModelError("model-average JSON lacks 'forms' or 'weights'. Fix: re-run the fit")
-        return cls(forms={k: FittedForm.from_json(v) for k, v in d["forms"].items()},
-                   weights={k: float(v) for k, v in d["weights"].items()}, reason=str(d.get("reason", "")))
+        return cls(
+            forms={k: FittedForm.from_json(v) for k, v in d["forms"].items()},
+            weights={k: float(v) for k, v in d["weights"].items()},
+            reason=str(d.get("reason", "")),
+        )
 
 
-def fit_model_average(data: pd.DataFrame, families: Sequence[str] = FAMILIES, *, n_col: str = "n_rate_kg_ha",
-                      y_col: str = "n2o_n_kg_ha", site_col: str = "site_id", covariates: Sequence[str] = (),
-                      n_folds: int | None = None, seed: int = 0, method: str = "stacking",
-                      retransform: str = "duan") -> tuple[ModelAverage, CVResult, StackingResult]:
+def fit_model_average(
+    data: pd.DataFrame,
+    families: Sequence[str] = FAMILIES,
+    *,
+    n_col: str = "n_rate_kg_ha",
+    y_col: str = "n2o_n_kg_ha",
+    site_col: str = "site_id",
+    covariates: Sequence[str] = (),
+    n_folds: int | None = None,
+    seed: int = 0,
+    method: str = "stacking",
+    retransform: str = "duan",
+) -> tuple[ModelAverage, CVResult, StackingResult]:
     """CV by site, weights, and the forms refitted on all records, in one call.
 
     Returns
@@ -1137,11 +1314,28 @@ def fit_model_average(data: pd.DataFrame, families: Sequence[str] = FAMILIES, *,
         The :class:`ModelAverage` (forms fitted on all records, stacking weights), the CV
         table and the weighting result with its reason text.
     """
-    cv = leave_site_out_cv(data, families, n_col=n_col, y_col=y_col, site_col=site_col, covariates=covariates,
-                           n_folds=n_folds, seed=seed, retransform=retransform)
+    cv = leave_site_out_cv(
+        data,
+        families,
+        n_col=n_col,
+        y_col=y_col,
+        site_col=site_col,
+        covariates=covariates,
+        n_folds=n_folds,
+        seed=seed,
+        retransform=retransform,
+    )
     st = stacking_weights(cv.lpd, cv.families, method=method)
-    fits, failed = fit_families(data, [f for f in cv.families if st.weights.get(f, 0) > 0], n_col=n_col,
-                                y_col=y_col, site_col=site_col, covariates=covariates, retransform=retransform)
-    reason = st.reason + ("; failed on all records: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
-                          if failed else "")
+    fits, failed = fit_families(
+        data,
+        [f for f in cv.families if st.weights.get(f, 0) > 0],
+        n_col=n_col,
+        y_col=y_col,
+        site_col=site_col,
+        covariates=covariates,
+        retransform=retransform,
+    )
+    reason = st.reason + (
+        "; failed on all records: " + "; ".join(f"{k}: {v}" for k, v in failed.items()) if failed else ""
+    )
     return ModelAverage(forms=fits, weights=st.weights, reason=reason), cv, st

@@ -122,7 +122,7 @@ def kink_profile_rss(years: np.ndarray, Y: np.ndarray, grid: np.ndarray) -> np.n
     xtx = np.einsum("gnp,gnq->gpq", X, X)
     xty = np.einsum("gnp,dn->gpd", X, Yb)
     sol = np.linalg.solve(xtx, xty)
-    rss = (Yb ** 2).sum(axis=1)[None, :] - np.einsum("gpd,gpd->gd", xty, sol)
+    rss = (Yb**2).sum(axis=1)[None, :] - np.einsum("gpd,gpd->gd", xty, sol)
     rss = np.maximum(rss, 0.0)
     return rss[:, 0] if np.ndim(Y) == 1 else rss
 
@@ -183,8 +183,9 @@ def _one_step(t: np.ndarray, y: np.ndarray, psi: np.ndarray) -> dict[str, Any] |
     return {"estimates": est, "rss": float(nb.residual_sum_squares), "converged": False}
 
 
-def _second_kink_pvalue(t: np.ndarray, y: np.ndarray, psi1: np.ndarray, rss1: float, rss2: float,
-                        min_segment: int, n_boot: int, seed: int) -> float:
+def _second_kink_pvalue(
+    t: np.ndarray, y: np.ndarray, psi1: np.ndarray, rss1: float, rss2: float, min_segment: int, n_boot: int, seed: int
+) -> float:
     n = t.size
     X = _kink_design(t - t.mean(), (np.atleast_1d(psi1) - t.mean())[None, :])[0]
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
@@ -200,8 +201,12 @@ def _second_kink_pvalue(t: np.ndarray, y: np.ndarray, psi1: np.ndarray, rss1: fl
 
 def _admissible(t: np.ndarray, psi: np.ndarray, min_segment: int) -> bool:
     gap = t[min_segment - 1] - t[0]
-    return bool(np.all(np.isfinite(psi)) and psi[0] >= t[min_segment - 1] - 1e-9
-                and psi[-1] <= t[-min_segment] + 1e-9 and np.all(np.diff(psi) >= gap - 1e-9))
+    return bool(
+        np.all(np.isfinite(psi))
+        and psi[0] >= t[min_segment - 1] - 1e-9
+        and psi[-1] <= t[-min_segment] + 1e-9
+        and np.all(np.diff(psi) >= gap - 1e-9)
+    )
 
 
 def _davies(t: np.ndarray, y: np.ndarray) -> float:
@@ -275,14 +280,18 @@ def segmented_breaks(
     t, yy = clean_series(years, y)
     n = len(yy)
     if n < 2 * min_segment + 1:
-        raise ModelError(f"series of {n} values is too short for a kink with segments of at least "
-                         f"{min_segment} values. Fix: supply a longer series or lower trend.min_segment_years")
+        raise ModelError(
+            f"series of {n} values is too short for a kink with segments of at least "
+            f"{min_segment} values. Fix: supply a longer series or lower trend.min_segment_years"
+        )
     models: list[dict[str, Any]] = []
     fits: dict[int, dict[str, Any]] = {}
     X0 = np.column_stack([np.ones(n), t - t.mean()])
     beta0 = np.linalg.lstsq(X0, yy, rcond=None)[0]
     rss0 = float(((yy - X0 @ beta0) ** 2).sum())
-    models.append({"n_breaks": 0, "rss": rss0, criterion: information_criterion(rss0, n, 3, criterion), "break_years": []})
+    models.append(
+        {"n_breaks": 0, "rss": rss0, criterion: information_criterion(rss0, n, 3, criterion), "break_years": []}
+    )
     for m in range(1, max_breaks + 1):
         grid = kink_grid(t, m, min_segment)
         if grid.size == 0:
@@ -303,8 +312,14 @@ def segmented_breaks(
         if mug is None:
             mug = _one_step(t, yy, psi)
         fits[m] = {"psi": np.asarray(psi, float), "rss": rss, "muggeo": mug, "grid": grid, "profile": prof}
-        models.append({"n_breaks": m, "rss": rss, criterion: information_criterion(rss, n, 3 + 2 * m, criterion),
-                       "break_years": [float(p) for p in np.atleast_1d(psi)]})
+        models.append(
+            {
+                "n_breaks": m,
+                "rss": rss,
+                criterion: information_criterion(rss, n, 3 + 2 * m, criterion),
+                "break_years": [float(p) for p in np.atleast_1d(psi)],
+            }
+        )
     ic_choice = min(models, key=lambda d: (d[criterion], d["n_breaks"]))["n_breaks"]
     grid1 = kink_grid(t, 1, min_segment)
     supf = float(_sup_f_kink(t, yy, grid1)[0])
@@ -318,13 +333,14 @@ def segmented_breaks(
     if chosen == 2:
         # BIC adds a spurious second kink to ~10 % of one-kink series at n = 25: keep it only
         # if a parametric-bootstrap F test of two kinks against one also rejects.
-        p_second = _second_kink_pvalue(t, yy, fits[1]["psi"], fits[1]["rss"], fits[2]["rss"], min_segment,
-                                       n_boot=199, seed=seed)
+        p_second = _second_kink_pvalue(
+            t, yy, fits[1]["psi"], fits[1]["rss"], fits[2]["rss"], min_segment, n_boot=199, seed=seed
+        )
         if p_second >= alpha:
             chosen = 1
     result: dict[str, Any] = {
         "method": "continuous segmented regression (Muggeo 2003, piecewise-regression), "
-                  "start from the profile-likelihood grid optimum",
+        "start from the profile-likelihood grid optimum",
         "year_convention": KINK_CONVENTION,
         "min_segment": int(min_segment),
         "criterion": criterion,
@@ -333,14 +349,23 @@ def segmented_breaks(
         "criterion_choice": ic_choice,
         "existence_test": {
             "decision_test": "sup-F",
-            "sup_f": {"name": "sup-F, one kink vs a straight line; finite-sample p-value simulated "
-                              "under Gaussian errors", "statistic": supf, "p_value": p_supf,
-                      "n_sim": int(n_sim), "seed": int(seed)},
-            "davies": {"name": "Davies (1987) for y ~ 1 + t as R segmented::davies.test (k = 10, two-sided)",
-                       "p_value": p_davies},
-            "second_kink": None if p_second is None else {
+            "sup_f": {
+                "name": "sup-F, one kink vs a straight line; finite-sample p-value simulated under Gaussian errors",
+                "statistic": supf,
+                "p_value": p_supf,
+                "n_sim": int(n_sim),
+                "seed": int(seed),
+            },
+            "davies": {
+                "name": "Davies (1987) for y ~ 1 + t as R segmented::davies.test (k = 10, two-sided)",
+                "p_value": p_davies,
+            },
+            "second_kink": None
+            if p_second is None
+            else {
                 "name": "F test of two kinks vs one, parametric bootstrap from the one-kink fit (199 draws)",
-                "p_value": p_second},
+                "p_value": p_second,
+            },
         },
         "significant": bool(significant),
     }
@@ -348,7 +373,7 @@ def segmented_breaks(
     if not significant:
         result["conclusion"] = f"{NO_BREAK_TEXT} (sup-F p = {p_supf:.3g} >= {alpha:g}; Davies p = {p_davies:.3g})"
     elif chosen == 0:
-        result["conclusion"] = (f"sup-F p = {p_supf:.3g} < {alpha:g} but {criterion.upper()} prefers a straight line")
+        result["conclusion"] = f"sup-F p = {p_supf:.3g} < {alpha:g} but {criterion.upper()} prefers a straight line"
     else:
         yrs = ", ".join(f"{b['break_year']:.1f}" for b in result["breaks"])
         result["conclusion"] = f"{chosen} slope change(s) at {yrs} (sup-F p = {p_supf:.3g}; Davies p = {p_davies:.3g})"
@@ -372,12 +397,19 @@ def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict[str, Any] | 
     breaks = []
     mug = fit["muggeo"] if fit else None
     for i in range(m):
-        b: dict[str, Any] = {"break_year": float(psi[i]), "last_year_old_regime": int(math.floor(psi[i])),
-             "first_year_new_regime": int(math.floor(psi[i])) + 1}
+        b: dict[str, Any] = {
+            "break_year": float(psi[i]),
+            "last_year_old_regime": int(math.floor(psi[i])),
+            "first_year_new_regime": int(math.floor(psi[i])) + 1,
+        }
         if mug is not None:
             e = mug["estimates"][f"breakpoint{i + 1}"]
-            b.update(se=float(e["se"]), wald_ci_low=float(psi[i] - tq * e["se"]),
-                     wald_ci_high=float(psi[i] + tq * e["se"]), converged=bool(mug["converged"]))
+            b.update(
+                se=float(e["se"]),
+                wald_ci_low=float(psi[i] - tq * e["se"]),
+                wald_ci_high=float(psi[i] + tq * e["se"]),
+                converged=bool(mug["converged"]),
+            )
         else:
             b.update(se=None, wald_ci_low=None, wald_ci_high=None, converged=False)
         if m == 1:
@@ -386,11 +418,19 @@ def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict[str, Any] | 
             # Muggeo SE does (11.6 vs 10.6 for a shift of 1e-7; docs/validation_breakpoints.md).
             assert fit is not None  # m == 1 > 0: see above
             grid = fit["grid"][:, 0]
-            pr = profile_kink_interval(t, y, level=1 - alpha, method="F", psi_hat=float(psi[0]),
-                                       bounds=(float(grid.min()), float(grid.max())))
-            b.update(ci_low=pr["low"], ci_high=pr["high"], profile_ci_low=pr["low"], profile_ci_high=pr["high"],
-                     truncated_low=pr["truncated_low"], truncated_high=pr["truncated_high"],
-                     disjoint=pr["disjoint"], interval_method="profile likelihood F")
+            pr = profile_kink_interval(
+                t, y, level=1 - alpha, method="F", psi_hat=float(psi[0]), bounds=(float(grid.min()), float(grid.max()))
+            )
+            b.update(
+                ci_low=pr["low"],
+                ci_high=pr["high"],
+                profile_ci_low=pr["low"],
+                profile_ci_high=pr["high"],
+                truncated_low=pr["truncated_low"],
+                truncated_high=pr["truncated_high"],
+                disjoint=pr["disjoint"],
+                interval_method="profile likelihood F",
+            )
         else:
             # two kinks: the Wald (Muggeo) interval, the profile of one kink needs the other fixed
             b.update(ci_low=b["wald_ci_low"], ci_high=b["wald_ci_high"], interval_method="Wald (Muggeo SE)")
@@ -401,22 +441,39 @@ def _describe_kinks(t: np.ndarray, y: np.ndarray, m: int, fit: dict[str, Any] | 
     for s in range(m + 1):
         c = np.zeros(X.shape[1])
         c[1] = 1.0
-        c[2:2 + s] = 1.0
+        c[2 : 2 + s] = 1.0
         est, se = float(c @ beta), float(math.sqrt(c @ cov @ c))
         if mug is not None and f"alpha{s + 1}" in mug["estimates"]:
             # Muggeo's SE comes from the linearised model that also estimates the kink, so it
             # carries the kink's uncertainty; the fixed-kink OLS SE would not.
             se = float(mug["estimates"][f"alpha{s + 1}"]["se"])
-        slopes.append({"segment": s + 1, "from_year": edges[s], "to_year": edges[s + 1], "slope_per_year": est,
-                       "se": se, "ci_low": est - tq * se, "ci_high": est + tq * se})
-    return {"breaks": breaks, "slopes": slopes, "fitted": [float(v) for v in fitted],
-            "interval": (f"{100 * (1 - alpha):g} % profile-likelihood F interval of the kink (one kink; "
-                         f"truncated_* flags when it reaches the search bounds), Wald (Muggeo SE, t with {dof} "
-                         "dof) as wald_ci_* and for two kinks"),
-            "converged": all(b["converged"] for b in breaks)}
+        slopes.append(
+            {
+                "segment": s + 1,
+                "from_year": edges[s],
+                "to_year": edges[s + 1],
+                "slope_per_year": est,
+                "se": se,
+                "ci_low": est - tq * se,
+                "ci_high": est + tq * se,
+            }
+        )
+    return {
+        "breaks": breaks,
+        "slopes": slopes,
+        "fitted": [float(v) for v in fitted],
+        "interval": (
+            f"{100 * (1 - alpha):g} % profile-likelihood F interval of the kink (one kink; "
+            f"truncated_* flags when it reaches the search bounds), Wald (Muggeo SE, t with {dof} "
+            "dof) as wald_ci_* and for two kinks"
+        ),
+        "converged": all(b["converged"] for b in breaks),
+    }
 
 
-def kink_year_draws(years: Sequence[float] | np.ndarray, draws: np.ndarray, min_segment: int = 4, step: float = 0.1) -> np.ndarray:
+def kink_year_draws(
+    years: Sequence[float] | np.ndarray, draws: np.ndarray, min_segment: int = 4, step: float = 0.1
+) -> np.ndarray:
     """One-kink least-squares break year of each series in ``draws`` (e.g. Monte Carlo draws).
 
     Parameters

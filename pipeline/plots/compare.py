@@ -18,8 +18,11 @@ from pipeline.plots import style
 
 GG = 1e6  # kg per Gg
 
-_NAMES = {"edgar_grid": "EDGAR grid (scope-matched)", "edgar_national": "EDGAR national, whole country (scope-matched)",
-          "faostat": "FAOSTAT synthetic N, whole country (scope-matched)"}
+_NAMES = {
+    "edgar_grid": "EDGAR grid (scope-matched)",
+    "edgar_national": "EDGAR national, whole country (scope-matched)",
+    "faostat": "FAOSTAT synthetic N, whole country (scope-matched)",
+}
 
 
 def figure_totals(national: pd.DataFrame, fitted: pd.DataFrame, label: str, inventory_scope: str) -> Figure:
@@ -33,23 +36,42 @@ def figure_totals(national: pd.DataFrame, fitted: pd.DataFrame, label: str, inve
     f = fitted.sort_values("year")
     ax.plot(f["year"], f["n2o_n_kg"] / GG, label="this inventory (fitted)", color=style.PALETTE[0], linestyle="-")
     if {"n2o_n_kg_p2_5", "n2o_n_kg_p97_5"} <= set(f.columns):
-        ax.fill_between(f["year"], f["n2o_n_kg_p2_5"] / GG, f["n2o_n_kg_p97_5"] / GG, alpha=style.BAND_ALPHA,
-                        linewidth=0, color=style.PALETTE[0], label="95 % interval (Monte Carlo)")
+        ax.fill_between(
+            f["year"],
+            f["n2o_n_kg_p2_5"] / GG,
+            f["n2o_n_kg_p97_5"] / GG,
+            alpha=style.BAND_ALPHA,
+            linewidth=0,
+            color=style.PALETTE[0],
+            label="95 % interval (Monte Carlo)",
+        )
     notes = []
     fitted_rows = national[national["inventory"] == "fitted"] if "inventory" in national.columns else national
     for i, (ref, g) in enumerate(fitted_rows.groupby("reference", sort=True)):
         if ref not in _NAMES:
             continue
         g = g.sort_values("year")
-        ax.plot(g["year"], g["reference_n2o_n_kg"] / GG, label=_NAMES[ref], color=style.PALETTE[1 + i % 5],
-                linestyle=style.LINESTYLES[1 + i % 5], marker=style.MARKERS[1 + i % 5], markersize=3)
+        ax.plot(
+            g["year"],
+            g["reference_n2o_n_kg"] / GG,
+            label=_NAMES[ref],
+            color=style.PALETTE[1 + i % 5],
+            linestyle=style.LINESTYLES[1 + i % 5],
+            marker=style.MARKERS[1 + i % 5],
+            markersize=3,
+        )
         notes.append(f"{ref}: {g['scope_note'].iloc[0]}")
     ax.set_xlabel("year")
     ax.set_ylabel("Gg N2O-N per year")
     ax.set_title("National totals, scope-matched")
     ax.legend(loc="upper left")
-    style.stamp(fig, label=label, scope=f"{inventory_scope}. References: " + "; ".join(notes),
-                units="Gg N2O-N yr-1 (N2O = N2O-N x 44/28)", source="cropn2o estimate stage; EDGAR; FAOSTAT")
+    style.stamp(
+        fig,
+        label=label,
+        scope=f"{inventory_scope}. References: " + "; ".join(notes),
+        units="Gg N2O-N yr-1 (N2O = N2O-N x 44/28)",
+        source="cropn2o estimate stage; EDGAR; FAOSTAT",
+    )
     return fig
 
 
@@ -63,17 +85,33 @@ def figure_bridge(bridge: pd.DataFrame, label: str, scope: str) -> Figure:
     m = bridge["emission_model_n2o_n_kg"].to_numpy() / GG
     ax.bar(y, a, color=style.OKABE_ITO["sky_blue"], label="different activity data (Tier 1 here - EDGAR)")
     # the second bar stacks on the first when both have the same sign, else starts at zero
-    ax.bar(y, m, bottom=np.where(np.sign(m) == np.sign(a), a, 0.0), color=style.OKABE_ITO["orange"],
-           label="different emission model (fitted - Tier 1 here)")
-    ax.plot(y, bridge["total_difference_n2o_n_kg"] / GG, color="black", marker="o", markersize=3,
-            label="total difference (fitted - EDGAR)")
+    ax.bar(
+        y,
+        m,
+        bottom=np.where(np.sign(m) == np.sign(a), a, 0.0),
+        color=style.OKABE_ITO["orange"],
+        label="different emission model (fitted - Tier 1 here)",
+    )
+    ax.plot(
+        y,
+        bridge["total_difference_n2o_n_kg"] / GG,
+        color="black",
+        marker="o",
+        markersize=3,
+        label="total difference (fitted - EDGAR)",
+    )
     ax.axhline(0, color="#555555", linewidth=0.8)
     ax.set_xlabel("year")
     ax.set_ylabel("Gg N2O-N per year")
     ax.set_title("Bridge from EDGAR to this inventory")
     ax.legend(loc="best")
-    style.stamp(fig, label=label, scope=scope, units="Gg N2O-N yr-1",
-                source="cropn2o estimate (fitted, Tier 1); EDGAR aggregated to counties with the grid weights")
+    style.stamp(
+        fig,
+        label=label,
+        scope=scope,
+        units="Gg N2O-N yr-1",
+        source="cropn2o estimate (fitted, Tier 1); EDGAR aggregated to counties with the grid weights",
+    )
     return fig
 
 
@@ -85,15 +123,22 @@ def _outline(ax: Any, geom: Any) -> None:
             ax.plot(x, y, color="#333333", linewidth=0.4, linestyle="-")
 
 
-def figure_difference_map(diff: np.ndarray, grid: Grid, provinces: Any, year: int, label: str,
-                          scope: Mapping[str, Any]) -> Figure:
+def figure_difference_map(
+    diff: np.ndarray, grid: Grid, provinces: Any, year: int, label: str, scope: Mapping[str, Any]
+) -> Figure:
     """Map of inventory - scope-matched EDGAR per 0.1° cell (kg N2O-N), province outlines."""
     fig = style.new_figure(style.DOUBLE_COLUMN_IN, 4.6)
     ax = fig.add_subplot()
     w, s, e, n = grid.bounds
     norm = style.diverging_norm(diff)
-    im = ax.imshow(np.ma.masked_invalid(diff), origin="lower", extent=(w, e, s, n), cmap=style.CMAP_DIVERGING,
-                   norm=norm, interpolation="nearest")
+    im = ax.imshow(
+        np.ma.masked_invalid(diff),
+        origin="lower",
+        extent=(w, e, s, n),
+        cmap=style.CMAP_DIVERGING,
+        norm=norm,
+        interpolation="nearest",
+    )
     for geom in provinces:
         _outline(ax, geom)
     ax.set_xlim(w, e)
@@ -104,7 +149,11 @@ def figure_difference_map(diff: np.ndarray, grid: Grid, provinces: Any, year: in
     ax.grid(False)
     ax.set_title(f"Inventory minus EDGAR, {year}")
     style.colorbar(fig, im, ax, "kg N2O-N per cell per year")
-    style.stamp(fig, label=label, scope=f"{scope['scope_inventory']} minus {scope['scope_reference']}; "
-                f"{scope['scope_note']}", units="kg N2O-N cell-1 yr-1 (0.1 deg cells)",
-                source="cropn2o grid stage; EDGAR")
+    style.stamp(
+        fig,
+        label=label,
+        scope=f"{scope['scope_inventory']} minus {scope['scope_reference']}; {scope['scope_note']}",
+        units="kg N2O-N cell-1 yr-1 (0.1 deg cells)",
+        source="cropn2o grid stage; EDGAR",
+    )
     return fig

@@ -21,8 +21,14 @@ from matplotlib.ticker import MaxNLocator
 from pipeline.methods.lmdi import EFFECTS
 from pipeline.plots import style
 
-__all__ = ["attribution_bars", "break_distribution", "counterfactual_lines", "ef_curves",
-           "national_emissions", "provincial_emissions"]
+__all__ = [
+    "attribution_bars",
+    "break_distribution",
+    "counterfactual_lines",
+    "ef_curves",
+    "national_emissions",
+    "provincial_emissions",
+]
 
 KG_PER_GG = 1e6
 FITTED, TIER1 = style.PALETTE[0], style.PALETTE[1]
@@ -33,8 +39,7 @@ def _grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
     return math.ceil(n / ncol), ncol
 
 
-def ef_curves(curves: pd.DataFrame, *, label: str, source: str,
-              width_in: float = style.DOUBLE_COLUMN_IN) -> Figure:
+def ef_curves(curves: pd.DataFrame, *, label: str, source: str, width_in: float = style.DOUBLE_COLUMN_IN) -> Figure:
     """EF(N) per crop (one panel each) with 95 % bands, every model form in the file and Tier 1.
 
     ``curves`` has the columns of ``fit/ef_curves.csv``: ``crop``, ``model`` (a fitted form or
@@ -69,7 +74,7 @@ def ef_curves(curves: pd.DataFrame, *, label: str, source: str,
                 col, ls = colour[model], "-"
                 name = f"fitted: {model}" + ("" if climate == "all" else f" ({climate})")
                 lw = 1.8
-            line, = ax.plot(x, g["ef"] * 100, linestyle=ls, color=col, linewidth=lw)
+            (line,) = ax.plot(x, g["ef"] * 100, linestyle=ls, color=col, linewidth=lw)
             band_alpha = style.BAND_ALPHA if model != "tier1" else 0.10
             ax.fill_between(x, g["ef_lo95"] * 100, g["ef_hi95"] * 100, color=col, alpha=band_alpha, linewidth=0)
             handles.setdefault(name, line)
@@ -79,30 +84,47 @@ def ef_curves(curves: pd.DataFrame, *, label: str, source: str,
         ax.set_xlabel("N rate (kg N ha⁻¹)")
     for ax in axes[:, 0]:
         ax.set_ylabel("EF (% of N applied)")
-    for ax in axes.ravel()[len(crops):]:
+    for ax in axes.ravel()[len(crops) :]:
         ax.set_visible(False)
-    fig.legend(list(handles.values()), list(handles.keys()), loc="outside upper center",
-               ncol=min(4, len(handles)))
-    style.stamp(fig, label=label, scope="direct N2O, fertilizer-induced emission factor (background subtracted)",
-                units="% of N applied (kg N2O-N per 100 kg N); bands 95 % intervals of the model parameters",
-                source=source)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="outside upper center", ncol=min(4, len(handles)))
+    style.stamp(
+        fig,
+        label=label,
+        scope="direct N2O, fertilizer-induced emission factor (background subtracted)",
+        units="% of N applied (kg N2O-N per 100 kg N); bands 95 % intervals of the model parameters",
+        source=source,
+    )
     return fig
 
 
 def _band(ax, frame: pd.DataFrame, color: str, name: str, *, marker: str | None = None, ls: str = "-"):
     f = frame.sort_values("year")
     t = f["year"].to_numpy(float)
-    ax.fill_between(t, f["n2o_n_kg_p2_5"] / KG_PER_GG, f["n2o_n_kg_p97_5"] / KG_PER_GG, color=color,
-                    alpha=style.BAND_ALPHA, linewidth=0)
-    line, = ax.plot(t, f["n2o_n_kg_mean"] / KG_PER_GG, color=color, linestyle=ls, marker=marker,
-                    markersize=3, label=name)
+    ax.fill_between(
+        t,
+        f["n2o_n_kg_p2_5"] / KG_PER_GG,
+        f["n2o_n_kg_p97_5"] / KG_PER_GG,
+        color=color,
+        alpha=style.BAND_ALPHA,
+        linewidth=0,
+    )
+    (line,) = ax.plot(
+        t, f["n2o_n_kg_mean"] / KG_PER_GG, color=color, linestyle=ls, marker=marker, markersize=3, label=name
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return line
 
 
-def national_emissions(fitted: pd.DataFrame, tier1: pd.DataFrame | None, *, label: str, scope: str,
-                       source: str, by_crop: pd.DataFrame | None = None,
-                       width_in: float = style.DOUBLE_COLUMN_IN) -> Figure:
+def national_emissions(
+    fitted: pd.DataFrame,
+    tier1: pd.DataFrame | None,
+    *,
+    label: str,
+    scope: str,
+    source: str,
+    by_crop: pd.DataFrame | None = None,
+    width_in: float = style.DOUBLE_COLUMN_IN,
+) -> Figure:
     """National total per year, fitted model vs IPCC Tier 1 with 95 % bands; per-crop beside it.
 
     ``fitted`` / ``tier1``: one row per year with ``year``, ``n2o_n_kg_mean``, ``n2o_n_kg_p2_5``,
@@ -132,14 +154,27 @@ def national_emissions(fitted: pd.DataFrame, tier1: pd.DataFrame | None, *, labe
         ax2.set_ylim(bottom=0)
         ax2.set_title("By crop (fitted model)")
         ax2.legend(loc="upper left", ncol=2, fontsize=style.FONT_SIZE - 2)
-    style.stamp(fig, label=label, scope=scope, units="Gg N2O-N yr-1 (1 Gg = 10^6 kg); bands 95 % Monte Carlo intervals",
-                source=source)
+    style.stamp(
+        fig,
+        label=label,
+        scope=scope,
+        units="Gg N2O-N yr-1 (1 Gg = 10^6 kg); bands 95 % Monte Carlo intervals",
+        source=source,
+    )
     return fig
 
 
-def provincial_emissions(fitted: pd.DataFrame, tier1: pd.DataFrame | None, provinces: Sequence[int],
-                         names: Mapping[int, str] | None = None, *, label: str, scope: str, source: str,
-                         width_in: float = style.DOUBLE_COLUMN_IN) -> Figure:
+def provincial_emissions(
+    fitted: pd.DataFrame,
+    tier1: pd.DataFrame | None,
+    provinces: Sequence[int],
+    names: Mapping[int, str] | None = None,
+    *,
+    label: str,
+    scope: str,
+    source: str,
+    width_in: float = style.DOUBLE_COLUMN_IN,
+) -> Figure:
     """Small multiples, one per province: fitted vs Tier 1 with 95 % bands.
 
     ``fitted`` / ``tier1``: ``province_code``, ``year`` and the interval columns (``crop`` = all
@@ -160,20 +195,26 @@ def provincial_emissions(fitted: pd.DataFrame, tier1: pd.DataFrame | None, provi
         ax.set_title((names or {}).get(code, f"province {code}"), fontsize=style.FONT_SIZE)
         ax.set_ylim(bottom=0)
         ax.tick_params(labelsize=style.FONT_SIZE - 2)
-    for ax in axes.ravel()[len(provinces):]:
+    for ax in axes.ravel()[len(provinces) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("Gg N2O-N yr⁻¹")
     handles = [h for h in (h1, h2) if h is not None]
     fig.legend(handles, [h.get_label() for h in handles], loc="outside upper center", ncol=2)
-    style.stamp(fig, label=label, scope=scope, units="Gg N2O-N yr-1; bands 95 % Monte Carlo intervals",
-                source=source)
+    style.stamp(fig, label=label, scope=scope, units="Gg N2O-N yr-1; bands 95 % Monte Carlo intervals", source=source)
     return fig
 
 
-def break_distribution(national: pd.DataFrame, slope_change: Mapping[str, Any], break_years: np.ndarray | None,
-                       *, label: str, scope: str, source: str,
-                       width_in: float = style.DOUBLE_COLUMN_IN) -> Figure:
+def break_distribution(
+    national: pd.DataFrame,
+    slope_change: Mapping[str, Any],
+    break_years: np.ndarray | None,
+    *,
+    label: str,
+    scope: str,
+    source: str,
+    width_in: float = style.DOUBLE_COLUMN_IN,
+) -> Figure:
     """Left: the national series with the segmented fit and each break's 95 % interval.
     Right: the distribution of the break year over the Monte Carlo draws.
 
@@ -192,13 +233,24 @@ def break_distribution(national: pd.DataFrame, slope_change: Mapping[str, Any], 
     ax.lines[-1].set_linestyle("none")
     fitted = slope_change.get("fitted")
     if fitted is not None and len(fitted) == len(s):
-        ax.plot(s["year"], np.asarray(fitted, float) / KG_PER_GG, color="black", linewidth=1.4,
-                label=f"segmented fit ({slope_change.get('n_breaks', 0)} break(s))")
+        ax.plot(
+            s["year"],
+            np.asarray(fitted, float) / KG_PER_GG,
+            color="black",
+            linewidth=1.4,
+            label=f"segmented fit ({slope_change.get('n_breaks', 0)} break(s))",
+        )
     for i, b in enumerate(slope_change.get("breaks", [])):
         ax.axvline(b["break_year"], color=style.OKABE_ITO["vermillion"], linewidth=1.0)
         if b.get("ci_low") is not None and b.get("ci_high") is not None:
-            ax.axvspan(b["ci_low"], b["ci_high"], color=style.OKABE_ITO["vermillion"], alpha=0.12, linewidth=0,
-                       label="break, 95 % interval" if i == 0 else None)
+            ax.axvspan(
+                b["ci_low"],
+                b["ci_high"],
+                color=style.OKABE_ITO["vermillion"],
+                alpha=0.12,
+                linewidth=0,
+                label="break, 95 % interval" if i == 0 else None,
+            )
     ax.set_xlabel("year")
     ax.set_ylabel("Gg N2O-N yr⁻¹")
     ax.set_title("National series and slope-change break(s)")
@@ -210,8 +262,14 @@ def break_distribution(national: pd.DataFrame, slope_change: Mapping[str, Any], 
         ax2.hist(draws, bins=bins, color=style.PALETTE[3], edgecolor="white")
         for b in slope_change.get("breaks", [])[:1]:
             if b.get("ci_low") is not None:
-                ax2.axvspan(b["ci_low"], b["ci_high"], color=style.OKABE_ITO["vermillion"], alpha=0.12,
-                            linewidth=0, label="series 95 % interval")
+                ax2.axvspan(
+                    b["ci_low"],
+                    b["ci_high"],
+                    color=style.OKABE_ITO["vermillion"],
+                    alpha=0.12,
+                    linewidth=0,
+                    label="series 95 % interval",
+                )
         q = np.quantile(draws, [0.025, 0.5, 0.975])
         ax2.axvline(q[1], color="black", linewidth=1.2, label=f"median {q[1]:.1f}")
         ax2.axvline(q[0], color="black", linewidth=0.8, linestyle=":", label=f"2.5-97.5 %: {q[0]:.1f}-{q[2]:.1f}")
@@ -219,19 +277,31 @@ def break_distribution(national: pd.DataFrame, slope_change: Mapping[str, Any], 
         ax2.set_xlabel("break year")
         ax2.set_ylabel("draws")
         ax2.set_title(f"Break year over {draws.size} draws")
-        ax2.legend(loc="upper left", fontsize=style.FONT_SIZE - 2, frameon=True, facecolor="white",
-                   edgecolor="none", framealpha=0.9)
+        ax2.legend(
+            loc="upper left",
+            fontsize=style.FONT_SIZE - 2,
+            frameon=True,
+            facecolor="white",
+            edgecolor="none",
+            framealpha=0.9,
+        )
         ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.set_ylim(top=ax2.get_ylim()[1] * 1.35)
         left, right = ax2.get_xlim()
-        ax2.set_xlim(min(left, lo - 1.5), max(right, hi + 1.5))   # >= 2 whole years: integer ticks
-    style.stamp(fig, label=label, scope=scope,
-                units="Gg N2O-N yr-1; break year on the year axis (continuous broken line)", source=source)
+        ax2.set_xlim(min(left, lo - 1.5), max(right, hi + 1.5))  # >= 2 whole years: integer ticks
+    style.stamp(
+        fig,
+        label=label,
+        scope=scope,
+        units="Gg N2O-N yr-1; break year on the year axis (continuous broken line)",
+        source=source,
+    )
     return fig
 
 
-def attribution_bars(periods: pd.DataFrame, *, label: str, scope: str, source: str,
-                     width_in: float = style.DOUBLE_COLUMN_IN * 0.8) -> Figure:
+def attribution_bars(
+    periods: pd.DataFrame, *, label: str, scope: str, source: str, width_in: float = style.DOUBLE_COLUMN_IN * 0.8
+) -> Figure:
     """LMDI contributions to the change in each period (``before``/``after`` rows of
     ``trend/attribution_periods.csv``; kg N2O-N yr-1 in the effect columns and ``total``).
 
@@ -248,39 +318,72 @@ def attribution_bars(periods: pd.DataFrame, *, label: str, scope: str, source: s
     hatches = ["", "///", "xx", ".."]
     for i, row in p.iterrows():
         x = np.arange(len(cols)) + (i - (len(p) - 1) / 2) * width
-        ax.bar(x, [row[c] / KG_PER_GG for c in cols], width, color=style.PALETTE[i % len(style.PALETTE)],
-               hatch=hatches[i % len(hatches)], edgecolor="white",
-               label=f"{row['period']} ({int(row['year_from'])}-{int(row['year_to'])})")
+        ax.bar(
+            x,
+            [row[c] / KG_PER_GG for c in cols],
+            width,
+            color=style.PALETTE[i % len(style.PALETTE)],
+            hatch=hatches[i % len(hatches)],
+            edgecolor="white",
+            label=f"{row['period']} ({int(row['year_from'])}-{int(row['year_to'])})",
+        )
     ax.set_xticks(np.arange(len(cols)), [c.replace("_", " ") for c in cols])
     ax.axhline(0, color="black", linewidth=0.7)
     ax.grid(axis="x", visible=False)
     ax.set_ylabel("contribution, Gg N2O-N yr⁻¹")
     ax.set_title("Attribution of the change (LMDI)")
     ax.legend(loc="best")
-    style.stamp(fig, label=label, scope=scope,
-                units="Gg N2O-N yr-1: change of the annual emission over the period, by driver",
-                source=source)
+    style.stamp(
+        fig,
+        label=label,
+        scope=scope,
+        units="Gg N2O-N yr-1: change of the annual emission over the period, by driver",
+        source=source,
+    )
     return fig
 
 
-def counterfactual_lines(cf: pd.DataFrame, break_year: int | None, *, label: str, scope: str, source: str,
-                         width_in: float = style.DOUBLE_COLUMN_IN * 0.8) -> Figure:
+def counterfactual_lines(
+    cf: pd.DataFrame,
+    break_year: int | None,
+    *,
+    label: str,
+    scope: str,
+    source: str,
+    width_in: float = style.DOUBLE_COLUMN_IN * 0.8,
+) -> Figure:
     """National totals with one driver held at its break-year level (``trend/counterfactuals.csv``:
     ``scenario``, ``year``, ``n2o_n_kg``), point estimates of the fitted model."""
     fig = style.new_figure(width_in, 3.2)
     ax = fig.add_subplot()
-    names = {"actual": "as reported", "n_rate_held": "N rate held", "area_held": "sown area held",
-             "irrigation_held": "irrigation held"}
+    names = {
+        "actual": "as reported",
+        "n_rate_held": "N rate held",
+        "area_held": "sown area held",
+        "irrigation_held": "irrigation held",
+    }
     order = ["actual", *sorted(s for s in cf["scenario"].unique() if s != "actual")]
     for i, sc in enumerate(order):
         g = cf[cf["scenario"] == sc].sort_values("year")
-        ax.plot(g["year"], g["n2o_n_kg"] / KG_PER_GG, color=style.PALETTE[i % len(style.PALETTE)],
-                linestyle=style.LINESTYLES[i % len(style.LINESTYLES)], linewidth=1.8 if sc == "actual" else 1.4,
-                label=names.get(sc, sc))
+        ax.plot(
+            g["year"],
+            g["n2o_n_kg"] / KG_PER_GG,
+            color=style.PALETTE[i % len(style.PALETTE)],
+            linestyle=style.LINESTYLES[i % len(style.LINESTYLES)],
+            linewidth=1.8 if sc == "actual" else 1.4,
+            label=names.get(sc, sc),
+        )
     if break_year is not None:
         ax.axvline(break_year, color="#777777", linewidth=0.8)
-        ax.annotate(f"held from {break_year}", (break_year, 0), xycoords=("data", "axes fraction"),
-                    xytext=(3, 4), textcoords="offset points", fontsize=style.FONT_SIZE - 2, color="#555555")
+        ax.annotate(
+            f"held from {break_year}",
+            (break_year, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 4),
+            textcoords="offset points",
+            fontsize=style.FONT_SIZE - 2,
+            color="#555555",
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("year")
     ax.set_ylabel("Gg N2O-N yr⁻¹")

@@ -32,10 +32,16 @@ def _curves(ax, c: pd.DataFrame, forms: bool) -> None:
             label = f"{str(model)[5:]} (w {g['weight'].iloc[0]:.2f})"
         style_ = "--" if model == "tier1" else (":" if is_form else "-")
         width = 0.9 if is_form else 1.6
-        line, = ax.plot(g[N_COL], g["ef"] * 100, linestyle=style_, linewidth=width, label=label)
+        (line,) = ax.plot(g[N_COL], g["ef"] * 100, linestyle=style_, linewidth=width, label=label)
         if not is_form:
-            ax.fill_between(g[N_COL], g["ef_lo95"] * 100, g["ef_hi95"] * 100, color=line.get_color(),
-                            alpha=style.BAND_ALPHA, linewidth=0)
+            ax.fill_between(
+                g[N_COL],
+                g["ef_lo95"] * 100,
+                g["ef_hi95"] * 100,
+                color=line.get_color(),
+                alpha=style.BAND_ALPHA,
+                linewidth=0,
+            )
 
 
 def ef_figure(curves: pd.DataFrame, label: str = "") -> Figure:
@@ -49,11 +55,16 @@ def ef_figure(curves: pd.DataFrame, label: str = "") -> Figure:
         ax.set_xlabel("N rate (kg N/ha)")
         ax.set_ylabel("EF (% of N applied)")
         ax.legend(fontsize=6)
-    for ax in axes[len(crops):]:
+    for ax in axes[len(crops) :]:
         ax.set_visible(False)
     if label:
-        style.stamp(fig, label=label, scope="fertilizer-induced EF(N) = (E(N) - E(0)) / N, annual",
-                    units="% of N applied", source="cropn2o fit stage")
+        style.stamp(
+            fig,
+            label=label,
+            scope="fertilizer-induced EF(N) = (E(N) - E(0)) / N, annual",
+            units="% of N applied",
+            source="cropn2o fit stage",
+        )
     return fig
 
 
@@ -78,9 +89,14 @@ def paired_ef_figure(paired: pd.DataFrame, curves: pd.DataFrame, label: str = ""
             lo, hi = np.nanpercentile(p["ef"] * 100, [2, 98])
             ax.set_ylim(min(lo, -0.5), max(hi, 2.5))
         ax.legend(fontsize=6)
-    for ax in axes[len(crops):]:
+    for ax in axes[len(crops) :]:
         ax.set_visible(False)
     if label:
-        style.stamp(fig, label=label, scope="fertilizer-induced EF from paired zero-N controls vs model EF(N)",
-                    units="% of N applied", source="cropn2o fit stage")
+        style.stamp(
+            fig,
+            label=label,
+            scope="fertilizer-induced EF from paired zero-N controls vs model EF(N)",
+            units="% of N applied",
+            source="cropn2o fit stage",
+        )
     return fig

@@ -74,8 +74,9 @@ def _find_coord(ds, names: Sequence[str], axis: str, standard: str):
     for name in list(ds.coords) + list(ds.data_vars):
         var = ds[name]
         attrs = var.attrs
-        if (attrs.get("axis") == axis or attrs.get("standard_name") == standard
-                or str(name).lower() in names) and var.ndim == 1:
+        if (
+            attrs.get("axis") == axis or attrs.get("standard_name") == standard or str(name).lower() in names
+        ) and var.ndim == 1:
             return name
     raise KeyError(f"the grid file has no {standard} coordinate (looked for {', '.join(names)})")
 
@@ -83,7 +84,8 @@ def _find_coord(ds, names: Sequence[str], axis: str, standard: str):
 def _is_mass_per_cell(var) -> bool:
     units = str(var.attrs.get("units", "")).replace(" ", "").lower()
     return units in ("kg", "kgyr-1", "kg/yr", "kgn2o-n", "kga-1", "kgyear-1") or (
-        units.startswith("kg") and "m-2" not in units and "/m2" not in units and "s-1" not in units)
+        units.startswith("kg") and "m-2" not in units and "/m2" not in units and "s-1" not in units
+    )
 
 
 def grid_total(ds, lon_name: str | None = None, lat_name: str | None = None) -> GridTotal:
@@ -116,8 +118,21 @@ def grid_total(ds, lon_name: str | None = None, lat_name: str | None = None) -> 
     lon_name = lon_name or _find_coord(ds, ("lon", "longitude", "x"), "X", "longitude")
     lat_name = lat_name or _find_coord(ds, ("lat", "latitude", "y"), "Y", "latitude")
     spatial = {lon_name, lat_name}
-    skip_words = ("lo95", "hi95", "p2_5", "p97_5", "lower", "upper", "_sd", "bnds", "bounds", "flux",
-                  "density", "area", "median")
+    skip_words = (
+        "lo95",
+        "hi95",
+        "p2_5",
+        "p97_5",
+        "lower",
+        "upper",
+        "_sd",
+        "bnds",
+        "bounds",
+        "flux",
+        "density",
+        "area",
+        "median",
+    )
 
     def candidates():
         for name, var in ds.data_vars.items():
@@ -135,11 +150,16 @@ def grid_total(ds, lon_name: str | None = None, lat_name: str | None = None) -> 
         raise KeyError("the grid file has no emission variable in kg per cell")
     extra_dims = {n: [d for d in v.dims if d not in spatial] for n, v in cands.items()}
     plain = [n for n in cands if len(extra_dims[n]) <= 1]
-    total_names = [n for n in plain if "total" in n.lower() or "total" in str(cands[n].attrs.get("long_name", "")).lower()
-                   or "all crops" in str(cands[n].attrs.get("long_name", "")).lower()]
+    total_names = [
+        n
+        for n in plain
+        if "total" in n.lower()
+        or "total" in str(cands[n].attrs.get("long_name", "")).lower()
+        or "all crops" in str(cands[n].attrs.get("long_name", "")).lower()
+    ]
     if total_names:
         chosen, used = cands[total_names[0]], total_names[0]
-    elif any(len(d) == 2 for d in extra_dims.values()):   # (time, crop) or (crop, time)
+    elif any(len(d) == 2 for d in extra_dims.values()):  # (time, crop) or (crop, time)
         name = next(n for n, d in extra_dims.items() if len(d) == 2)
         var = cands[name]
         time_like = [d for d in extra_dims[name] if d in ("time", "year", "t") or "time" in d or "year" in d]
@@ -147,7 +167,7 @@ def grid_total(ds, lon_name: str | None = None, lat_name: str | None = None) -> 
         chosen, used = var.sum(crop_dim, skipna=True, min_count=1), f"{name} summed over {crop_dim}"
     elif len(plain) == 1:
         chosen, used = cands[plain[0]], plain[0]
-    else:   # one variable per crop
+    else:  # one variable per crop
         chosen = None
         for n in plain:
             chosen = cands[n].fillna(0.0) if chosen is None else chosen + cands[n].fillna(0.0)
@@ -177,7 +197,7 @@ def grid_total(ds, lon_name: str | None = None, lat_name: str | None = None) -> 
         dlat = float(np.median(np.abs(np.diff(lat)))) if lat.size > 1 else 1.0
         dlon = float(np.median(np.abs(np.diff(lon)))) if lon.size > 1 else 1.0
         band = np.sin(np.radians(lat + dlat / 2)) - np.sin(np.radians(lat - dlat / 2))
-        area_m2 = np.outer(EARTH_RADIUS_M ** 2 * np.radians(dlon) * band, np.ones(lon.size))
+        area_m2 = np.outer(EARTH_RADIUS_M**2 * np.radians(dlon) * band, np.ones(lon.size))
     if lat.size > 1 and lat[0] > lat[-1]:
         lat, arr, area_m2 = lat[::-1], arr[:, ::-1, :], area_m2[::-1, :]
     if lon.size > 1 and lon[0] > lon[-1]:
@@ -186,6 +206,7 @@ def grid_total(ds, lon_name: str | None = None, lat_name: str | None = None) -> 
 
 
 # --- polygons -------------------------------------------------------------------------------------
+
 
 def _rings(geom) -> Iterable:
     if geom is None or geom.is_empty:
@@ -223,8 +244,9 @@ def _outline_segments(geoms) -> list[np.ndarray]:
     return segs
 
 
-def draw_outlines(ax: Axes, geoms, *, color: str = "#222222", linewidth: float = 0.5,
-                  halo: bool = False) -> LineCollection:
+def draw_outlines(
+    ax: Axes, geoms, *, color: str = "#222222", linewidth: float = 0.5, halo: bool = False
+) -> LineCollection:
     """Province (or any polygon) outlines as one line collection.
 
     With ``halo`` a wider white line is drawn under it, so the outline reads on dark and light
@@ -280,8 +302,16 @@ def _map_aspect(west: float, east: float, south: float, north: float) -> float:
     return min(max((north - south) * k / max(east - west, 1e-9), 0.35), 1.6)
 
 
-def grid_maps(grid: GridTotal, years: Sequence[int], provinces, *, label: str, scope: str,
-              source: str, width_in: float = style.DOUBLE_COLUMN_IN) -> Figure:
+def grid_maps(
+    grid: GridTotal,
+    years: Sequence[int],
+    provinces,
+    *,
+    label: str,
+    scope: str,
+    source: str,
+    width_in: float = style.DOUBLE_COLUMN_IN,
+) -> Figure:
     """Emission density per grid cell for ``years`` (one panel each), province outlines over it.
 
     ``provinces`` is a sequence of shapely geometries (dissolved from the inventory's boundary
@@ -312,21 +342,25 @@ def grid_maps(grid: GridTotal, years: Sequence[int], provinces, *, label: str, s
     im = None
     for ax, year, d in zip(axes.ravel(), years, dens):
         shown = np.where(d > 0, d, np.nan)
-        im = ax.imshow(shown, origin="lower", extent=extent, cmap=cmap, norm=norm, interpolation="nearest",
-                       zorder=1)
+        im = ax.imshow(shown, origin="lower", extent=extent, cmap=cmap, norm=norm, interpolation="nearest", zorder=1)
         draw_outlines(ax, geoms, halo=True)
         _geo_axes(ax, w, e, s, n)
         ax.set_title(str(year))
-    for ax in axes.ravel()[len(years):]:
+    for ax in axes.ravel()[len(years) :]:
         ax.set_visible(False)
     _label_outer(axes, len(years))
     sm = ScalarMappable(norm=norm, cmap=cmap)
     cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.85, extend="max", pad=0.02)
     cb.set_label("kg N2O-N km⁻² yr⁻¹")
     del im
-    style.stamp(fig, label=label, scope=scope, units="kg N2O-N km-2 yr-1 (cell total / cell area)",
-                source=f"{source}; {dlon:g}° grid ({grid.variable}); province outlines dissolved from the "
-                       "inventory's boundary file")
+    style.stamp(
+        fig,
+        label=label,
+        scope=scope,
+        units="kg N2O-N km-2 yr-1 (cell total / cell area)",
+        source=f"{source}; {dlon:g}° grid ({grid.variable}); province outlines dissolved from the "
+        "inventory's boundary file",
+    )
     return fig
 
 
@@ -335,8 +369,16 @@ def style_cmap(name: str, n: int = 256) -> np.ndarray:
     return colormaps[name](np.linspace(0.0, 1.0, n))
 
 
-def change_maps(grid: GridTotal, pairs: Sequence[tuple[int, int]], provinces, *, label: str, scope: str,
-                source: str, width_in: float = style.DOUBLE_COLUMN_IN) -> Figure:
+def change_maps(
+    grid: GridTotal,
+    pairs: Sequence[tuple[int, int]],
+    provinces,
+    *,
+    label: str,
+    scope: str,
+    source: str,
+    width_in: float = style.DOUBLE_COLUMN_IN,
+) -> Figure:
     """Change in emission density between the years of each pair (one panel per pair).
 
     Diverging ``PuOr_r`` centred at zero (purple = decrease, orange = increase), one symmetric
@@ -370,21 +412,36 @@ def change_maps(grid: GridTotal, pairs: Sequence[tuple[int, int]], provinces, *,
         draw_outlines(ax, geoms, halo=True)
         _geo_axes(ax, w, e, s, n)
         ax.set_title(f"{a} → {b}")
-    for ax in axes.ravel()[len(pairs):]:
+    for ax in axes.ravel()[len(pairs) :]:
         ax.set_visible(False)
     _label_outer(axes, len(pairs))
-    cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes.ravel().tolist(), shrink=0.85,
-                      extend="both", pad=0.02)
+    cb = fig.colorbar(
+        ScalarMappable(norm=norm, cmap=cmap), ax=axes.ravel().tolist(), shrink=0.85, extend="both", pad=0.02
+    )
     cb.set_label("change, kg N2O-N km⁻² yr⁻¹")
-    style.stamp(fig, label=label, scope=scope,
-                units="kg N2O-N km-2 yr-1 (density in the later year minus the earlier)",
-                source=f"{source}; {dlon:g}° grid; purple = decrease, orange = increase")
+    style.stamp(
+        fig,
+        label=label,
+        scope=scope,
+        units="kg N2O-N km-2 yr-1 (density in the later year minus the earlier)",
+        source=f"{source}; {dlon:g}° grid; purple = decrease, orange = increase",
+    )
     return fig
 
 
-def province_value_map(provinces: pd.DataFrame, values: pd.Series, *, title: str, colorbar_label: str,
-                       label: str, scope: str, units: str, source: str, diverging: bool = True,
-                       width_in: float = style.SINGLE_COLUMN_IN * 1.3) -> Figure:
+def province_value_map(
+    provinces: pd.DataFrame,
+    values: pd.Series,
+    *,
+    title: str,
+    colorbar_label: str,
+    label: str,
+    scope: str,
+    units: str,
+    source: str,
+    diverging: bool = True,
+    width_in: float = style.SINGLE_COLUMN_IN * 1.3,
+) -> Figure:
     """Choropleth of one value per province.
 
     ``provinces`` has ``province_code`` and ``geometry`` (shapely) columns; ``values`` is indexed
@@ -401,8 +458,9 @@ def province_value_map(provinces: pd.DataFrame, values: pd.Series, *, title: str
         cmap = mcolors.ListedColormap(style_cmap(style.CMAP_DIVERGING))
     else:
         finite = vals[np.isfinite(vals)]
-        norm = mcolors.Normalize(float(finite.min()) if finite.size else 0.0,
-                                 float(finite.max()) if finite.size else 1.0)
+        norm = mcolors.Normalize(
+            float(finite.min()) if finite.size else 0.0, float(finite.max()) if finite.size else 1.0
+        )
         cmap = mcolors.ListedColormap(style_cmap(style.CMAP_SEQUENTIAL))
     paths, facecolors, missing = [], [], []
     for geom, v in zip(geoms, vals):
@@ -415,11 +473,11 @@ def province_value_map(provinces: pd.DataFrame, values: pd.Series, *, title: str
         else:
             missing.append(p)
     if paths:
-        ax.add_collection(PathCollection(paths, facecolors=facecolors, edgecolors="#333333", linewidths=0.5,
-                                         zorder=2))
+        ax.add_collection(PathCollection(paths, facecolors=facecolors, edgecolors="#333333", linewidths=0.5, zorder=2))
     if missing:
-        ax.add_collection(PathCollection(missing, facecolors="#dddddd", edgecolors="#333333", linewidths=0.5,
-                                         hatch="///", zorder=2))
+        ax.add_collection(
+            PathCollection(missing, facecolors="#dddddd", edgecolors="#333333", linewidths=0.5, hatch="///", zorder=2)
+        )
     _geo_axes(ax, w, e, s, n)
     ax.set_title(title)
     style.colorbar(fig, ScalarMappable(norm=norm, cmap=cmap), ax, colorbar_label)
@@ -427,8 +485,9 @@ def province_value_map(provinces: pd.DataFrame, values: pd.Series, *, title: str
     return fig
 
 
-def site_map(sites: pd.DataFrame, provinces, *, label: str, source: str,
-             width_in: float = style.SINGLE_COLUMN_IN * 1.3) -> Figure:
+def site_map(
+    sites: pd.DataFrame, provinces, *, label: str, source: str, width_in: float = style.SINGLE_COLUMN_IN * 1.3
+) -> Figure:
     """Observation sites (``lon``, ``lat``, ``crop``, ``n_records`` columns) over province outlines.
 
     One marker and colour per crop (Okabe-Ito with distinct shapes, so the map reads in grey);
@@ -446,12 +505,25 @@ def site_map(sites: pd.DataFrame, provinces, *, label: str, source: str,
     if geoms:
         draw_outlines(ax, geoms, color="#777777")
     for i, (crop, g) in enumerate(pts.groupby("crop", sort=True)):
-        ax.scatter(g["lon"], g["lat"], s=8 + 3 * np.sqrt(g["n_records"]), marker=style.MARKERS[i % len(style.MARKERS)],
-                   facecolor="none" if i % 2 else style.PALETTE[i % len(style.PALETTE)],
-                   edgecolor=style.PALETTE[i % len(style.PALETTE)], linewidth=0.9, label=crop, zorder=4)
+        ax.scatter(
+            g["lon"],
+            g["lat"],
+            s=8 + 3 * np.sqrt(g["n_records"]),
+            marker=style.MARKERS[i % len(style.MARKERS)],
+            facecolor="none" if i % 2 else style.PALETTE[i % len(style.PALETTE)],
+            edgecolor=style.PALETTE[i % len(style.PALETTE)],
+            linewidth=0.9,
+            label=crop,
+            zorder=4,
+        )
     _geo_axes(ax, w, e, s, n)
     ax.set_title("Observation sites")
     fig.legend(loc="outside upper center", ncol=min(3, max(1, pts["crop"].nunique())), title="crop")
-    style.stamp(fig, label=label, scope="field N2O flux observations (measured totals, background included)",
-                units="site positions in degrees (WGS84); marker area ~ records per site", source=source)
+    style.stamp(
+        fig,
+        label=label,
+        scope="field N2O flux observations (measured totals, background included)",
+        units="site positions in degrees (WGS84); marker area ~ records per site",
+        source=source,
+    )
     return fig

@@ -81,15 +81,16 @@ class ReportFigure:
             raise ValueError(f"report: figure id {self.id!r} must match {_ID_RE.pattern}")
 
     @classmethod
-    def from_matplotlib(cls, fig, caption: str, *, svg: bool = False, alt: str = "",
-                        id: str = "") -> ReportFigure:
+    def from_matplotlib(cls, fig, caption: str, *, svg: bool = False, alt: str = "", id: str = "") -> ReportFigure:
         """Render a matplotlib figure (see :mod:`pipeline.plots.style`) into a report figure."""
-        return cls(caption=caption, png=style.render_png(fig),
-                   svg=style.render_svg(fig) if svg else None, alt=alt, id=id)
+        return cls(
+            caption=caption, png=style.render_png(fig), svg=style.render_svg(fig) if svg else None, alt=alt, id=id
+        )
 
     @classmethod
-    def from_files(cls, stem: str | os.PathLike, caption: str, *, svg: bool = False,
-                   alt: str = "", id: str = "") -> ReportFigure:
+    def from_files(
+        cls, stem: str | os.PathLike, caption: str, *, svg: bool = False, alt: str = "", id: str = ""
+    ) -> ReportFigure:
         """Read ``<stem>.png`` (and ``<stem>.svg`` when ``svg``) as written by ``save_figure``."""
         stem = Path(stem)
         png = (stem.parent / f"{stem.name}.png").read_bytes()
@@ -135,6 +136,7 @@ class Section:
 
 # --- helpers for callers -------------------------------------------------------------------------
 
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
     h = hashlib.sha256()
@@ -147,6 +149,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def package_versions(names: Iterable[str]) -> dict[str, str]:
     """Installed versions of ``names`` (``"not installed"`` when missing), in the given order."""
     from importlib import metadata
+
     out: dict[str, str] = {}
     for name in names:
         try:
@@ -206,8 +209,7 @@ footer.report{padding:1rem clamp(1rem,4vw,3rem) 2rem;font-size:.85rem;color:var(
 @media print{nav.toc{display:none}.layout{display:block}}
 """.strip()
 
-_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-        "base-uri 'none'; form-action 'none'")
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
 def _paragraphs(text: str) -> str:
@@ -226,15 +228,16 @@ def _figure_html(fig: ReportFigure, anchor: str, number: int) -> str:
         src = _data_uri("image/png", bytes(fig.png))
         if fig.svg is not None:
             svg_uri = _data_uri("image/svg+xml", fig.svg.encode("utf-8"))
-            links = (f' <a href="{svg_uri}" download="{_esc(anchor)}.svg" '
-                     f'type="image/svg+xml">SVG</a>')
+            links = f' <a href="{svg_uri}" download="{_esc(anchor)}.svg" type="image/svg+xml">SVG</a>'
     else:
         assert fig.svg is not None  # ReportFigure.__post_init__ requires PNG or SVG
         src = _data_uri("image/svg+xml", fig.svg.encode("utf-8"))
     kind = "raster" if fig.png is not None else "vector"
-    return (f'<figure id="{_esc(anchor)}">\n<img class="{kind}" src="{src}" alt="{alt}" loading="eager" '
-            f'decoding="sync">\n<figcaption><strong>Figure {number}.</strong> '
-            f"{_esc(fig.caption)}{links}</figcaption>\n</figure>\n")
+    return (
+        f'<figure id="{_esc(anchor)}">\n<img class="{kind}" src="{src}" alt="{alt}" loading="eager" '
+        f'decoding="sync">\n<figcaption><strong>Figure {number}.</strong> '
+        f"{_esc(fig.caption)}{links}</figcaption>\n</figure>\n"
+    )
 
 
 def _default_float(x: float) -> str:
@@ -247,24 +250,31 @@ def _table_html(tab: ReportTable, anchor: str, number: int) -> str:
     frame = tab.frame
     n = len(frame)
     shown = frame.head(tab.max_rows) if n > tab.max_rows else frame
-    body = shown.to_html(index=tab.index, escape=True, border=0, na_rep="–",
-                         float_format=tab.float_format or _default_float,
-                         classes=None, justify=None, notebook=False)
+    body = shown.to_html(
+        index=tab.index,
+        escape=True,
+        border=0,
+        na_rep="–",
+        float_format=tab.float_format or _default_float,
+        classes=None,
+        justify=None,
+        notebook=False,
+    )
     body = body.replace('<table class="dataframe">', "<table>", 1)
-    note = (f'<p class="note">First {tab.max_rows:,} of {n:,} rows shown.</p>\n'
-            if n > tab.max_rows else "")
-    return (f'<figure class="table" id="{_esc(anchor)}">\n<figcaption><strong>Table {number}.'
-            f"</strong> {_esc(tab.caption)}</figcaption>\n<div class=\"table-wrap\">\n{body}\n"
-            f"</div>\n{note}</figure>\n")
+    note = f'<p class="note">First {tab.max_rows:,} of {n:,} rows shown.</p>\n' if n > tab.max_rows else ""
+    return (
+        f'<figure class="table" id="{_esc(anchor)}">\n<figcaption><strong>Table {number}.'
+        f'</strong> {_esc(tab.caption)}</figcaption>\n<div class="table-wrap">\n{body}\n'
+        f"</div>\n{note}</figure>\n"
+    )
 
 
 def _yaml(obj: Any) -> str:
     try:
         import yaml
-    except ImportError:   # pragma: no cover - pyyaml is a dependency
+    except ImportError:  # pragma: no cover - pyyaml is a dependency
         return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str)
-    return yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True, default_flow_style=False,
-                          width=100)
+    return yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
 
 
 def _plain(obj: Any) -> Any:
@@ -304,8 +314,10 @@ def _inputs_rows(inputs: Any) -> list[tuple[str, str, str]]:
 
 def _provenance_html(provenance: Mapping[str, Any], label: str) -> str:
     prov = dict(provenance or {})
-    out = ['<section id="provenance" class="prov">\n<h2>Provenance</h2>\n<dl>\n',
-           f"<dt>Dataset label</dt><dd>{_esc(label)}</dd>\n"]
+    out = [
+        '<section id="provenance" class="prov">\n<h2>Provenance</h2>\n<dl>\n',
+        f"<dt>Dataset label</dt><dd>{_esc(label)}</dd>\n",
+    ]
     inputs = prov.pop("inputs", None)
     config = prov.pop("config", None)
     versions = prov.pop("versions", None)
@@ -315,16 +327,22 @@ def _provenance_html(provenance: Mapping[str, Any], label: str) -> str:
         out.append(f"<dt>{_esc(key)}</dt><dd>{_esc(shown)}</dd>\n")
     out.append("</dl>\n")
     if inputs:
-        out.append('<h3>Inputs</h3>\n<div class="table-wrap"><table>\n<thead><tr><th>input</th>'
-                   "<th>path</th><th>sha256</th></tr></thead>\n<tbody>\n")
+        out.append(
+            '<h3>Inputs</h3>\n<div class="table-wrap"><table>\n<thead><tr><th>input</th>'
+            "<th>path</th><th>sha256</th></tr></thead>\n<tbody>\n"
+        )
         for name, path, digest in _inputs_rows(inputs):
-            out.append(f"<tr><td>{_esc(name)}</td><td class=\"hash\">{_esc(path)}</td>"
-                       f"<td class=\"hash\">{_esc(digest)}</td></tr>\n")
+            out.append(
+                f'<tr><td>{_esc(name)}</td><td class="hash">{_esc(path)}</td>'
+                f'<td class="hash">{_esc(digest)}</td></tr>\n'
+            )
         out.append("</tbody></table></div>\n")
     if versions:
-        out.append('<h3>Package versions</h3>\n<div class="table-wrap"><table>\n<thead><tr>'
-                   "<th>package</th><th>version</th></tr></thead>\n<tbody>\n")
-        for name, ver in (versions.items() if isinstance(versions, Mapping) else versions):
+        out.append(
+            '<h3>Package versions</h3>\n<div class="table-wrap"><table>\n<thead><tr>'
+            "<th>package</th><th>version</th></tr></thead>\n<tbody>\n"
+        )
+        for name, ver in versions.items() if isinstance(versions, Mapping) else versions:
             out.append(f"<tr><td>{_esc(name)}</td><td>{_esc(ver)}</td></tr>\n")
         out.append("</tbody></table></div>\n")
     if config is not None:
@@ -334,8 +352,15 @@ def _provenance_html(provenance: Mapping[str, Any], label: str) -> str:
     return "".join(out)
 
 
-def build_report(sections: Sequence[Section], title: str, provenance: Mapping[str, Any],
-                 label: str, *, synthetic: bool | None = None, lang: str = "en") -> str:
+def build_report(
+    sections: Sequence[Section],
+    title: str,
+    provenance: Mapping[str, Any],
+    label: str,
+    *,
+    synthetic: bool | None = None,
+    lang: str = "en",
+) -> str:
     """The report as one HTML string (same arguments → same string).
 
     ``label`` is the dataset label (e.g. "SYNTHETIC demo world, not real statistics"); it is
@@ -395,13 +420,18 @@ def build_report(sections: Sequence[Section], title: str, provenance: Mapping[st
         f'<p class="{label_class}"{label_role}>{_esc(label)}</p>\n</header>\n'
         '<div class="layout">\n'
     )
-    tail = (f'</main>\n</div>\n<footer class="report">{_esc(label)}</footer>\n</body>\n</html>\n')
-    return (head + "".join(toc) + "<main>\n" + "".join(body)
-            + _provenance_html(provenance, label) + tail)
+    tail = f'</main>\n</div>\n<footer class="report">{_esc(label)}</footer>\n</body>\n</html>\n'
+    return head + "".join(toc) + "<main>\n" + "".join(body) + _provenance_html(provenance, label) + tail
 
 
-def write_report(path: str | os.PathLike, sections: Sequence[Section], title: str,
-                 provenance: Mapping[str, Any], label: str, **kwargs: Any) -> Path:
+def write_report(
+    path: str | os.PathLike,
+    sections: Sequence[Section],
+    title: str,
+    provenance: Mapping[str, Any],
+    label: str,
+    **kwargs: Any,
+) -> Path:
     """Build the report and write it to ``path`` atomically (UTF-8); return the path."""
     text = build_report(sections, title, provenance, label, **kwargs)
     target = Path(path)

@@ -81,20 +81,30 @@ __all__ = [
 
 #: The eight Okabe-Ito colours by name (Okabe & Ito 2008, "Color Universal Design").
 OKABE_ITO: dict[str, str] = {
-    "black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73",
-    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish_purple": "#CC79A7",
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
 }
 
 #: Qualitative palette in cycle order: alternating dark / light so neighbours differ in grey.
 #: Yellow is left out (too light on white for lines); use it only for fills.
 PALETTE: tuple[str, ...] = (
-    OKABE_ITO["blue"], OKABE_ITO["orange"], OKABE_ITO["bluish_green"], OKABE_ITO["sky_blue"],
-    OKABE_ITO["vermillion"], OKABE_ITO["reddish_purple"], OKABE_ITO["black"],
+    OKABE_ITO["blue"],
+    OKABE_ITO["orange"],
+    OKABE_ITO["bluish_green"],
+    OKABE_ITO["sky_blue"],
+    OKABE_ITO["vermillion"],
+    OKABE_ITO["reddish_purple"],
+    OKABE_ITO["black"],
 )
 
 #: Line styles paired with :data:`PALETTE` in the default cycle (greyscale-readable series).
-LINESTYLES: tuple[Any, ...] = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 2)),
-                               (0, (8, 2)))
+LINESTYLES: tuple[Any, ...] = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 2)), (0, (8, 2)))
 #: Markers for scatter-like series, same order as :data:`PALETTE`.
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X")
 
@@ -106,12 +116,12 @@ BAND_ALPHA = 0.25
 
 # --- sizes --------------------------------------------------------------------------------------
 
-SINGLE_COLUMN_IN = 3.5   # typical journal single column, inches
-DOUBLE_COLUMN_IN = 7.2   # typical journal full width, inches
+SINGLE_COLUMN_IN = 3.5  # typical journal single column, inches
+DOUBLE_COLUMN_IN = 7.2  # typical journal full width, inches
 DPI = 200
 FONT_SIZE = 9.0
 FOOTER_FONT_SIZE = 7.0
-_FOOTER_LINE_IN = FOOTER_FONT_SIZE * 1.35 / 72.0   # height of one footer line, inches
+_FOOTER_LINE_IN = FOOTER_FONT_SIZE * 1.35 / 72.0  # height of one footer line, inches
 _FOOTER_PAD_IN = 0.06
 _SVG_HASHSALT = "cropn2o"
 
@@ -144,8 +154,8 @@ RC: dict[str, Any] = {
     "savefig.dpi": DPI,
     "savefig.facecolor": "white",
     "figure.facecolor": "white",
-    "svg.hashsalt": _SVG_HASHSALT,   # deterministic clip-path / glyph ids
-    "svg.fonttype": "none",          # text stays text: searchable, editable for journals
+    "svg.hashsalt": _SVG_HASHSALT,  # deterministic clip-path / glyph ids
+    "svg.fonttype": "none",  # text stays text: searchable, editable for journals
     "svg.image_inline": True,
     "pdf.fonttype": 42,
     "ps.fonttype": 42,
@@ -163,6 +173,7 @@ def _in_style(method):
     def wrapper(self, *args, **kwargs):
         with styled():
             return method(self, *args, **kwargs)
+
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
     wrapper.__wrapped__ = method
@@ -177,7 +188,7 @@ class StyledAxes(Axes):
     which :class:`StyledFigure` already wraps.
     """
 
-    set_title = _in_style(Axes.set_title)   # reads axes.titlesize / titleweight when called
+    set_title = _in_style(Axes.set_title)  # reads axes.titlesize / titleweight when called
     legend = _in_style(Axes.legend)
     text = _in_style(Axes.text)
     annotate = _in_style(Axes.annotate)
@@ -239,6 +250,7 @@ def diverging_norm(values=None, *, vmax: float | None = None) -> mcolors.Normali
     Give ``vmax`` or an array ``values`` (its largest finite absolute value is used)."""
     if vmax is None:
         import numpy as np
+
         arr = np.asarray(values, dtype=float)
         finite = np.abs(arr[np.isfinite(arr)])
         vmax = float(finite.max()) if finite.size else 1.0
@@ -246,8 +258,7 @@ def diverging_norm(values=None, *, vmax: float | None = None) -> mcolors.Normali
     return mcolors.Normalize(vmin=-vmax, vmax=vmax)
 
 
-def colorbar(fig: Figure, mappable, ax: Axes, label: str, *, width: float = 0.035,
-             pad: float = 0.03, **kwargs):
+def colorbar(fig: Figure, mappable, ax: Axes, label: str, *, width: float = 0.035, pad: float = 0.03, **kwargs):
     """A colour bar exactly as tall as ``ax`` (maps with a fixed aspect included), labelled.
 
     Drawn in an inset axes right of ``ax`` so it follows the map's box rather than the grid cell.
@@ -260,6 +271,7 @@ def colorbar(fig: Figure, mappable, ax: Axes, label: str, *, width: float = 0.03
 
 
 # --- the footer stamp ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Stamp:
@@ -278,8 +290,7 @@ _STAMP_ATTR = "_cropn2o_stamp"
 
 
 def _wrap(text: str, width_chars: int) -> list[str]:
-    return textwrap.wrap(text, width=max(width_chars, 20), break_long_words=True,
-                         break_on_hyphens=False) or [""]
+    return textwrap.wrap(text, width=max(width_chars, 20), break_long_words=True, break_on_hyphens=False) or [""]
 
 
 def _join_fields(fields: list[str], width_chars: int, sep: str = "  ·  ") -> list[str]:
@@ -322,8 +333,7 @@ def stamp(fig: Figure, label: str, scope: str, units: str, source: str) -> Stamp
     # DejaVu Sans averages ~0.5 em per character in prose; stay a little under the width.
     chars = int((width_in - 0.2) * 72.0 / (FOOTER_FONT_SIZE * 0.53))
     label_lines = _wrap(info.label, chars)
-    detail_lines = _join_fields([f"Scope: {info.scope}", f"Units: {info.units}",
-                                 f"Source: {info.source}"], chars)
+    detail_lines = _join_fields([f"Scope: {info.scope}", f"Units: {info.units}", f"Source: {info.source}"], chars)
     n_lines = len(label_lines) + len(detail_lines)
     footer_in = n_lines * _FOOTER_LINE_IN + 2 * _FOOTER_PAD_IN
     footer_frac = min(footer_in / height_in, 0.45)
@@ -332,13 +342,29 @@ def stamp(fig: Figure, label: str, scope: str, units: str, source: str) -> Stamp
     x0 = 0.1 / width_in
     y_top = footer_frac - _FOOTER_PAD_IN / height_in
     with styled():
-        t1 = fig.text(x0, y_top, "\n".join(label_lines), ha="left", va="top",
-                      fontsize=FOOTER_FONT_SIZE, fontweight="bold", linespacing=1.2,
-                      color=OKABE_ITO["vermillion"] if synthetic else "#222222",
-                      gid="cropn2o-stamp-label")
-        t2 = fig.text(x0, y_top - len(label_lines) * _FOOTER_LINE_IN / height_in,
-                      "\n".join(detail_lines), ha="left", va="top", fontsize=FOOTER_FONT_SIZE,
-                      linespacing=1.2, color="#333333", gid="cropn2o-stamp-detail")
+        t1 = fig.text(
+            x0,
+            y_top,
+            "\n".join(label_lines),
+            ha="left",
+            va="top",
+            fontsize=FOOTER_FONT_SIZE,
+            fontweight="bold",
+            linespacing=1.2,
+            color=OKABE_ITO["vermillion"] if synthetic else "#222222",
+            gid="cropn2o-stamp-label",
+        )
+        t2 = fig.text(
+            x0,
+            y_top - len(label_lines) * _FOOTER_LINE_IN / height_in,
+            "\n".join(detail_lines),
+            ha="left",
+            va="top",
+            fontsize=FOOTER_FONT_SIZE,
+            linespacing=1.2,
+            color="#333333",
+            gid="cropn2o-stamp-detail",
+        )
     for t in (t1, t2):
         t.set_in_layout(False)
     fig._cropn2o_footer = (t1, t2)  # type: ignore[attr-defined]  # private marker, removed on restamp (above)
@@ -348,7 +374,7 @@ def stamp(fig: Figure, label: str, scope: str, units: str, source: str) -> Stamp
         # type: ignore: the base LayoutEngine.set takes no rect; the engines passing the check
         # above (constrained, tight) do
         engine.set(rect=(0.0, footer_frac, 1.0, 1.0 - footer_frac))  # type: ignore[call-arg]
-    else:   # no constrained layout: shrink the subplots instead
+    else:  # no constrained layout: shrink the subplots instead
         fig.subplots_adjust(bottom=max(footer_frac + 0.08, fig.subplotpars.bottom))
     setattr(fig, _STAMP_ATTR, info)
     return info
@@ -361,18 +387,17 @@ def get_stamp(fig: Figure) -> Stamp | None:
 
 # --- deterministic rendering and atomic saving ------------------------------------------------
 
+
 def _metadata(fig: Figure, fmt: str) -> dict[str, Any]:
     info = get_stamp(fig)
     if fmt == "png":
         md: dict[str, Any] = {"Software": None}
         if info is not None:
-            md.update({"Title": info.label, "Description": " | ".join(info.lines()[1:]),
-                       "Source": info.source})
+            md.update({"Title": info.label, "Description": " | ".join(info.lines()[1:]), "Source": info.source})
         return md
     md = {"Date": None, "Creator": None}
     if info is not None:
-        md.update({"Title": info.label, "Description": " | ".join(info.lines()[1:]),
-                   "Source": info.source})
+        md.update({"Title": info.label, "Description": " | ".join(info.lines()[1:]), "Source": info.source})
     return md
 
 
@@ -387,7 +412,7 @@ def _pristine_copy(fig: Figure) -> Figure:
     """
     try:
         copy = pickle.loads(pickle.dumps(fig, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:   # noqa: BLE001 - any pickling failure falls back to the figure itself
+    except Exception:  # noqa: BLE001 - any pickling failure falls back to the figure itself
         return fig
     setattr(copy, _STAMP_ATTR, get_stamp(fig))
     return copy
@@ -416,8 +441,9 @@ def render_svg(fig: Figure) -> str:
     return buf.getvalue().decode("utf-8")
 
 
-def save_figure(fig: Figure, target_stem: str | os.PathLike, *, dpi: float = DPI,
-                require_stamp: bool = True) -> list[Path]:
+def save_figure(
+    fig: Figure, target_stem: str | os.PathLike, *, dpi: float = DPI, require_stamp: bool = True
+) -> list[Path]:
     """Write ``<target_stem>.png`` and ``<target_stem>.svg``; return their paths [png, svg].
 
     Both are rendered to temporary files in the target folder first and then moved into place
@@ -426,8 +452,9 @@ def save_figure(fig: Figure, target_stem: str | os.PathLike, *, dpi: float = DPI
     been :func:`stamp`-ed (label, scope, units, source) before it can be saved.
     """
     if require_stamp and get_stamp(fig) is None:
-        raise ValueError("save_figure: figure has no stamp(); every figure must state its "
-                         "dataset label, scope, units and source")
+        raise ValueError(
+            "save_figure: figure has no stamp(); every figure must state its dataset label, scope, units and source"
+        )
     stem = Path(target_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     targets = [stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.svg"]
@@ -449,4 +476,3 @@ def save_figure(fig: Figure, target_stem: str | os.PathLike, *, dpi: float = DPI
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
     return targets
-

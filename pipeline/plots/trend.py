@@ -18,7 +18,10 @@ from pipeline.methods.lmdi import EFFECTS
 # ---------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------
-def figure_national(series: pd.DataFrame, result: dict[str, Any], draws_summary: dict[str, Any] | None,
+def figure_national(
+    series: pd.DataFrame,
+    result: dict[str, Any],
+    draws_summary: dict[str, Any] | None,
 ) -> Figure:
     """National trend with MC interval, fitted segments and the break-year intervals."""
     s = series.sort_values("year")
@@ -35,9 +38,17 @@ def figure_national(series: pd.DataFrame, result: dict[str, Any], draws_summary:
             ax.axvspan(b["ci_low"], b["ci_high"], color="k", alpha=0.08, label="break 95 % CI (series)")
     if draws_summary is not None and sc["n_breaks"] >= 1:
         y0 = ax.get_ylim()[0]
-        ax.errorbar([draws_summary["median"]], [y0], xerr=[[draws_summary["median"] - draws_summary["ci_low"]],
-                    [draws_summary["ci_high"] - draws_summary["median"]]], fmt="v", color="C3",
-                    label="break 95 % range over MC draws")
+        ax.errorbar(
+            [draws_summary["median"]],
+            [y0],
+            xerr=[
+                [draws_summary["median"] - draws_summary["ci_low"]],
+                [draws_summary["ci_high"] - draws_summary["median"]],
+            ],
+            fmt="v",
+            color="C3",
+            label="break 95 % range over MC draws",
+        )
     ax.set_xlabel("year")
     ax.set_ylabel("direct N2O emission (Gg N2O-N / yr)")
     ax.set_title(sc["conclusion"][:90], fontsize=8)
@@ -71,9 +82,18 @@ def figure_province_map(boundaries: Any, slopes: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(7, 5))
     ax = fig.subplots()
     lim = float(np.nanmax(np.abs(prov["change_mg"]))) if prov["change_mg"].notna().any() else 1.0
-    prov.plot(column="change_mg", ax=ax, cmap="RdBu_r", vmin=-lim, vmax=lim, legend=True,
-              missing_kwds={"color": "lightgrey"}, edgecolor="white", linewidth=0.3,
-              legend_kwds={"label": "slope after - before (Mg N2O-N / yr²)"})
+    prov.plot(
+        column="change_mg",
+        ax=ax,
+        cmap="RdBu_r",
+        vmin=-lim,
+        vmax=lim,
+        legend=True,
+        missing_kwds={"color": "lightgrey"},
+        edgecolor="white",
+        linewidth=0.3,
+        legend_kwds={"label": "slope after - before (Mg N2O-N / yr²)"},
+    )
     ax.set_axis_off()
     fig.tight_layout()
     return fig

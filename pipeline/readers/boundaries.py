@@ -46,7 +46,9 @@ def county_index() -> pd.DataFrame:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         idx = pd.read_sql_query(
             "SELECT province, city, district, path FROM ADMINISTRATIVE WHERE level = ? AND kind = '陆地'",
-            con, params=(COUNTY_LEVEL,))
+            con,
+            params=(COUNTY_LEVEL,),
+        )
     idx["county_code"] = idx["path"].str.extract(r"(\d{6})\.geojson$")[0].astype(int)
     idx["name"] = idx["district"].fillna(idx["city"]).fillna(idx["province"])
     idx["province_name"] = idx["province"]
@@ -69,7 +71,9 @@ def unit_index(level: str = "county") -> pd.DataFrame:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         idx = pd.read_sql_query(
             "SELECT province, city, district, path FROM ADMINISTRATIVE WHERE level = ? AND kind = '陆地'",
-            con, params=(CNMAPS_LEVELS[level],))
+            con,
+            params=(CNMAPS_LEVELS[level],),
+        )
     idx["county_code"] = idx["path"].str.extract(r"(\d{6})\.geojson$")[0].astype(int)
     idx["name"] = idx["city"].fillna(idx["province"]) if level == "prefecture" else idx["province"]
     idx["province_name"] = idx["province"]
@@ -90,8 +94,15 @@ def load_cnmaps_units(level: str = "county", provinces: list[int] | None = None)
     if provinces is not None:
         idx = idx[(idx["county_code"] // 10_000).isin(provinces)].reset_index(drop=True)
     geoms = [gpd.read_file(root / rel, engine="pyogrio").geometry.union_all() for rel in idx["path"]]
-    gdf = gpd.GeoDataFrame({"county_code": idx["county_code"].to_numpy(), "name": idx["name"].to_numpy(),
-                            "province_name": idx["province_name"].to_numpy()}, geometry=geoms, crs="EPSG:4326")
+    gdf = gpd.GeoDataFrame(
+        {
+            "county_code": idx["county_code"].to_numpy(),
+            "name": idx["name"].to_numpy(),
+            "province_name": idx["province_name"].to_numpy(),
+        },
+        geometry=geoms,
+        crs="EPSG:4326",
+    )
     gdf["province_code"] = gdf["county_code"] // 10_000
     gdf["prefecture_code"] = gdf["county_code"] // 100
     return gdf[["county_code", "prefecture_code", "province_code", "name", "province_name", "geometry"]]
@@ -135,22 +146,41 @@ def read_boundaries(path: str | Path) -> gpd.GeoDataFrame:
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "boundary file not found",
-                         "check `inputs.boundaries.path`, or run `make demo-data` for the demo world")
+        raise InputError(
+            path,
+            "boundary file not found",
+            "check `inputs.boundaries.path`, or run `make demo-data` for the demo world",
+        )
     try:
-        gdf = gpd.read_parquet(path) if path.suffix.lower() in (".parquet", ".geoparquet") else gpd.read_file(path, engine="pyogrio")
+        gdf = (
+            gpd.read_parquet(path)
+            if path.suffix.lower() in (".parquet", ".geoparquet")
+            else gpd.read_file(path, engine="pyogrio")
+        )
     except Exception as e:
-        raise InputError(path, f"cannot read boundaries ({type(e).__name__}: {str(e).splitlines()[0]})",
-                         "supply a GeoPackage, GeoJSON, Shapefile or GeoParquet with a county_code column") from None
+        raise InputError(
+            path,
+            f"cannot read boundaries ({type(e).__name__}: {str(e).splitlines()[0]})",
+            "supply a GeoPackage, GeoJSON, Shapefile or GeoParquet with a county_code column",
+        ) from None
     if "county_code" not in gdf.columns:
-        raise InputError(path, "no 'county_code' column in the boundary file",
-                         "rename the column holding the 6-digit codes to county_code", column="county_code")
+        raise InputError(
+            path,
+            "no 'county_code' column in the boundary file",
+            "rename the column holding the 6-digit codes to county_code",
+            column="county_code",
+        )
     codes = pd.to_numeric(gdf["county_code"], errors="coerce")
     bad = codes.isna() | (codes < 100000) | (codes > 999999)
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
-        raise InputError(path, f"'{gdf['county_code'].iloc[i]}' is not a 6-digit code",
-                         "fix the code in the boundary file", row=i + 1, column="county_code")
+        raise InputError(
+            path,
+            f"'{gdf['county_code'].iloc[i]}' is not a 6-digit code",
+            "fix the code in the boundary file",
+            row=i + 1,
+            column="county_code",
+        )
     gdf["county_code"] = codes.astype(int)
     if gdf["county_code"].duplicated().any():
         gdf = gdf.dissolve(by="county_code", as_index=False, aggfunc="first")
@@ -167,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.readers.boundaries LEVEL OUT.gpkg [PROVINCE ...]``: write cnmaps polygons."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or args[0] not in CNMAPS_LEVELS:
-        print(f"usage: python -m pipeline.readers.boundaries {{{','.join(CNMAPS_LEVELS)}}} OUT.gpkg [PROVINCE ...]",
-              file=sys.stderr)
+        print(
+            f"usage: python -m pipeline.readers.boundaries {{{','.join(CNMAPS_LEVELS)}}} OUT.gpkg [PROVINCE ...]",
+            file=sys.stderr,
+        )
         return 2
     provinces = [int(a) for a in args[2:]] or None
     gdf = load_cnmaps_units(args[0], provinces)

@@ -36,5 +36,3 @@ def standardise_areacodes(df: pd.DataFrame) -> pd.DataFrame:
     """Rename the Chinese headers of an areacodes table to the contract's English names."""
     present = {k: v for k, v in AREACODES_COLUMNS.items() if k in df.columns}
     return df.rename(columns=present)
-
-

@@ -102,18 +102,24 @@ EDGAR_RESOLUTION_DEG = 0.1
 
 #: Scope of the EDGAR N2O sector codes (gridded sector names and IPCC-1996 codes of v4.3.2).
 SECTOR_SCOPE: dict[str, str] = {
-    "AGS": ("EDGAR agricultural soils, IPCC-1996 4C+4D: direct N2O from synthetic N fertilizer, "
-            "manure applied to soils, crop residues and cultivated organic soils, plus manure "
-            "deposited on pasture, range and paddock (4D2); indirect N2O is NOT included "
-            "(EDGAR sector N2O)."),
-    "N2O": ("EDGAR indirect N2O from agriculture (IPCC-1996 4D3): N2O from volatilised NH3/NOx "
-            "and from leached/run-off N of agricultural inputs."),
+    "AGS": (
+        "EDGAR agricultural soils, IPCC-1996 4C+4D: direct N2O from synthetic N fertilizer, "
+        "manure applied to soils, crop residues and cultivated organic soils, plus manure "
+        "deposited on pasture, range and paddock (4D2); indirect N2O is NOT included "
+        "(EDGAR sector N2O)."
+    ),
+    "N2O": (
+        "EDGAR indirect N2O from agriculture (IPCC-1996 4D3): N2O from volatilised NH3/NOx "
+        "and from leached/run-off N of agricultural inputs."
+    ),
     "MNM": "EDGAR manure management (IPCC-1996 4B): N2O from stored manure; not soils.",
     "AWB": "EDGAR agricultural waste burning (IPCC-1996 4F): field burning of crop residues.",
     "TOTALS": "EDGAR sum of all sectors.",
-    "4D1": ("EDGAR v4.3.2 direct soil emissions: synthetic N fertilizer + manure applied to soils "
-            "+ crop residues + cultivated organic soils (histosols); excludes grazing (4D2) and "
-            "indirect (4D3)."),
+    "4D1": (
+        "EDGAR v4.3.2 direct soil emissions: synthetic N fertilizer + manure applied to soils "
+        "+ crop residues + cultivated organic soils (histosols); excludes grazing (4D2) and "
+        "indirect (4D3)."
+    ),
     "4D2": "EDGAR v4.3.2 manure in pasture/range/paddock (grazing deposition).",
     "4D3": "EDGAR v4.3.2 indirect N2O from agriculture (deposition of volatilised N, leaching/runoff).",
 }
@@ -121,8 +127,22 @@ SECTOR_SCOPE: dict[str, str] = {
 _LAT_NAMES = ("lat", "latitude", "y")
 _LON_NAMES = ("lon", "longitude", "x")
 _TIME_NAMES = ("time", "year", "t")
-_KNOWN_SUBSTANCES = ("N2O", "CH4", "CO2bio", "CO2", "GWP_100_AR5_GHG", "NOx", "NH3", "SO2", "CO",
-                     "NMVOC", "PM2.5", "PM10", "BC", "OC")
+_KNOWN_SUBSTANCES = (
+    "N2O",
+    "CH4",
+    "CO2bio",
+    "CO2",
+    "GWP_100_AR5_GHG",
+    "NOx",
+    "NH3",
+    "SO2",
+    "CO",
+    "NMVOC",
+    "PM2.5",
+    "PM10",
+    "BC",
+    "OC",
+)
 _GRID_VARS = {"emissions": "emi_nc", "fluxes": "flx_nc", "emi_n2o": "v7_nc"}
 
 Bbox = tuple[float, float, float, float]
@@ -141,8 +161,18 @@ def _unit_key(units: str) -> str:
 
 
 # mass per cell per year: factor to tonnes. "Mg" (megagram) is case-sensitive; "mg" is refused.
-_MASS_UNITS = {"tonnes": 1.0, "tonne": 1.0, "tons": 1.0, "ton": 1.0, "t": 1.0, "Mg": 1.0,
-               "kg": 1e-3, "g": 1e-6, "kt": 1e3, "Gg": 1e3}
+_MASS_UNITS = {
+    "tonnes": 1.0,
+    "tonne": 1.0,
+    "tons": 1.0,
+    "ton": 1.0,
+    "t": 1.0,
+    "Mg": 1.0,
+    "kg": 1e-3,
+    "g": 1e-6,
+    "kt": 1e3,
+    "Gg": 1e3,
+}
 # flux: factor to kg m-2 s-1
 _FLUX_MASS = {"kg": 1.0, "g": 1e-3, "ug": 1e-9, "t": 1e3, "ton": 1e3, "tonnes": 1e3}
 
@@ -154,8 +184,16 @@ def _mass_factor(units: str) -> float | None:
         return 1.0
     low = u.lower()
     low = low.replace(" substance", "")
-    for suffix in ("/0.1degree x 0.1degree/year", "/cell/year", "/cell/yr", " cell-1 yr-1", "/year", "/yr",
-                   " yr-1", " year-1"):
+    for suffix in (
+        "/0.1degree x 0.1degree/year",
+        "/cell/year",
+        "/cell/yr",
+        " cell-1 yr-1",
+        "/year",
+        "/yr",
+        " yr-1",
+        " year-1",
+    ):
         if low.endswith(suffix):
             low = low[: -len(suffix)].strip()
             break
@@ -177,8 +215,7 @@ def _flux_factor(units: str) -> float | None:
 # ---------------------------------------------------------------------------------------------
 # Geometry
 # ---------------------------------------------------------------------------------------------
-def cell_area_m2(lat_edges: np.ndarray, lon_edges: np.ndarray,
-                 radius_m: float = EARTH_RADIUS_M) -> np.ndarray:
+def cell_area_m2(lat_edges: np.ndarray, lon_edges: np.ndarray, radius_m: float = EARTH_RADIUS_M) -> np.ndarray:
     """Areas of latitude-longitude cells on a sphere.
 
     Parameters
@@ -211,8 +248,9 @@ def seconds_per_year(year: int, days_per_year: DaysPerYear = DEFAULT_DAYS_PER_YE
     return float(days_per_year) * SECONDS_PER_DAY
 
 
-def flux_to_mass_t(flux_kg_m2_s: np.ndarray, area_m2: np.ndarray, year: int,
-                   days_per_year: DaysPerYear = DEFAULT_DAYS_PER_YEAR) -> np.ndarray:
+def flux_to_mass_t(
+    flux_kg_m2_s: np.ndarray, area_m2: np.ndarray, year: int, days_per_year: DaysPerYear = DEFAULT_DAYS_PER_YEAR
+) -> np.ndarray:
     """Annual mass per cell (t) from a mean flux (kg m-2 s-1).
 
     Notes
@@ -250,7 +288,7 @@ def year_from_name(name: str) -> int | None:
     """
     base = Path(name).name
     m = _RELEASE_RE.match(base)
-    rest = base[m.end():] if m else base
+    rest = base[m.end() :] if m else base
     hits = _YEAR_RE.findall(rest)
     return int(hits[0]) if len(hits) == 1 else None
 
@@ -259,12 +297,12 @@ def _parse_name(name: str) -> dict[str, str | None]:
     base = Path(name).name
     m = _RELEASE_RE.match(base)
     release = m.group(1) if m else None
-    base = base[m.end():] if m else base
+    base = base[m.end() :] if m else base
     sector = None
     sub = None
     ym = _YEAR_RE.search(base)
     if ym:
-        head, tail = base[: ym.start() - 1], base[ym.end():]
+        head, tail = base[: ym.start() - 1], base[ym.end() :]
         for s in _KNOWN_SUBSTANCES:
             if head.endswith("_" + s) or head == s:
                 sub = s
@@ -283,8 +321,8 @@ def _parse_name(name: str) -> dict[str, str | None]:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Source:
-    path: Path            # file on disk (a .nc, a .txt or a .zip)
-    member: str | None    # member name inside the zip, or None
+    path: Path  # file on disk (a .nc, a .txt or a .zip)
+    member: str | None  # member name inside the zip, or None
 
     @property
     def name(self) -> str:
@@ -304,12 +342,16 @@ def _zip_members(path: Path) -> list[str]:
         with zipfile.ZipFile(path) as z:
             names = [i.filename for i in z.infolist() if not i.is_dir()]
     except zipfile.BadZipFile:
-        raise InputError(path, "not a readable zip file (truncated download?)",
-                         "download it again (cropn2o fetch-edgar resumes and checks it)") from None
-    return sorted(n for n in names
-                  if Path(n).suffix.lower() in (".nc", ".txt")
-                  and not Path(n).name.startswith(("_", "."))
-                  and "__MACOSX" not in n)
+        raise InputError(
+            path,
+            "not a readable zip file (truncated download?)",
+            "download it again (cropn2o fetch-edgar resumes and checks it)",
+        ) from None
+    return sorted(
+        n
+        for n in names
+        if Path(n).suffix.lower() in (".nc", ".txt") and not Path(n).name.startswith(("_", ".")) and "__MACOSX" not in n
+    )
 
 
 def _sources(path: Path) -> list[_Source]:
@@ -319,7 +361,9 @@ def _sources(path: Path) -> list[_Source]:
     if suffix == ".zip":
         members = _zip_members(path)
         if not members:
-            raise InputError(path, "the zip holds no .nc or .txt grid", "download the emi_nc, flx_nc or emi_txt zip of EDGAR")
+            raise InputError(
+                path, "the zip holds no .nc or .txt grid", "download the emi_nc, flx_nc or emi_txt zip of EDGAR"
+            )
         return [_Source(path, m) for m in members]
     if suffix in (".nc", ".nc4", ".txt"):
         return [_Source(path, None)]
@@ -345,10 +389,14 @@ def _regular_step(values: np.ndarray, label: str, what: str) -> float:
     if len(values) < 2:
         raise InputError(label, f"{what} has fewer than 2 values", "supply a gridded EDGAR file")
     step = float(np.median(np.abs(d)))
-    if step <= 0 or not np.allclose(np.abs(d), step, rtol=0, atol=max(step * 1e-3, 1e-6)) or not (
-            np.all(d > 0) or np.all(d < 0)):
-        raise InputError(label, f"{what} is not a regular, monotonic grid", "supply an unmodified EDGAR grid file",
-                         column=what)
+    if (
+        step <= 0
+        or not np.allclose(np.abs(d), step, rtol=0, atol=max(step * 1e-3, 1e-6))
+        or not (np.all(d > 0) or np.all(d < 0))
+    ):
+        raise InputError(
+            label, f"{what} is not a regular, monotonic grid", "supply an unmodified EDGAR grid file", column=what
+        )
     # float32 coordinates: snap the step to 360/n (0.1 = 360/3600) when it is that within 0.1 %
     n = round(360.0 / step)
     return 360.0 / n if n > 0 and abs(step - 360.0 / n) < 1e-3 * step else round(step, 9)
@@ -384,8 +432,12 @@ def _snap_centres(values: np.ndarray, step: float, origin: float, label: str, wh
     if abs(round(360.0 / step) * step - 360.0) < 1e-9:  # grid aligned with the globe
         frac = np.abs(k - np.round(k))
         if np.any(frac > 0.05):
-            raise InputError(label, f"{what} values are not cell centres (they sit on cell edges)",
-                             "supply the NetCDF as distributed by EDGAR (cell-centre coordinates)", column=what)
+            raise InputError(
+                label,
+                f"{what} values are not cell centres (they sit on cell edges)",
+                "supply the NetCDF as distributed by EDGAR (cell-centre coordinates)",
+                column=what,
+            )
         return origin + (np.round(k) + 0.5) * step
     return np.round(values, 9)
 
@@ -411,39 +463,53 @@ def _find_dim_var(ds, names: Sequence[str]) -> str | None:
     return None
 
 
-def _read_nc(src: _Source, local: Path, bbox: Bbox | None, year: int | None,
-             days_per_year: DaysPerYear) -> tuple[list[int], np.ndarray, _Axis, _Axis, str, list[str]]:
+def _read_nc(
+    src: _Source, local: Path, bbox: Bbox | None, year: int | None, days_per_year: DaysPerYear
+) -> tuple[list[int], np.ndarray, _Axis, _Axis, str, list[str]]:
     import netCDF4
 
     label = src.label
     try:
         ds = netCDF4.Dataset(local, "r")
     except OSError as e:
-        raise InputError(label, f"cannot open as NetCDF ({e})", "download the file again; it may be truncated") from None
+        raise InputError(
+            label, f"cannot open as NetCDF ({e})", "download the file again; it may be truncated"
+        ) from None
     try:
         ds.set_auto_mask(True)
         cands = [v for v in ds.variables if v in _GRID_VARS]
         other_emi = [v for v in ds.variables if v.lower().startswith("emi_") and v not in _GRID_VARS]
         if not cands:
             if other_emi:
-                raise InputError(label, f"variable '{other_emi[0]}' is not N2O",
-                                 "supply the N2O file of the EDGAR release")
-            raise InputError(label, f"not an EDGAR grid: no variable 'emissions', 'fluxes' or 'emi_n2o' "
-                             f"(found {', '.join(sorted(ds.variables)) or 'none'})",
-                             "supply an EDGAR emi_nc, flx_nc or (<= v7) emi_n2o NetCDF")
+                raise InputError(
+                    label, f"variable '{other_emi[0]}' is not N2O", "supply the N2O file of the EDGAR release"
+                )
+            raise InputError(
+                label,
+                f"not an EDGAR grid: no variable 'emissions', 'fluxes' or 'emi_n2o' "
+                f"(found {', '.join(sorted(ds.variables)) or 'none'})",
+                "supply an EDGAR emi_nc, flx_nc or (<= v7) emi_n2o NetCDF",
+            )
         if len(cands) > 1:
             raise InputError(label, f"ambiguous EDGAR grid: variables {cands}", "supply one flavour per file")
         vname = cands[0]
         var = ds.variables[vname]
         units = getattr(var, "units", None)
         if units is None:
-            raise InputError(label, f"variable '{vname}' has no units attribute",
-                             f"set it (e.g. ncatted -a units,{vname},o,c,Tonnes) or use the file as distributed",
-                             column=vname)
+            raise InputError(
+                label,
+                f"variable '{vname}' has no units attribute",
+                f"set it (e.g. ncatted -a units,{vname},o,c,Tonnes) or use the file as distributed",
+                column=vname,
+            )
         mass_f, flux_f = _mass_factor(units), _flux_factor(units)
         if mass_f is None and flux_f is None:
-            raise InputError(label, f"variable '{vname}' has units '{units}', neither tonnes per cell per year "
-                             "nor kg m-2 s-1", "supply the file as distributed by EDGAR", column=vname)
+            raise InputError(
+                label,
+                f"variable '{vname}' has units '{units}', neither tonnes per cell per year nor kg m-2 s-1",
+                "supply the file as distributed by EDGAR",
+                column=vname,
+            )
         expected = {"emi_nc": "mass", "flx_nc": "flux", "v7_nc": "flux"}[_GRID_VARS[vname]]
         got = "mass" if mass_f is not None else "flux"
         notes = []
@@ -456,8 +522,12 @@ def _read_nc(src: _Source, local: Path, bbox: Bbox | None, year: int | None,
         if lat_name is None or lon_name is None:
             raise InputError(label, "no lat/lon coordinate variables", "supply an EDGAR grid file")
         if len(dims) not in (2, 3) or {dims[-1], dims[-2]} != {lat_name.lower(), lon_name.lower()}:
-            raise InputError(label, f"variable '{vname}' has dimensions {tuple(var.dimensions)}, expected "
-                             "([time,] lat, lon)", "supply an annual EDGAR grid file", column=vname)
+            raise InputError(
+                label,
+                f"variable '{vname}' has dimensions {tuple(var.dimensions)}, expected ([time,] lat, lon)",
+                "supply an annual EDGAR grid file",
+                column=vname,
+            )
         transposed = dims[-1] == lat_name.lower()
         lat_ax = _lat_axis(ds.variables[lat_name][:], label)
         lon_ax = _lon_axis(ds.variables[lon_name][:], label)
@@ -475,24 +545,33 @@ def _read_nc(src: _Source, local: Path, bbox: Bbox | None, year: int | None,
             t_years = None if ntime == 1 else t_years
         if ntime > 1:
             if t_years is None or len(set(t_years)) != ntime:
-                raise InputError(label, f"{ntime} time steps that are not distinct years (monthly file?)",
-                                 "use EDGAR's annual grids")
+                raise InputError(
+                    label, f"{ntime} time steps that are not distinct years (monthly file?)", "use EDGAR's annual grids"
+                )
             years = t_years
         else:
             cand = year if year is not None else (t_years[0] if t_years else name_year)
             if cand is None:
-                raise InputError(label, "cannot tell the year (no time coordinate, no year in the file name)",
-                                 "keep EDGAR's file name (..._N2O_2005_AGS_...) or pass year=")
+                raise InputError(
+                    label,
+                    "cannot tell the year (no time coordinate, no year in the file name)",
+                    "keep EDGAR's file name (..._N2O_2005_AGS_...) or pass year=",
+                )
             if year is None and t_years and name_year is not None and t_years[0] != name_year:
-                raise InputError(label, f"time coordinate says {t_years[0]} but the file name says {name_year}",
-                                 "rename the file or pass year= explicitly")
+                raise InputError(
+                    label,
+                    f"time coordinate says {t_years[0]} but the file name says {name_year}",
+                    "rename the file or pass year= explicitly",
+                )
             years = [int(cand)]
         # window and read
         lon0, lat0, lon1, lat1 = bbox if bbox is not None else (None, None, None, None)
         ilat = _window_index(lat_ax, lat0, lat1)
         ilon = _window_index(lon_ax, lon0, lon1)
         if len(ilat) == 0 or len(ilon) == 0:
-            raise InputError(label, f"no grid cell inside bbox {bbox}", "check the bbox (lon_min, lat_min, lon_max, lat_max)")
+            raise InputError(
+                label, f"no grid cell inside bbox {bbox}", "check the bbox (lon_min, lat_min, lon_max, lat_max)"
+            )
         olat, olon = lat_ax.index[ilat], lon_ax.index[ilon]
         la0, la1, lo0, lo1 = olat.min(), olat.max() + 1, olon.min(), olon.max() + 1
         if transposed:
@@ -511,8 +590,12 @@ def _read_nc(src: _Source, local: Path, bbox: Bbox | None, year: int | None,
             notes.append(f"{n_masked + n_nan} missing cells set to 0")
             arr = np.nan_to_num(arr, nan=0.0)
         if np.any(arr < 0):
-            raise InputError(label, f"negative values in '{vname}' (min {arr.min():g})",
-                             "supply the file as distributed by EDGAR", column=vname)
+            raise InputError(
+                label,
+                f"negative values in '{vname}' (min {arr.min():g})",
+                "supply the file as distributed by EDGAR",
+                column=vname,
+            )
         lat_c, lon_c = lat_ax.centres[ilat], lon_ax.centres[ilon]
         area = cell_area_m2(_edges(lat_c, lat_ax.step), _edges(lon_c, lon_ax.step))
         if mass_f is not None:
@@ -550,8 +633,9 @@ def _time_years(ds, t_name: str, label: str) -> list[int] | None:
 _FLUX_WORDS = re.compile(r"(kg|g)\s*(substance)?\s*(/|per)?\s*m(2|-2|\^2|\*\*2)\s*(/|per)?\s*s", re.IGNORECASE)
 
 
-def _read_txt(src: _Source, text: str, bbox: Bbox | None, year: int | None,
-              resolution_deg: float) -> tuple[list[int], np.ndarray, _Axis, _Axis, str, list[str]]:
+def _read_txt(
+    src: _Source, text: str, bbox: Bbox | None, year: int | None, resolution_deg: float
+) -> tuple[list[int], np.ndarray, _Axis, _Axis, str, list[str]]:
     label = src.label
     lines = text.splitlines()
     first_data = None
@@ -571,28 +655,48 @@ def _read_txt(src: _Source, text: str, bbox: Bbox | None, year: int | None,
             pass
         header_text.append(s)
     if first_data is None:
-        raise InputError(label, "no 'lat;lon;value' data lines found",
-                         "supply an EDGAR .txt grid (';'-separated lat;lon;emission)")
+        raise InputError(
+            label, "no 'lat;lon;value' data lines found", "supply an EDGAR .txt grid (';'-separated lat;lon;emission)"
+        )
     head = " ".join(header_text)
     if _FLUX_WORDS.search(head):
-        raise InputError(label, "the header describes a flux (kg m-2 s-1); EDGAR .txt grids are tonnes per cell",
-                         "use the emi_txt grid, or the flx_nc NetCDF")
+        raise InputError(
+            label,
+            "the header describes a flux (kg m-2 s-1); EDGAR .txt grids are tonnes per cell",
+            "use the emi_txt grid, or the flx_nc NetCDF",
+        )
     if ";" not in lines[first_data]:
         raise InputError(label, "not ';'-separated", "supply the EDGAR .txt grid unchanged", row=first_data + 1)
     body = "\n".join(lines[first_data:])
     try:
-        df = pd.read_csv(_io.StringIO(body), sep=";", header=None, comment="#", skip_blank_lines=True,
-                         engine="c", dtype=str, keep_default_na=False)
+        df = pd.read_csv(
+            _io.StringIO(body),
+            sep=";",
+            header=None,
+            comment="#",
+            skip_blank_lines=True,
+            engine="c",
+            dtype=str,
+            keep_default_na=False,
+        )
     except pd.errors.ParserError as e:
         raise InputError(label, f"malformed line ({str(e).strip()})", "supply the EDGAR .txt grid unchanged") from None
     if df.shape[1] < 3:
-        raise InputError(label, f"{df.shape[1]} fields per line, expected lat;lon;value",
-                         "supply the EDGAR .txt grid unchanged", row=first_data + 1)
+        raise InputError(
+            label,
+            f"{df.shape[1]} fields per line, expected lat;lon;value",
+            "supply the EDGAR .txt grid unchanged",
+            row=first_data + 1,
+        )
     if df.shape[1] > 3:
         extra = df.iloc[:, 3:].replace("", np.nan).dropna(how="all")
         if len(extra):
-            raise InputError(label, f"{df.shape[1]} fields per line, expected lat;lon;value",
-                             "supply the EDGAR .txt grid unchanged", row=first_data + 1 + int(extra.index[0]))
+            raise InputError(
+                label,
+                f"{df.shape[1]} fields per line, expected lat;lon;value",
+                "supply the EDGAR .txt grid unchanged",
+                row=first_data + 1 + int(extra.index[0]),
+            )
     vals = np.empty((len(df), 3))
     for j, col in enumerate(("lat", "lon", "value")):
         num = pd.to_numeric(df.iloc[:, j].str.strip(), errors="coerce")
@@ -600,10 +704,16 @@ def _read_txt(src: _Source, text: str, bbox: Bbox | None, year: int | None,
         if bad.any():
             k = int(np.argmax(bad.to_numpy()))
             # row as seen in an editor: count non-comment lines from first_data
-            data_lines = [i for i in range(first_data, len(lines))
-                          if lines[i].strip() and not lines[i].lstrip().startswith("#")]
-            raise InputError(label, f"'{df.iloc[k, j]}' is not a number", "supply the EDGAR .txt grid unchanged",
-                             row=data_lines[k] + 1 if k < len(data_lines) else None, column=col)
+            data_lines = [
+                i for i in range(first_data, len(lines)) if lines[i].strip() and not lines[i].lstrip().startswith("#")
+            ]
+            raise InputError(
+                label,
+                f"'{df.iloc[k, j]}' is not a number",
+                "supply the EDGAR .txt grid unchanged",
+                row=data_lines[k] + 1 if k < len(data_lines) else None,
+                column=col,
+            )
         vals[:, j] = num.to_numpy()
     lat, lon, v = vals[:, 0], vals[:, 1], vals[:, 2]
     if np.any(v < 0):
@@ -621,8 +731,12 @@ def _read_txt(src: _Source, text: str, bbox: Bbox | None, year: int | None,
         lat_c, lon_c = lat, lon
         notes.append("txt coordinates were already cell centres (detected)")
     else:
-        raise InputError(label, f"coordinates are neither cell corners nor centres of a {d}° grid",
-                         "pass the grid's resolution_deg, or supply the EDGAR .txt grid unchanged", column="lat")
+        raise InputError(
+            label,
+            f"coordinates are neither cell corners nor centres of a {d}° grid",
+            "pass the grid's resolution_deg, or supply the EDGAR .txt grid unchanged",
+            column="lat",
+        )
     if np.any(lat_c < -90) or np.any(lat_c > 90):
         raise InputError(label, "latitudes beyond ±90° (are lat and lon swapped?)", "check the file", column="lat")
     if np.any(lon_c > 180.0):
@@ -637,7 +751,9 @@ def _read_txt(src: _Source, text: str, bbox: Bbox | None, year: int | None,
     ilat = _window_index(lat_ax, lat0, lat1)
     ilon = _window_index(lon_ax, lon0, lon1)
     if len(ilat) == 0 or len(ilon) == 0:
-        raise InputError(label, f"no grid cell inside bbox {bbox}", "check the bbox (lon_min, lat_min, lon_max, lat_max)")
+        raise InputError(
+            label, f"no grid cell inside bbox {bbox}", "check the bbox (lon_min, lat_min, lon_max, lat_max)"
+        )
     ri = np.floor((lat_c + 90.0) / d).astype(np.int64)
     ci = np.floor((lon_c + 180.0) / d).astype(np.int64) % nlon_g
     flat = ri * nlon_g + ci
@@ -648,8 +764,11 @@ def _read_txt(src: _Source, text: str, bbox: Bbox | None, year: int | None,
     arr[0, ri[keep] - ilat[0], ci[keep] - ilon[0]] = v[keep]
     y = year if year is not None else year_from_name(src.name)
     if y is None:
-        raise InputError(label, "cannot tell the year (no year in the file name)",
-                         "keep EDGAR's file name (..._N2O_2005_AGS...) or pass year=")
+        raise InputError(
+            label,
+            "cannot tell the year (no year in the file name)",
+            "keep EDGAR's file name (..._N2O_2005_AGS...) or pass year=",
+        )
     lat_w = _Axis(lat_all[ilat], ilat, d)
     lon_w = _Axis(lon_all[ilon], ilon, d)
     return [int(y)], arr, lat_w, lon_w, "emi_txt", notes
@@ -658,8 +777,7 @@ def _read_txt(src: _Source, text: str, bbox: Bbox | None, year: int | None,
 # ---------------------------------------------------------------------------------------------
 # Public API: gridded files
 # ---------------------------------------------------------------------------------------------
-def _read_source(src: _Source, bbox: Bbox | None, year: int | None, days_per_year: DaysPerYear,
-                 resolution_deg: float):
+def _read_source(src: _Source, bbox: Bbox | None, year: int | None, days_per_year: DaysPerYear, resolution_deg: float):
     with tempfile.TemporaryDirectory(prefix="edgar_") as tmp:
         if src.member is not None:
             with zipfile.ZipFile(src.path) as z:
@@ -680,23 +798,40 @@ def _dataset(years: list[int], arr: np.ndarray, lat: _Axis, lon: _Axis, attrs: d
     area = cell_area_m2(lat_e, lon_e)
     ds = xr.Dataset(
         {
-            "n2o_t": (("year", "lat", "lon"), arr, {"units": "t N2O cell-1 yr-1",
-                                                    "long_name": "EDGAR N2O emission per grid cell and year"}),
-            "cell_area_m2": (("lat", "lon"), area, {"units": "m2",
-                                                    "comment": f"spherical cell area, R = {EARTH_RADIUS_M} m"}),
+            "n2o_t": (
+                ("year", "lat", "lon"),
+                arr,
+                {"units": "t N2O cell-1 yr-1", "long_name": "EDGAR N2O emission per grid cell and year"},
+            ),
+            "cell_area_m2": (
+                ("lat", "lon"),
+                area,
+                {"units": "m2", "comment": f"spherical cell area, R = {EARTH_RADIUS_M} m"},
+            ),
             "lat_bnds": (("lat", "nv"), np.stack([lat_e[:-1], lat_e[1:]], axis=1), {"units": "degrees_north"}),
             "lon_bnds": (("lon", "nv"), np.stack([lon_e[:-1], lon_e[1:]], axis=1), {"units": "degrees_east"}),
         },
-        coords={"year": np.asarray(years, dtype=np.int64),
-                "lat": ("lat", lat.centres, {"units": "degrees_north", "standard_name": "latitude"}),
-                "lon": ("lon", lon.centres, {"units": "degrees_east", "standard_name": "longitude"})},
+        coords={
+            "year": np.asarray(years, dtype=np.int64),
+            "lat": ("lat", lat.centres, {"units": "degrees_north", "standard_name": "latitude"}),
+            "lon": ("lon", lon.centres, {"units": "degrees_east", "standard_name": "longitude"}),
+        },
         attrs=attrs,
     )
     return ds
 
 
-def _attrs(sources: Sequence[str], flavours: Iterable[str], sector: str, release: str, substance: str,
-           resolution: float, days_per_year: DaysPerYear, bbox: Bbox | None, notes: Iterable[str]) -> dict:
+def _attrs(
+    sources: Sequence[str],
+    flavours: Iterable[str],
+    sector: str,
+    release: str,
+    substance: str,
+    resolution: float,
+    days_per_year: DaysPerYear,
+    bbox: Bbox | None,
+    notes: Iterable[str],
+) -> dict:
     return {
         "source_files": "; ".join(sources),
         "flavour": "; ".join(sorted(set(flavours))),
@@ -775,16 +910,20 @@ def read_edgar_grid(
     src = srcs[0]
     sec, rel, sub = _meta(src, sector, release)
     years, arr, lat, lon, flavour, notes = _read_source(src, bbox, year, days_per_year, resolution_deg)
-    return _dataset(years, arr, lat, lon,
-                    _attrs([src.name], [flavour], sec, rel, sub, lat.step, days_per_year, bbox, notes))
+    return _dataset(
+        years, arr, lat, lon, _attrs([src.name], [flavour], sec, rel, sub, lat.step, days_per_year, bbox, notes)
+    )
 
 
 def _expand(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     if isinstance(paths, (str, Path)):
         p = Path(paths)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir()
-                           if f.suffix.lower() in (".zip", ".nc", ".nc4", ".txt") and not f.name.startswith((".", "_")))
+            files = sorted(
+                f
+                for f in p.iterdir()
+                if f.suffix.lower() in (".zip", ".nc", ".nc4", ".txt") and not f.name.startswith((".", "_"))
+            )
         elif any(ch in str(paths) for ch in "*?["):
             files = [Path(f) for f in sorted(_glob.glob(str(paths)))]
         else:
@@ -792,8 +931,11 @@ def _expand(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     else:
         files = [Path(f) for f in paths]
     if not files:
-        raise InputError(paths if isinstance(paths, (str, Path)) else "(list)", "no EDGAR files found",
-                         "check the EDGAR folder or glob in the config, or run `cropn2o fetch-edgar`")
+        raise InputError(
+            paths if isinstance(paths, (str, Path)) else "(list)",
+            "no EDGAR files found",
+            "check the EDGAR folder or glob in the config, or run `cropn2o fetch-edgar`",
+        )
     return files
 
 
@@ -845,8 +987,11 @@ def read_edgar_grids(
             continue
         chosen.append(s)
     if not chosen:
-        raise InputError(paths if isinstance(paths, (str, Path)) else "(list)",
-                         f"no EDGAR file for {first_year}-{last_year}", "download the years with `cropn2o fetch-edgar`")
+        raise InputError(
+            paths if isinstance(paths, (str, Path)) else "(list)",
+            f"no EDGAR file for {first_year}-{last_year}",
+            "download the years with `cropn2o fetch-edgar`",
+        )
     by_year: dict[int, tuple[_Source, np.ndarray]] = {}
     lat0: _Axis | None = None
     lon0: _Axis | None = None
@@ -857,13 +1002,18 @@ def read_edgar_grids(
         years, arr, lat, lon, flavour, nts = _read_source(s, bbox, None, days_per_year, resolution_deg)
         if lat0 is None or lon0 is None:  # both set together, on the first source
             lat0, lon0 = lat, lon
-        elif (lat.step != lat0.step or lon.step != lon0.step or not np.array_equal(lat.centres, lat0.centres)
-              or not np.array_equal(lon.centres, lon0.centres)):
+        elif (
+            lat.step != lat0.step
+            or lon.step != lon0.step
+            or not np.array_equal(lat.centres, lat0.centres)
+            or not np.array_equal(lon.centres, lon0.centres)
+        ):
             raise InputError(s.label, "its grid differs from the other EDGAR files'", "supply files of one grid")
         metas.add((sec, rel))
         if len(metas) > 1:
-            raise InputError(s.label, f"mixes sector/release {sorted(metas)}",
-                             "point at the files of one sector and one release")
+            raise InputError(
+                s.label, f"mixes sector/release {sorted(metas)}", "point at the files of one sector and one release"
+            )
         flavours.append(flavour)
         notes.extend(nts)
         for i, y in enumerate(years):
@@ -873,20 +1023,28 @@ def read_edgar_grids(
                 raise InputError(s.label, f"year {y} is also in {by_year[y][0].label}", "keep one file per year")
             by_year[y] = (s, arr[i])
     if not by_year:
-        raise InputError(paths if isinstance(paths, (str, Path)) else "(list)",
-                         f"no EDGAR grid for {first_year}-{last_year}", "download the years with `cropn2o fetch-edgar`")
+        raise InputError(
+            paths if isinstance(paths, (str, Path)) else "(list)",
+            f"no EDGAR grid for {first_year}-{last_year}",
+            "download the years with `cropn2o fetch-edgar`",
+        )
     ys = sorted(by_year)
     lo = first_year if first_year is not None else ys[0]
     hi = last_year if last_year is not None else ys[-1]
     missing = [y for y in range(lo, hi + 1) if y not in by_year]
     if missing:
-        raise InputError(paths if isinstance(paths, (str, Path)) else "(list)",
-                         f"years missing: {missing}", "download them with `cropn2o fetch-edgar` or narrow the year range")
+        raise InputError(
+            paths if isinstance(paths, (str, Path)) else "(list)",
+            f"years missing: {missing}",
+            "download them with `cropn2o fetch-edgar` or narrow the year range",
+        )
     assert lat0 is not None and lon0 is not None  # by_year is non-empty: a source was read
     sec, rel = next(iter(metas))
     arr = np.stack([by_year[y][1] for y in ys])
     names = [by_year[y][0].name for y in ys]
-    return _dataset(ys, arr, lat0, lon0, _attrs(names, flavours, sec, rel, "N2O", lat0.step, days_per_year, bbox, notes))
+    return _dataset(
+        ys, arr, lat0, lon0, _attrs(names, flavours, sec, rel, "N2O", lat0.step, days_per_year, bbox, notes)
+    )
 
 
 def window(ds: xr.Dataset, bbox: Bbox) -> xr.Dataset:
@@ -922,8 +1080,11 @@ def detect_flavour(path: str | Path) -> str:
             raise InputError(src.label, f"cannot open as NetCDF ({e})", "download the file again") from None
     found = [_GRID_VARS[v] for v in names if v in _GRID_VARS]
     if len(found) != 1:
-        raise InputError(src.label, f"not an EDGAR N2O grid (variables {sorted(names)})",
-                         "supply an EDGAR emi_nc, flx_nc or (<= v7) emi_n2o NetCDF")
+        raise InputError(
+            src.label,
+            f"not an EDGAR N2O grid (variables {sorted(names)})",
+            "supply an EDGAR emi_nc, flx_nc or (<= v7) emi_n2o NetCDF",
+        )
     return found[0]
 
 
@@ -946,8 +1107,11 @@ def _find_header(raw: pd.DataFrame, key: str, path: Path) -> int:
     for i in range(min(len(raw), 30)):
         if key in [str(v).strip() for v in raw.iloc[i].tolist()]:
             return i
-    raise InputError(path, f"no header row with '{key}' in the first 30 rows",
-                     "supply the EDGAR national workbook unchanged (v4.3.2 .xls or EDGAR 2024+ .xlsx)")
+    raise InputError(
+        path,
+        f"no header row with '{key}' in the first 30 rows",
+        "supply the EDGAR national workbook unchanged (v4.3.2 .xls or EDGAR 2024+ .xlsx)",
+    )
 
 
 def _check_meta(meta: dict[str, str], path: Path) -> None:
@@ -959,21 +1123,36 @@ def _check_meta(meta: dict[str, str], path: Path) -> None:
         raise InputError(path, f"unit '{unit}', expected Gg", "supply EDGAR's table in Gg (= kt)")
 
 
-def _long(df: pd.DataFrame, year_cols: dict, iso: str, name: str, code: str, desc: str, classification: str,
-          path: Path, header_row: int) -> pd.DataFrame:
+def _long(
+    df: pd.DataFrame,
+    year_cols: dict,
+    iso: str,
+    name: str,
+    code: str,
+    desc: str,
+    classification: str,
+    path: Path,
+    header_row: int,
+) -> pd.DataFrame:
     wide = df[[iso, name, code, desc, *year_cols]].copy()
     wide.columns = ["iso3", "country", "sector", "sector_description", *year_cols.values()]
     wide["_row"] = np.arange(len(wide)) + header_row + 2
-    long = wide.melt(id_vars=["iso3", "country", "sector", "sector_description", "_row"],
-                     var_name="year", value_name="raw")
+    long = wide.melt(
+        id_vars=["iso3", "country", "sector", "sector_description", "_row"], var_name="year", value_name="raw"
+    )
     s = long["raw"].astype(str).str.strip()
     empty = long["raw"].isna() | s.isin(["", "NULL", "nan", "NaN", "-"])
     num = pd.to_numeric(s.where(~empty), errors="coerce")
     bad = num.isna() & ~empty
     if bad.any():
         r = long[bad].iloc[0]
-        raise InputError(path, f"'{r['raw']}' is not a number", "supply the EDGAR table unchanged",
-                         row=int(r["_row"]), column=str(r["year"]))
+        raise InputError(
+            path,
+            f"'{r['raw']}' is not a number",
+            "supply the EDGAR table unchanged",
+            row=int(r["_row"]),
+            column=str(r["year"]),
+        )
     long["n2o_gg"] = num
     long = long[~empty].drop(columns=["raw", "_row"])
     long["year"] = long["year"].astype(np.int64)
@@ -1014,8 +1193,11 @@ def read_edgar_national(path: str | Path, sheet: str | None = None, unit: str | 
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
         need = {"ISO_A3", "Name", "IPCC", "IPCC_description"}
         if not need <= set(df.columns):
-            raise InputError(path, f"unknown EDGAR CSV layout (columns {list(df.columns)[:8]}…)",
-                             "supply the v4.3.2 extract with ISO_A3, Name, IPCC, IPCC_description, years")
+            raise InputError(
+                path,
+                f"unknown EDGAR CSV layout (columns {list(df.columns)[:8]}…)",
+                "supply the v4.3.2 extract with ISO_A3, Name, IPCC, IPCC_description, years",
+            )
         if unit is None and "_gg" not in path.name.lower():
             raise InputError(path, "the CSV carries no unit", "pass unit='Gg' (EDGAR tables are Gg N2O)")
         _check_meta({"unit": unit or "Gg"}, path)
@@ -1024,7 +1206,9 @@ def read_edgar_national(path: str | Path, sheet: str | None = None, unit: str | 
         out.attrs = {"source_file": path.name, "layout": "v4.3.2 CSV extract", "unit": "Gg N2O"}
         return out
     if suffix not in (".xls", ".xlsx"):
-        raise InputError(path, f"unknown file type '{suffix}'", "supply the EDGAR .xls/.xlsx workbook or the CSV extract")
+        raise InputError(
+            path, f"unknown file type '{suffix}'", "supply the EDGAR .xls/.xlsx workbook or the CSV extract"
+        )
     import warnings
 
     try:
@@ -1041,13 +1225,15 @@ def read_edgar_national(path: str | Path, sheet: str | None = None, unit: str | 
     except InputError:
         raise
     except Exception as e:  # xlrd/openpyxl raise many types
-        raise InputError(path, f"cannot read the workbook ({type(e).__name__})", "download the workbook again") from None
+        raise InputError(
+            path, f"cannot read the workbook ({type(e).__name__})", "download the workbook again"
+        ) from None
     header_keys = [str(v).strip() for i in range(min(len(raw), 30)) for v in raw.iloc[i].tolist()]
     if "Country_code_A3" in header_keys:
         h = _find_header(raw, "Country_code_A3", path)
         meta = _meta_rows(raw, h)
         _check_meta(meta, path)
-        df = raw.iloc[h + 1:].copy()
+        df = raw.iloc[h + 1 :].copy()
         df.columns = [str(c).strip() for c in raw.iloc[h]]
         code = next((c for c in df.columns if c.startswith("ipcc_code_") and not c.endswith("_name")), None)
         desc = next((c for c in df.columns if c.startswith("ipcc_code_") and c.endswith("_name")), None)
@@ -1056,8 +1242,9 @@ def read_edgar_national(path: str | Path, sheet: str | None = None, unit: str | 
         if "Substance" in df.columns:
             subs = set(df["Substance"].dropna().astype(str).str.strip())
             if subs - {"N2O"}:
-                raise InputError(path, f"substance {sorted(subs - {'N2O'})}, not N2O", "supply EDGAR's N2O table",
-                                 column="Substance")
+                raise InputError(
+                    path, f"substance {sorted(subs - {'N2O'})}, not N2O", "supply EDGAR's N2O table", column="Substance"
+                )
         years = {c: int(c[2:]) for c in df.columns if re.fullmatch(r"Y_\d{4}", c)}
         classification = "IPCC 2006" if "2006" in code else "IPCC 1996"
         out = _long(df, years, "Country_code_A3", "Name", code, desc, classification, path, h)
@@ -1069,7 +1256,7 @@ def read_edgar_national(path: str | Path, sheet: str | None = None, unit: str | 
         h = _find_header(raw, "ISO_A3", path)
         meta = _meta_rows(raw, h)
         _check_meta(meta, path)
-        df = raw.iloc[h + 1:].copy()
+        df = raw.iloc[h + 1 :].copy()
         cols = []
         for c in raw.iloc[h].tolist():
             if isinstance(c, float) and c == int(c):
@@ -1079,11 +1266,18 @@ def read_edgar_national(path: str | Path, sheet: str | None = None, unit: str | 
         df.columns = cols
         years = {c: int(c) for c in cols if re.fullmatch(r"\d{4}", c)}
         out = _long(df, years, "ISO_A3", "Name", "IPCC", "IPCC_description", "IPCC 1996", path, h)
-        out.attrs = {"source_file": path.name, "layout": "EDGAR v4.3.2 workbook", "unit": "Gg N2O",
-                     "release": meta.get("reference", "")[:200]}
+        out.attrs = {
+            "source_file": path.name,
+            "layout": "EDGAR v4.3.2 workbook",
+            "unit": "Gg N2O",
+            "release": meta.get("reference", "")[:200],
+        }
         return out
-    raise InputError(path, f"unknown EDGAR table layout in sheet '{sheet}'",
-                     "supply the v4.3.2 .xls (header ISO_A3, IPCC…) or an EDGAR 2024+ .xlsx (Country_code_A3…)")
+    raise InputError(
+        path,
+        f"unknown EDGAR table layout in sheet '{sheet}'",
+        "supply the v4.3.2 .xls (header ISO_A3, IPCC…) or an EDGAR 2024+ .xlsx (Country_code_A3…)",
+    )
 
 
 def national_series(table: pd.DataFrame, iso3: str, sectors: Sequence[str]) -> pd.DataFrame:

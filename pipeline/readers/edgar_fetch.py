@@ -57,8 +57,14 @@ RELEASES: dict[str, Release] = {
     "EDGAR_2024_GHG": Release("EDGAR_2024_GHG", "EDGAR_2024_GHG", 1970, 2023),
     "EDGAR_2025_GHG": Release("EDGAR_2025_GHG", "EDGAR_2025_GHG", 1970, 2024),
 }
-_ALIASES = {"v80": "v8.0", "v8": "v8.0", "v80_FT2022_GHG": "v8.0", "v8.0_FT2022_GHG": "v8.0",
-            "2024": "EDGAR_2024_GHG", "2025": "EDGAR_2025_GHG"}
+_ALIASES = {
+    "v80": "v8.0",
+    "v8": "v8.0",
+    "v80_FT2022_GHG": "v8.0",
+    "v8.0_FT2022_GHG": "v8.0",
+    "2024": "EDGAR_2024_GHG",
+    "2025": "EDGAR_2025_GHG",
+}
 KINDS = ("emi_nc", "flx_nc")
 SUBSTANCES = ("N2O", "CH4", "CO2", "CO2bio")
 
@@ -71,8 +77,15 @@ def release_info(release: str) -> Release:
     return RELEASES[key]
 
 
-def edgar_urls(release: str, substance: str, sector: str, first_year: int, last_year: int,
-               kind: str = "emi_nc", base_url: str | None = None) -> list[str]:
+def edgar_urls(
+    release: str,
+    substance: str,
+    sector: str,
+    first_year: int,
+    last_year: int,
+    kind: str = "emi_nc",
+    base_url: str | None = None,
+) -> list[str]:
     """Official download URLs of the per-year gridded zips, one per year.
 
     Parameters
@@ -96,11 +109,15 @@ def edgar_urls(release: str, substance: str, sector: str, first_year: int, last_
     if not sector or not sector.replace("_", "").isalnum():
         raise ConfigError(f"invalid EDGAR sector '{sector}'. Fix: use a sector code such as AGS")
     if not (rel.first_year <= first_year <= last_year <= rel.last_year):
-        raise ConfigError(f"EDGAR {release} covers {rel.first_year}-{rel.last_year}, not {first_year}-{last_year}. "
-                          "Fix: narrow the year range")
+        raise ConfigError(
+            f"EDGAR {release} covers {rel.first_year}-{rel.last_year}, not {first_year}-{last_year}. "
+            "Fix: narrow the year range"
+        )
     base = (base_url or DEFAULT_BASE_URL).rstrip("/")
-    return [f"{base}/{rel.folder}/{substance}/{sector}/{kind}/{rel.prefix}_{substance}_{y}_{sector}_{kind}.zip"
-            for y in range(first_year, last_year + 1)]
+    return [
+        f"{base}/{rel.folder}/{substance}/{sector}/{kind}/{rel.prefix}_{substance}_{y}_{sector}_{kind}.zip"
+        for y in range(first_year, last_year + 1)
+    ]
 
 
 def _rebase(url: str, base_url: str | None) -> str:
@@ -108,7 +125,7 @@ def _rebase(url: str, base_url: str | None) -> str:
         return url
     base = base_url.rstrip("/")
     if url.startswith(DEFAULT_BASE_URL):
-        return base + url[len(DEFAULT_BASE_URL):]
+        return base + url[len(DEFAULT_BASE_URL) :]
     if "://" not in url:
         return f"{base}/{url.lstrip('/')}"
     return url
@@ -120,8 +137,11 @@ def _read_manifest(path: Path) -> dict:
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
-        raise InputError(path, "the download manifest is not valid JSON",
-                         "delete it; files already downloaded are re-hashed on the next run") from None
+        raise InputError(
+            path,
+            "the download manifest is not valid JSON",
+            "delete it; files already downloaded are re-hashed on the next run",
+        ) from None
     if not isinstance(m, dict) or not isinstance(m.get("files"), dict):
         raise InputError(path, "the download manifest has no 'files' table", "delete it and run again")
     return m
@@ -148,13 +168,19 @@ def _download(url: str, target: Path, timeout: float) -> None:
                 part.unlink()
                 start = 0
                 continue
-            raise InputError(url, f"HTTP {e.code} {e.reason}",
-                             "check release, substance, sector and years (or --base-url); the server lists its files "
-                             "under the release folder") from None
+            raise InputError(
+                url,
+                f"HTTP {e.code} {e.reason}",
+                "check release, substance, sector and years (or --base-url); the server lists its files "
+                "under the release folder",
+            ) from None
         except (urllib.error.URLError, TimeoutError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise InputError(url, f"cannot connect ({reason})",
-                             "check the network or --base-url and run again; partial downloads resume") from None
+            raise InputError(
+                url,
+                f"cannot connect ({reason})",
+                "check the network or --base-url and run again; partial downloads resume",
+            ) from None
         break
     with resp:
         status = resp.status
@@ -167,7 +193,9 @@ def _download(url: str, target: Path, timeout: float) -> None:
             except (IndexError, ValueError):
                 raise InputError(url, f"bad Content-Range '{cr}'", "run again without the .part file") from None
             if first != start:
-                raise InputError(url, f"server resumed at byte {first}, not {start}", f"delete {part.name} and run again")
+                raise InputError(
+                    url, f"server resumed at byte {first}, not {start}", f"delete {part.name} and run again"
+                )
             mode = "ab"
         else:  # 200: the server ignored the range; write the whole file
             length = resp.headers.get("Content-Length")
@@ -178,8 +206,9 @@ def _download(url: str, target: Path, timeout: float) -> None:
             shutil.copyfileobj(resp, f, CHUNK_BYTES)
     size = part.stat().st_size
     if total is not None and size != total:
-        raise InputError(url, f"download incomplete ({size} of {total} bytes)",
-                         "run again: the download resumes from the .part file")
+        raise InputError(
+            url, f"download incomplete ({size} of {total} bytes)", "run again: the download resumes from the .part file"
+        )
     os.replace(part, target)
 
 
@@ -253,7 +282,12 @@ def fetch(
         target = dest / name
         entry = files.get(name)
         want = pinned.get(name) or (entry or {}).get("sha256")
-        if target.exists() and entry and entry.get("sha256") == file_sha256(target) and (want is None or want == entry["sha256"]):
+        if (
+            target.exists()
+            and entry
+            and entry.get("sha256") == file_sha256(target)
+            and (want is None or want == entry["sha256"])
+        ):
             members = [dest / m for m in entry.get("unpacked", [])]
             if unpack and name.lower().endswith(".zip") and not all(m.exists() for m in members):
                 members = _unpack(target, dest)
@@ -265,20 +299,35 @@ def fetch(
         digest = file_sha256(target)
         if want is not None and digest != want:
             target.unlink()
-            raise InputError(target, f"sha256 {digest[:12]}… does not match the expected {want[:12]}…",
-                             "the server's file changed or the download is corrupt: delete its manifest entry "
-                             "to accept the new file, or run again")
+            raise InputError(
+                target,
+                f"sha256 {digest[:12]}… does not match the expected {want[:12]}…",
+                "the server's file changed or the download is corrupt: delete its manifest entry "
+                "to accept the new file, or run again",
+            )
         members = _unpack(target, dest) if unpack and name.lower().endswith(".zip") else []
-        files[name] = {"url": url, "bytes": target.stat().st_size, "sha256": digest,
-                       "unpacked": [m.name for m in members],
-                       "unpacked_sha256": {m.name: file_sha256(m) for m in members}}
+        files[name] = {
+            "url": url,
+            "bytes": target.stat().st_size,
+            "sha256": digest,
+            "unpacked": [m.name for m in members],
+            "unpacked_sha256": {m.name: file_sha256(m) for m in members},
+        }
         write_json(manifest, manifest_path)
         out.extend(members or [target])
     return out
 
 
-def fetch_edgar_command(release: str, substance: str, sector: str, first_year: int, last_year: int,
-                        dest: str | Path, base_url: str | None = None, kind: str = "emi_nc") -> list[Path]:
+def fetch_edgar_command(
+    release: str,
+    substance: str,
+    sector: str,
+    first_year: int,
+    last_year: int,
+    dest: str | Path,
+    base_url: str | None = None,
+    kind: str = "emi_nc",
+) -> list[Path]:
     """``cropn2o fetch-edgar``: download and unpack one release/substance/sector for a year range.
 
     Returns the unpacked data files (``.nc``), one per year, in year order.

@@ -58,8 +58,10 @@ DDF_INDICATORS: dict[str, tuple[str, str]] = {
     "qcl_maize_corn_area_harvested": ("ha", "area_ha"),
 }
 
-FAOSTAT_SCOPE = ("FAOSTAT Tier 1 N2O from synthetic fertilizers (direct + indirect, IPCC 2006 defaults) "
-                 "on FAOSTAT national N use; kt N2O")
+FAOSTAT_SCOPE = (
+    "FAOSTAT Tier 1 N2O from synthetic fertilizers (direct + indirect, IPCC 2006 defaults) "
+    "on FAOSTAT national N use; kt N2O"
+)
 
 _FAO_COLUMNS = ["Element", "Item", "Year", "Unit", "Value"]
 _LONG_COLUMNS = ["area_code", "area", "domain", "element", "item", "year", "unit", "value", "flag"]
@@ -83,8 +85,9 @@ def _numbers(series: pd.Series, path: Path, column: str, offset: int = 2) -> np.
     bad = num.isna()
     if bad.any():
         k = int(np.argmax(bad.to_numpy()))
-        raise InputError(path, f"'{s.iloc[k]}' is not a number", "supply the FAOSTAT CSV unchanged",
-                         row=k + offset, column=column)
+        raise InputError(
+            path, f"'{s.iloc[k]}' is not a number", "supply the FAOSTAT CSV unchanged", row=k + offset, column=column
+        )
     return num.to_numpy(dtype=np.float64)
 
 
@@ -98,10 +101,15 @@ def layout(path: str | Path) -> str:
 def _layout(cols: list[str], path: Path) -> str:
     if len(cols) == 3 and cols[0] == "geo" and cols[1] == "year":
         return "ddf"
-    if set(_FAO_COLUMNS) <= set(cols) and ({"Area Code", "Area"} <= set(cols) or {"Country Code", "Country"} <= set(cols)):
+    if set(_FAO_COLUMNS) <= set(cols) and (
+        {"Area Code", "Area"} <= set(cols) or {"Country Code", "Country"} <= set(cols)
+    ):
         return "faostat"
-    raise InputError(path, f"unknown FAOSTAT layout (columns {cols[:6]})",
-                     "supply a FAOSTAT bulk CSV (Area Code, Element, Item, Year, Unit, Value) or a DDF geo,year,<indicator> file")
+    raise InputError(
+        path,
+        f"unknown FAOSTAT layout (columns {cols[:6]})",
+        "supply a FAOSTAT bulk CSV (Area Code, Element, Item, Year, Unit, Value) or a DDF geo,year,<indicator> file",
+    )
 
 
 def read_faostat(path: str | Path) -> pd.DataFrame:
@@ -121,29 +129,42 @@ def read_faostat(path: str | Path) -> pd.DataFrame:
     if kind == "ddf":
         ind = df.columns[2]
         if ind not in DDF_INDICATORS:
-            raise InputError(path, f"unknown DDF indicator '{ind}' (its unit is not known)",
-                             f"use one of {sorted(DDF_INDICATORS)}, or a FAOSTAT bulk CSV with a Unit column",
-                             column=ind)
+            raise InputError(
+                path,
+                f"unknown DDF indicator '{ind}' (its unit is not known)",
+                f"use one of {sorted(DDF_INDICATORS)}, or a FAOSTAT bulk CSV with a Unit column",
+                column=ind,
+            )
         unit = DDF_INDICATORS[ind][0]
-        out = pd.DataFrame({
-            "area_code": _numbers(df["geo"], path, "geo").astype(np.int64),
-            "area": "", "domain": ind.split("_", 1)[0].upper(), "element": ind, "item": ind,
-            "year": _numbers(df["year"], path, "year").astype(np.int64),
-            "unit": unit, "value": _numbers(df[ind], path, ind), "flag": "",
-        })
+        out = pd.DataFrame(
+            {
+                "area_code": _numbers(df["geo"], path, "geo").astype(np.int64),
+                "area": "",
+                "domain": ind.split("_", 1)[0].upper(),
+                "element": ind,
+                "item": ind,
+                "year": _numbers(df["year"], path, "year").astype(np.int64),
+                "unit": unit,
+                "value": _numbers(df[ind], path, ind),
+                "flag": "",
+            }
+        )
     else:
         code = "Area Code" if "Area Code" in df.columns else "Country Code"
         name = "Area" if "Area" in df.columns else "Country"
-        out = pd.DataFrame({
-            "area_code": _numbers(df[code], path, code).astype(np.int64),
-            "area": df[name].str.strip(),
-            "domain": df["Domain Code"].str.strip() if "Domain Code" in df.columns else "",
-            "element": df["Element"].str.strip(), "item": df["Item"].str.strip(),
-            "year": _numbers(df["Year"], path, "Year").astype(np.int64),
-            "unit": df["Unit"].str.strip(),
-            "value": _numbers(df["Value"], path, "Value"),
-            "flag": df["Flag"].str.strip() if "Flag" in df.columns else "",
-        })
+        out = pd.DataFrame(
+            {
+                "area_code": _numbers(df[code], path, code).astype(np.int64),
+                "area": df[name].str.strip(),
+                "domain": df["Domain Code"].str.strip() if "Domain Code" in df.columns else "",
+                "element": df["Element"].str.strip(),
+                "item": df["Item"].str.strip(),
+                "year": _numbers(df["Year"], path, "Year").astype(np.int64),
+                "unit": df["Unit"].str.strip(),
+                "value": _numbers(df["Value"], path, "Value"),
+                "flag": df["Flag"].str.strip() if "Flag" in df.columns else "",
+            }
+        )
     out.attrs = {"source_file": path.name, "layout": kind}
     return out[_LONG_COLUMNS]
 
@@ -151,8 +172,11 @@ def read_faostat(path: str | Path) -> pd.DataFrame:
 def _one_area(df: pd.DataFrame, area_code: int, path: Path) -> pd.DataFrame:
     sub = df[df["area_code"] == area_code]
     if sub.empty:
-        raise InputError(path, f"no rows for FAOSTAT area code {area_code} (codes: {sorted(set(df['area_code']))})",
-                         "pass area_code= one of the codes present")
+        raise InputError(
+            path,
+            f"no rows for FAOSTAT area code {area_code} (codes: {sorted(set(df['area_code']))})",
+            "pass area_code= one of the codes present",
+        )
     if sub["year"].duplicated().any():
         y = int(sub.loc[sub["year"].duplicated(), "year"].iloc[0])
         raise InputError(path, f"year {y} appears twice for area {area_code}", "supply one series per file")
@@ -163,11 +187,12 @@ def _projection_years(years: np.ndarray) -> np.ndarray:
     """Years after the first gap in the annual sequence (FAOSTAT appends 2030 and 2050 projections)."""
     years = np.sort(years)
     gaps = np.nonzero(np.diff(years) > 1)[0]
-    return years[gaps[0] + 1:] if len(gaps) else years[:0]
+    return years[gaps[0] + 1 :] if len(gaps) else years[:0]
 
 
-def read_synthetic_fertilizer_n2o(path: str | Path, area_code: int = AREA_CHINA,
-                                  include_projections: bool = False) -> pd.DataFrame:
+def read_synthetic_fertilizer_n2o(
+    path: str | Path, area_code: int = AREA_CHINA, include_projections: bool = False
+) -> pd.DataFrame:
     """FAOSTAT Tier 1 N2O from synthetic fertilizers, one country, per year.
 
     Parameters
@@ -194,20 +219,30 @@ def read_synthetic_fertilizer_n2o(path: str | Path, area_code: int = AREA_CHINA,
     df = read_faostat(path)
     if df.attrs["layout"] == "ddf":
         if df["element"].iloc[0] != "gt_synthetic_fertilizers_emissions_n2o":
-            raise InputError(path, f"indicator '{df['element'].iloc[0]}' is not synthetic-fertilizer N2O",
-                             "supply ddf--datapoints--gt_synthetic_fertilizers_emissions_n2o")
+            raise InputError(
+                path,
+                f"indicator '{df['element'].iloc[0]}' is not synthetic-fertilizer N2O",
+                "supply ddf--datapoints--gt_synthetic_fertilizers_emissions_n2o",
+            )
         kt = 1.0
     else:
-        df = df[df["item"].str.lower().eq("synthetic fertilizers") & df["element"].str.contains("N2O")
-                & df["element"].str.lower().str.startswith("emissions")]
+        df = df[
+            df["item"].str.lower().eq("synthetic fertilizers")
+            & df["element"].str.contains("N2O")
+            & df["element"].str.lower().str.startswith("emissions")
+        ]
         if df.empty:
-            raise InputError(path, "no 'Synthetic Fertilizers' / 'Emissions (N2O)' rows",
-                             "supply the FAOSTAT GT (Emissions from crops) extract")
+            raise InputError(
+                path,
+                "no 'Synthetic Fertilizers' / 'Emissions (N2O)' rows",
+                "supply the FAOSTAT GT (Emissions from crops) extract",
+            )
         units = set(df["unit"].str.lower())
         factors = {"kt": 1.0, "gigagrams": 1.0, "gg": 1.0, "t": 1e-3, "tonnes": 1e-3}
         if len(units) != 1 or next(iter(units)) not in factors:
-            raise InputError(path, f"unit {sorted(units)}, expected kt", "supply FAOSTAT's GT extract unchanged",
-                             column="Unit")
+            raise InputError(
+                path, f"unit {sorted(units)}, expected kt", "supply FAOSTAT's GT extract unchanged", column="Unit"
+            )
         kt = factors[next(iter(units))]
     sub = _one_area(df, area_code, path)
     proj = set(_projection_years(sub["year"].to_numpy()).tolist())
@@ -255,25 +290,37 @@ def read_n_fertilizer(ra_path: str | Path, rfn_path: str | Path, area_code: int 
         raise InputError(ra_path, "no 'Nitrogenous fertilizers' / 'Consumption' rows", "supply the FAOSTAT RA extract")
     rfn_n = rfn[(rfn["item"] == "Nutrient nitrogen N (total)") & (rfn["element"] == "Agricultural Use")]
     if rfn_n.empty:
-        raise InputError(rfn_path, "no 'Nutrient nitrogen N (total)' / 'Agricultural Use' rows",
-                         "supply the FAOSTAT RFN extract")
+        raise InputError(
+            rfn_path, "no 'Nutrient nitrogen N (total)' / 'Agricultural Use' rows", "supply the FAOSTAT RFN extract"
+        )
     for p, d in ((ra_path, ra_n), (rfn_path, rfn_n)):
         units = set(d["unit"])
         if units != {"tonnes"}:
-            raise InputError(p, f"unit {sorted(units)}, expected tonnes", "supply the FAOSTAT extract unchanged",
-                             column="Unit")
+            raise InputError(
+                p, f"unit {sorted(units)}, expected tonnes", "supply the FAOSTAT extract unchanged", column="Unit"
+            )
     a = _one_area(ra_n, area_code, ra_path)
     b = _one_area(rfn_n, area_code, rfn_path)
     a = a[a["year"] < b["year"].min()]
-    out = pd.concat([
-        pd.DataFrame({"year": a["year"], "n_fertilizer_t": a["value"], "series": "RA consumption", "flag": a["flag"]}),
-        pd.DataFrame({"year": b["year"], "n_fertilizer_t": b["value"], "series": "RFN agricultural use",
-                      "flag": b["flag"]}),
-    ], ignore_index=True)
+    out = pd.concat(
+        [
+            pd.DataFrame(
+                {"year": a["year"], "n_fertilizer_t": a["value"], "series": "RA consumption", "flag": a["flag"]}
+            ),
+            pd.DataFrame(
+                {"year": b["year"], "n_fertilizer_t": b["value"], "series": "RFN agricultural use", "flag": b["flag"]}
+            ),
+        ],
+        ignore_index=True,
+    )
     step = float(b["value"].iloc[0] / a["value"].iloc[-1]) if len(a) else float("nan")
-    out.attrs = {"source_files": f"{ra_path.name}; {rfn_path.name}", "area_code": area_code, "unit": "t N",
-                 "step_2001_2002": step,
-                 "join": f"RA to {int(a['year'].max()) if len(a) else '-'}, RFN from {int(b['year'].min())}, no splicing"}
+    out.attrs = {
+        "source_files": f"{ra_path.name}; {rfn_path.name}",
+        "area_code": area_code,
+        "unit": "t N",
+        "step_2001_2002": step,
+        "join": f"RA to {int(a['year'].max()) if len(a) else '-'}, RFN from {int(b['year'].min())}, no splicing",
+    }
     return out
 
 
@@ -320,11 +367,18 @@ def read_irrigation_share(path: str | Path, area_code: int = AREA_CHINA) -> pd.D
     df = read_faostat(path)
     df = df[df["item"].eq("Land area equipped for irrigation") & df["element"].eq("Share in Agricultural land")]
     if df.empty:
-        raise InputError(path, "no 'Land area equipped for irrigation' / 'Share in Agricultural land' rows",
-                         "supply the FAOSTAT EL extract")
+        raise InputError(
+            path,
+            "no 'Land area equipped for irrigation' / 'Share in Agricultural land' rows",
+            "supply the FAOSTAT EL extract",
+        )
     if set(df["unit"]) != {"%"}:
-        raise InputError(path, f"unit {sorted(set(df['unit']))}, expected %", "supply the FAOSTAT EL extract unchanged",
-                         column="Unit")
+        raise InputError(
+            path,
+            f"unit {sorted(set(df['unit']))}, expected %",
+            "supply the FAOSTAT EL extract unchanged",
+            column="Unit",
+        )
     sub = _one_area(df, area_code, path)
     return pd.DataFrame({"year": sub["year"], "irrigation_equipped_share_pct": sub["value"]})
 
@@ -340,12 +394,15 @@ def read_china_extracts(folder: str | Path, area_code: int = AREA_CHINA) -> dict
     def one(pattern: str) -> Path:
         hits = sorted(d.glob(pattern))
         if len(hits) != 1:
-            raise InputError(d / pattern, f"{len(hits)} files match", "keep one FAOSTAT file of each kind in the folder")
+            raise InputError(
+                d / pattern, f"{len(hits)} files match", "keep one FAOSTAT file of each kind in the folder"
+            )
         return hits[0]
 
     return {
-        "synthetic_fertilizer_n2o": read_synthetic_fertilizer_n2o(one("*synthetic_fertilizers_emissions_n2o*.csv"),
-                                                                  area_code),
+        "synthetic_fertilizer_n2o": read_synthetic_fertilizer_n2o(
+            one("*synthetic_fertilizers_emissions_n2o*.csv"), area_code
+        ),
         "n_fertilizer": read_n_fertilizer(one("*RA_fertilizer*.csv"), one("*RFN_fertilizer*.csv"), area_code),
         "harvested_area": read_harvested_area(d, area_code),
         "irrigation_share": read_irrigation_share(one("*irrigation*.csv"), area_code),

@@ -173,8 +173,17 @@ TOTAL_SOWN = "total_sown_area_ha"  # 农作物总播种面积
 CROPS: tuple[str, ...] = ("rice", "wheat", "maize", "vegetables", "other_upland")
 
 TIDY_COLUMNS: tuple[str, ...] = (
-    "province_code", "adcode", "province", "year", "indicator", "value", "unit",
-    "indicator_source", "unit_source", "source_file", "source_row",
+    "province_code",
+    "adcode",
+    "province",
+    "year",
+    "indicator",
+    "value",
+    "unit",
+    "indicator_source",
+    "unit_source",
+    "source_file",
+    "source_row",
 )
 
 _NATIONAL_NAMES = {"全国", "全国合计", "全国总计", "中国", "national", "nationaltotal", "china", "total", "全国总"}
@@ -275,12 +284,20 @@ def province_table(areacodes: str | Path | None = None) -> pd.DataFrame:
         try:
             df = pd.read_csv(path, dtype=str, encoding="utf-8-sig", keep_default_na=False)
         except (OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
-            raise InputError(path, f"cannot read the code table ({type(e).__name__})",
-                             "give the yescallop/areacodes result.csv, UTF-8") from None
+            raise InputError(
+                path,
+                f"cannot read the code table ({type(e).__name__})",
+                "give the yescallop/areacodes result.csv, UTF-8",
+            ) from None
         for col in ("代码", "名称", "级别"):
             if col not in df.columns:
-                raise InputError(path, f"no column '{col}' in the code table", "give the yescallop/areacodes result.csv",
-                                 row=1, column=col)
+                raise InputError(
+                    path,
+                    f"no column '{col}' in the code table",
+                    "give the yescallop/areacodes result.csv",
+                    row=1,
+                    column=col,
+                )
         df = df[df["级别"].str.strip() == "省级"]
         if "状态" in df.columns:  # a code retired and reused keeps its in-use name
             df = df.sort_values("状态", key=lambda s: s.ne("在用"))
@@ -339,8 +356,12 @@ class ProvinceResolver:
         return hit
 
     def known_names(self) -> str:
-        return ", ".join(self.table["short_zh"]) + " (or English: " + ", ".join(
-            n for n in self.table["name_en"] if n) + ")"
+        return (
+            ", ".join(self.table["short_zh"])
+            + " (or English: "
+            + ", ".join(n for n in self.table["name_en"] if n)
+            + ")"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,14 +390,24 @@ def _indicator_key(name: str, unit: str, file: Path, row: int, column: str, *, e
     else:
         stem = INDICATORS_ZH.get(_clean(name))
         if stem is None:
-            raise InputError(file, f"indicator '{name}' is not one the NBS reader knows", "use an NBS table "
-                             "of sown area, fertilizer or irrigation, or add the indicator to "
-                             "pipeline.readers.nbs.INDICATORS_ZH", row=row, column=column)
+            raise InputError(
+                file,
+                f"indicator '{name}' is not one the NBS reader knows",
+                "use an NBS table "
+                "of sown area, fertilizer or irrigation, or add the indicator to "
+                "pipeline.readers.nbs.INDICATORS_ZH",
+                row=row,
+                column=column,
+            )
     conv = nbs_unit_factor(unit)
     if conv is None:
-        raise InputError(file, f"unit '{unit}' of indicator '{name}' is not an NBS unit the reader converts",
-                         "use 千公顷/thousand hectares for areas or 万吨/10000 tons for fertilizer", row=row,
-                         column=column)
+        raise InputError(
+            file,
+            f"unit '{unit}' of indicator '{name}' is not an NBS unit the reader converts",
+            "use 千公顷/thousand hectares for areas or 万吨/10000 tons for fertilizer",
+            row=row,
+            column=column,
+        )
     unit_out, factor = conv
     suffix = {"ha": "ha", "kg": "kg", "kW": "kw", "kWh": "kwh", "count": "count"}[unit_out]
     return f"{stem}_{suffix}", unit_out, factor
@@ -395,13 +426,19 @@ def _number(cell: object, file: Path, row: int, column: str) -> float:
         try:
             v = float(text)
         except ValueError:
-            raise InputError(file, f"'{cell}' is not a number", "write a number or leave the cell empty",
-                             row=row, column=column) from None
+            raise InputError(
+                file, f"'{cell}' is not a number", "write a number or leave the cell empty", row=row, column=column
+            ) from None
     if math.isnan(v):
         return v
     if v < 0 or math.isinf(v):
-        raise InputError(file, f"value {cell} is negative or infinite", "NBS quantities are >= 0; "
-                         "correct the cell or leave it empty", row=row, column=column)
+        raise InputError(
+            file,
+            f"value {cell} is negative or infinite",
+            "NBS quantities are >= 0; correct the cell or leave it empty",
+            row=row,
+            column=column,
+        )
     return v
 
 
@@ -410,11 +447,13 @@ def _year(cell: object, file: Path, row: int, column: str) -> int:
     try:
         y = int(float(text))
     except ValueError:
-        raise InputError(file, f"year '{cell}' is not a year", "write a 4-digit year such as 2014",
-                         row=row, column=column) from None
+        raise InputError(
+            file, f"year '{cell}' is not a year", "write a 4-digit year such as 2014", row=row, column=column
+        ) from None
     if not 1949 <= y <= 2100 or float(text) != y:
-        raise InputError(file, f"year '{cell}' is outside 1949-2100", "write a 4-digit year such as 2014",
-                         row=row, column=column)
+        raise InputError(
+            file, f"year '{cell}' is outside 1949-2100", "write a 4-digit year such as 2014", row=row, column=column
+        )
     return y
 
 
@@ -424,8 +463,11 @@ def _decode(path: Path) -> str:
     except OSError as e:
         raise InputError(path, f"cannot read the file ({e.strerror})", "check the path") from None
     if raw[:4] == b"PK\x03\x04":
-        raise InputError(path, "the file is a ZIP archive (or an .xlsx workbook), not a CSV",
-                         "unzip it, or name a workbook .xlsx so the spreadsheet reader opens it")
+        raise InputError(
+            path,
+            "the file is a ZIP archive (or an .xlsx workbook), not a CSV",
+            "unzip it, or name a workbook .xlsx so the spreadsheet reader opens it",
+        )
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     for enc in ("utf-8", "gb18030"):
@@ -438,13 +480,18 @@ def _decode(path: Path) -> str:
 
 def _finish(records: list[dict], national: int, path: Path) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records, columns=list(TIDY_COLUMNS))
-    df = df.astype({"province_code": "int64", "adcode": "int64", "year": "int64", "value": "float64",
-                    "source_row": "int64"})
+    df = df.astype(
+        {"province_code": "int64", "adcode": "int64", "year": "int64", "value": "float64", "source_row": "int64"}
+    )
     dup = df.duplicated(["adcode", "year", "indicator"], keep="first")
     if dup.any():
         r = df[dup].iloc[0]
-        raise InputError(path, f"{r['province']} {r['year']} {r['indicator_source']} appears twice",
-                         "keep one row per province, year and indicator", row=int(r["source_row"]))
+        raise InputError(
+            path,
+            f"{r['province']} {r['year']} {r['indicator_source']} appears twice",
+            "keep one row per province, year and indicator",
+            row=int(r["source_row"]),
+        )
     df.attrs["national_rows_dropped"] = national
     return df
 
@@ -485,14 +532,21 @@ def read_nbs_long_csv(path: str | Path, *, resolver: ProvinceResolver | None = N
     try:
         raw = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=False)
     except pd.errors.ParserError as e:
-        raise InputError(path, f"not a readable CSV ({str(e).splitlines()[0]})", "export the table again as CSV") from None
+        raise InputError(
+            path, f"not a readable CSV ({str(e).splitlines()[0]})", "export the table again as CSV"
+        ) from None
     raw.columns = [_clean(c) for c in raw.columns]
     for col in LONG_COLUMNS:
         if col not in raw.columns:
             delim = next((d for d in (";", "\t", "|") if d in (text.splitlines() or [""])[0]), None)
             hint = f" (the header looks '{delim}'-delimited; NBS CSVs use commas)" if delim else ""
-            raise InputError(path, f"no column '{col}' in the file{hint}",
-                             "use the NBS long layout 数据集名称,指标名称,地区,年份,数值,单位", row=1, column=col)
+            raise InputError(
+                path,
+                f"no column '{col}' in the file{hint}",
+                "use the NBS long layout 数据集名称,指标名称,地区,年份,数值,单位",
+                row=1,
+                column=col,
+            )
     has_unit_col = "单位" in raw.columns
     cache: dict[tuple[str, str], tuple[str, str, str, str, float]] = {}
     records: list[dict] = []
@@ -510,14 +564,23 @@ def read_nbs_long_csv(path: str | Path, *, resolver: ProvinceResolver | None = N
             if unit is None:
                 unit = col_unit
                 if unit is None:
-                    raise InputError(path, f"indicator '{name}' has no unit (no parentheses, no 单位)",
-                                     "write the unit as NBS does, e.g. '稻谷播种面积 (千公顷)'", row=row,
-                                     column="指标名称")
+                    raise InputError(
+                        path,
+                        f"indicator '{name}' has no unit (no parentheses, no 单位)",
+                        "write the unit as NBS does, e.g. '稻谷播种面积 (千公顷)'",
+                        row=row,
+                        column="指标名称",
+                    )
             elif col_unit is not None and col_unit != _clean(unit):
                 a, b = nbs_unit_factor(unit), nbs_unit_factor(col_unit)
                 if a is not None and b is not None and a != b:
-                    raise InputError(path, f"unit in the name '{unit}' disagrees with 单位 '{col_unit}'",
-                                     "correct one of the two", row=row, column="单位")
+                    raise InputError(
+                        path,
+                        f"unit in the name '{unit}' disagrees with 单位 '{col_unit}'",
+                        "correct one of the two",
+                        row=row,
+                        column="单位",
+                    )
             key, unit_out, factor = _indicator_key(name, unit, path, row, "指标名称", english=False)
             cache[ck] = (name, unit, key, unit_out, factor)
         name, unit, key, unit_out, factor = cache[ck]
@@ -527,15 +590,29 @@ def read_nbs_long_csv(path: str | Path, *, resolver: ProvinceResolver | None = N
             continue
         hit = resolver.resolve(region)
         if hit is None:
-            raise InputError(path, f"province name '{region.strip()}' is not a province-level unit",
-                             f"use one of {resolver.known_names()}", row=row, column="地区")
+            raise InputError(
+                path,
+                f"province name '{region.strip()}' is not a province-level unit",
+                f"use one of {resolver.known_names()}",
+                row=row,
+                column="地区",
+            )
         value = _number(rec["数值"], path, row, "数值")
-        records.append({
-            "province_code": hit[0], "adcode": hit[1], "province": hit[2],
-            "year": _year(rec["年份"], path, row, "年份"), "indicator": key,
-            "value": value * factor, "unit": unit_out, "indicator_source": name, "unit_source": unit,
-            "source_file": str(path), "source_row": row,
-        })
+        records.append(
+            {
+                "province_code": hit[0],
+                "adcode": hit[1],
+                "province": hit[2],
+                "year": _year(rec["年份"], path, row, "年份"),
+                "indicator": key,
+                "value": value * factor,
+                "unit": unit_out,
+                "indicator_source": name,
+                "unit_source": unit,
+                "source_file": str(path),
+                "source_row": row,
+            }
+        )
     if not records:
         raise InputError(path, "no province rows in the file", "export a province-by-year NBS table")
     return _finish(records, national, path)
@@ -556,8 +633,9 @@ _TITLE = re.compile(r"^\s*(?P<label>database|indicator|period|time|数据库|指
 _FOOTNOTE = re.compile(r"^\s*(note|notes|data source|source|注|数据来源|说明)", re.I)
 
 
-def read_nbs_spreadsheet(path: str | Path, *, sheet: str | int = 0,
-                         resolver: ProvinceResolver | None = None) -> pd.DataFrame:
+def read_nbs_spreadsheet(
+    path: str | Path, *, sheet: str | int = 0, resolver: ProvinceResolver | None = None
+) -> pd.DataFrame:
     """Read an NBS English spreadsheet export (years as columns) into the tidy frame.
 
     Parameters
@@ -587,11 +665,15 @@ def read_nbs_spreadsheet(path: str | Path, *, sheet: str | int = 0,
     try:
         grid = _read_grid(path, sheet)
     except (ValueError, OSError, ImportError) as e:
-        raise InputError(path, f"cannot open the spreadsheet ({type(e).__name__}: {str(e).splitlines()[0]})",
-                         "give the .xls/.xlsx as exported by NBS (reading .xls needs the xlrd package)") from None
+        raise InputError(
+            path,
+            f"cannot open the spreadsheet ({type(e).__name__}: {str(e).splitlines()[0]})",
+            "give the .xls/.xlsx as exported by NBS (reading .xls needs the xlrd package)",
+        ) from None
     except Exception as e:  # xlrd and openpyxl raise their own types on corrupt files
-        raise InputError(path, f"cannot open the spreadsheet ({type(e).__name__})",
-                         "export the table again from data.stats.gov.cn") from None
+        raise InputError(
+            path, f"cannot open the spreadsheet ({type(e).__name__})", "export the table again from data.stats.gov.cn"
+        ) from None
     grid = grid.where(pd.notna(grid) & (grid != ""), None)
     titles: dict[str, str] = {}
     header_row = None
@@ -604,16 +686,26 @@ def read_nbs_spreadsheet(path: str | Path, *, sheet: str | int = 0,
             header_row = r
             break
     if header_row is None:
-        raise InputError(path, "no header row starting with 'Region' in the first 15 rows",
-                         "give the NBS 'Annual data by province' export with its header row")
+        raise InputError(
+            path,
+            "no header row starting with 'Region' in the first 15 rows",
+            "give the NBS 'Annual data by province' export with its header row",
+        )
     indicator_text = titles.get("indicator") or titles.get("指标")
     if not indicator_text:
-        raise InputError(path, "no 'Indicator: <name> (<unit>)' title row above the header",
-                         "keep the title rows of the NBS export", row=header_row + 1)
+        raise InputError(
+            path,
+            "no 'Indicator: <name> (<unit>)' title row above the header",
+            "keep the title rows of the NBS export",
+            row=header_row + 1,
+        )
     name, unit = split_indicator(indicator_text)
     if unit is None:
-        raise InputError(path, f"indicator '{indicator_text}' has no unit in parentheses",
-                         "keep the NBS title row, e.g. 'Indicator: Rice area (thousand hectares)'")
+        raise InputError(
+            path,
+            f"indicator '{indicator_text}' has no unit in parentheses",
+            "keep the NBS title row, e.g. 'Indicator: Rice area (thousand hectares)'",
+        )
     key, unit_out, factor = _indicator_key(name, unit, path, 1, "Indicator", english=True)
     year_cols: list[tuple[int, int, str]] = []
     for c in range(1, grid.shape[1]):
@@ -623,8 +715,12 @@ def read_nbs_spreadsheet(path: str | Path, *, sheet: str | int = 0,
         label = _clean(cell).removesuffix(".0")
         year_cols.append((c, _year(cell, path, header_row + 1, label), label))
     if not year_cols:
-        raise InputError(path, "the header row has no year columns", "keep the NBS header 'Region, 2022, 2021, …'",
-                         row=header_row + 1)
+        raise InputError(
+            path,
+            "the header row has no year columns",
+            "keep the NBS header 'Region, 2022, 2021, …'",
+            row=header_row + 1,
+        )
     records: list[dict] = []
     footnotes: list[str] = []
     national = 0
@@ -635,8 +731,13 @@ def read_nbs_spreadsheet(path: str | Path, *, sheet: str | int = 0,
         if first is None or _clean(first) == "":
             if empty:
                 continue
-            raise InputError(path, "values without a region name", "write the province name in the first column",
-                             row=r + 1, column="Region")
+            raise InputError(
+                path,
+                "values without a region name",
+                "write the province name in the first column",
+                row=r + 1,
+                column="Region",
+            )
         if _FOOTNOTE.match(str(first)):
             footnotes.append(str(first))
             continue
@@ -648,15 +749,30 @@ def read_nbs_spreadsheet(path: str | Path, *, sheet: str | int = 0,
             if empty:
                 footnotes.append(str(first))
                 continue
-            raise InputError(path, f"province name '{str(first).strip()}' is not a province-level unit",
-                             f"use one of {resolver.known_names()}", row=r + 1, column="Region")
+            raise InputError(
+                path,
+                f"province name '{str(first).strip()}' is not a province-level unit",
+                f"use one of {resolver.known_names()}",
+                row=r + 1,
+                column="Region",
+            )
         for (_c, year, label), cell in zip(year_cols, cells, strict=True):
             value = _number(cell, path, r + 1, label)
-            records.append({
-                "province_code": hit[0], "adcode": hit[1], "province": hit[2], "year": year,
-                "indicator": key, "value": value * factor, "unit": unit_out, "indicator_source": name,
-                "unit_source": unit, "source_file": str(path), "source_row": r + 1,
-            })
+            records.append(
+                {
+                    "province_code": hit[0],
+                    "adcode": hit[1],
+                    "province": hit[2],
+                    "year": year,
+                    "indicator": key,
+                    "value": value * factor,
+                    "unit": unit_out,
+                    "indicator_source": name,
+                    "unit_source": unit,
+                    "source_file": str(path),
+                    "source_row": r + 1,
+                }
+            )
     if not records:
         raise InputError(path, "no province rows below the header", "export a province-by-year NBS table")
     out = _finish(records, national, path)
@@ -694,11 +810,22 @@ def read_nbs(paths: str | Path | Sequence[str | Path], *, areacodes: str | Path 
     dup = df.duplicated(["adcode", "year", "indicator"], keep=False)
     if dup.any():
         first = df[dup].iloc[0]
-        files = sorted(set(df[dup & (df["adcode"] == first["adcode"]) & (df["year"] == first["year"])
-                              & (df["indicator"] == first["indicator"])]["source_file"]))
-        raise InputError(first["source_file"], f"{first['indicator']} for {first['province']} {first['year']} is "
-                         f"also in {', '.join(files)}", "give each indicator in one file only",
-                         row=int(first["source_row"]))
+        files = sorted(
+            set(
+                df[
+                    dup
+                    & (df["adcode"] == first["adcode"])
+                    & (df["year"] == first["year"])
+                    & (df["indicator"] == first["indicator"])
+                ]["source_file"]
+            )
+        )
+        raise InputError(
+            first["source_file"],
+            f"{first['indicator']} for {first['province']} {first['year']} is also in {', '.join(files)}",
+            "give each indicator in one file only",
+            row=int(first["source_row"]),
+        )
     df.attrs["national_rows_dropped"] = sum(f.attrs.get("national_rows_dropped", 0) for f in frames)
     return df.sort_values(["indicator", "adcode", "year"], ignore_index=True)
 
@@ -714,8 +841,11 @@ def _wide(tidy: pd.DataFrame, indicators: Iterable[str], what: str) -> pd.DataFr
     missing = [k for k in indicators if k not in set(tidy["indicator"])]
     if missing:
         files = ", ".join(sorted(set(tidy["source_file"]))) or "the NBS input"
-        raise InputError(files, f"indicator(s) {', '.join(missing)} needed for {what} are not in the NBS input",
-                         "add the NBS table that has them (sown area by crop; fertilizer and irrigation)")
+        raise InputError(
+            files,
+            f"indicator(s) {', '.join(missing)} needed for {what} are not in the NBS input",
+            "add the NBS table that has them (sown area by crop; fertilizer and irrigation)",
+        )
     sub = tidy[tidy["indicator"].isin(indicators)]
     wide = sub.pivot(index=["adcode", "year"], columns="indicator", values="value").reindex(columns=indicators)
     names = sub.drop_duplicates(["adcode", "year"]).set_index(["adcode", "year"])[["province_code", "province"]]
@@ -730,8 +860,13 @@ def _first_source(tidy: pd.DataFrame, indicator: str, province_code: int, year: 
     return ", ".join(sorted(set(tidy["source_file"]))), None
 
 
-def crop_sown_area_ha(tidy: pd.DataFrame, *, years: Iterable[int] | None = None,
-                      blank_as_zero: bool = False, rounding_tolerance_ha: float = 50.0) -> pd.DataFrame:
+def crop_sown_area_ha(
+    tidy: pd.DataFrame,
+    *,
+    years: Iterable[int] | None = None,
+    blank_as_zero: bool = False,
+    rounding_tolerance_ha: float = 50.0,
+) -> pd.DataFrame:
     """Sown area of the pipeline's five crop classes per province and year.
 
     Parameters
@@ -777,9 +912,14 @@ def crop_sown_area_ha(tidy: pd.DataFrame, *, years: Iterable[int] | None = None,
     if bad.any():
         r = wide[bad].iloc[0]
         f, row = _first_source(tidy, TOTAL_SOWN, int(r["province_code"]), int(r["year"]))
-        raise InputError(f, f"rice+wheat+maize+vegetables ({four[bad].iloc[0]:.0f} ha) exceed the total sown area "
-                         f"({r[TOTAL_SOWN]:.0f} ha) of {r['province']} {int(r['year'])}",
-                         "check the crop rows against 农作物总播种面积", row=row, column="数值")
+        raise InputError(
+            f,
+            f"rice+wheat+maize+vegetables ({four[bad].iloc[0]:.0f} ha) exceed the total sown area "
+            f"({r[TOTAL_SOWN]:.0f} ha) of {r['province']} {int(r['year'])}",
+            "check the crop rows against 农作物总播种面积",
+            row=row,
+            column="数值",
+        )
     wide["other_upland_area"] = other.clip(lower=0.0)
     parts = []
     for crop in CROPS:
@@ -787,8 +927,11 @@ def crop_sown_area_ha(tidy: pd.DataFrame, *, years: Iterable[int] | None = None,
         p = wide[_KEYS].copy()
         p["crop"] = crop
         p["sown_area_ha"] = wide[col].to_numpy()
-        p["area_blank"] = (blank.any(axis=1) | wide[TOTAL_SOWN].isna()).to_numpy() if crop == "other_upland" \
+        p["area_blank"] = (
+            (blank.any(axis=1) | wide[TOTAL_SOWN].isna()).to_numpy()
+            if crop == "other_upland"
             else blank[col].to_numpy()
+        )
         parts.append(p)
     out = pd.concat(parts, ignore_index=True)
     out["crop"] = pd.Categorical(out["crop"], categories=list(CROPS))
@@ -845,16 +988,20 @@ def national_totals(tidy: pd.DataFrame) -> pd.DataFrame:
 
     The NBS province tables have no national row: national figures are these sums.
     """
-    return (tidy.groupby(["indicator", "year"])["value"].sum(min_count=1)
-            .rename("value").reset_index())
+    return tidy.groupby(["indicator", "year"])["value"].sum(min_count=1).rename("value").reset_index()
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing the pipeline's own input layout
 # ---------------------------------------------------------------------------------------------
-def write_contract_inputs(out_dir: str | Path, *, sown_area: pd.DataFrame, n_rate: pd.DataFrame | None = None,
-                          irrigation: pd.DataFrame | None = None, irrigation_mm: float | Mapping[int, float] | None = None,
-                          ) -> dict[str, Path]:
+def write_contract_inputs(
+    out_dir: str | Path,
+    *,
+    sown_area: pd.DataFrame,
+    n_rate: pd.DataFrame | None = None,
+    irrigation: pd.DataFrame | None = None,
+    irrigation_mm: float | Mapping[int, float] | None = None,
+) -> dict[str, Path]:
     """Write NBS-derived activity as the pipeline's ``sown_area``, ``n_rate`` and ``irrigation`` inputs.
 
     Parameters
@@ -888,24 +1035,45 @@ def write_contract_inputs(out_dir: str | Path, *, sown_area: pd.DataFrame, n_rat
     """
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
-    sa = pd.DataFrame({"county_code": sown_area["adcode"].astype("int64"), "year": sown_area["year"].astype("int64"),
-                       "crop": sown_area["crop"].astype(str), "area": sown_area["sown_area_ha"].astype(float),
-                       "unit": "ha"})
+    sa = pd.DataFrame(
+        {
+            "county_code": sown_area["adcode"].astype("int64"),
+            "year": sown_area["year"].astype("int64"),
+            "crop": sown_area["crop"].astype(str),
+            "area": sown_area["sown_area_ha"].astype(float),
+            "unit": "ha",
+        }
+    )
     written["sown_area"] = write_csv(sa.sort_values(["county_code", "year", "crop"]), out_dir / "sown_area.csv")
     if n_rate is not None:
-        nr = pd.DataFrame({"county_code": n_rate["adcode"].astype("int64"), "year": n_rate["year"].astype("int64"),
-                           "crop": n_rate["crop"].astype(str), "n_rate": n_rate["n_rate_kg_ha"].astype(float),
-                           "unit": "kg N/ha"})
+        nr = pd.DataFrame(
+            {
+                "county_code": n_rate["adcode"].astype("int64"),
+                "year": n_rate["year"].astype("int64"),
+                "crop": n_rate["crop"].astype(str),
+                "n_rate": n_rate["n_rate_kg_ha"].astype(float),
+                "unit": "kg N/ha",
+            }
+        )
         written["n_rate"] = write_csv(nr.sort_values(["county_code", "year", "crop"]), out_dir / "n_rate.csv")
     if irrigation is not None:
         if irrigation_mm is None:
-            raise ValueError("irrigation_mm is required with irrigation: NBS gives no irrigation depth; pass a "
-                             "value (mm/yr) with its source")
-        mm = (irrigation["adcode"].map(lambda c: irrigation_mm.get(int(c), math.nan))  # type: ignore[union-attr]
-              if isinstance(irrigation_mm, Mapping) else pd.Series(float(irrigation_mm), index=irrigation.index))
-        ir = pd.DataFrame({"prefecture_code": (irrigation["adcode"] // 100).astype("int64"),
-                           "year": irrigation["year"].astype("int64"),
-                           "irrigated_fraction": irrigation["irrigated_fraction"].astype(float),
-                           "irrigation_mm": mm.astype(float)})
+            raise ValueError(
+                "irrigation_mm is required with irrigation: NBS gives no irrigation depth; pass a "
+                "value (mm/yr) with its source"
+            )
+        mm = (
+            irrigation["adcode"].map(lambda c: irrigation_mm.get(int(c), math.nan))  # type: ignore[union-attr]
+            if isinstance(irrigation_mm, Mapping)
+            else pd.Series(float(irrigation_mm), index=irrigation.index)
+        )
+        ir = pd.DataFrame(
+            {
+                "prefecture_code": (irrigation["adcode"] // 100).astype("int64"),
+                "year": irrigation["year"].astype("int64"),
+                "irrigated_fraction": irrigation["irrigated_fraction"].astype(float),
+                "irrigation_mm": mm.astype(float),
+            }
+        )
         written["irrigation"] = write_csv(ir.sort_values(["prefecture_code", "year"]), out_dir / "irrigation.csv")
     return written

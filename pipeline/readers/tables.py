@@ -26,8 +26,11 @@ from pipeline.io import expand_paths
 # ---------------------------------------------------------------------------------------------
 #: Leading bytes of binary formats that are sometimes renamed to .csv, and what they are.
 _MAGIC: tuple[tuple[bytes, str, str], ...] = (
-    (b"PK\x03\x04", "a ZIP archive (or an .xlsx workbook, which is a ZIP)",
-     "unzip it and point the config at the CSV inside, or name a workbook .xlsx"),
+    (
+        b"PK\x03\x04",
+        "a ZIP archive (or an .xlsx workbook, which is a ZIP)",
+        "unzip it and point the config at the CSV inside, or name a workbook .xlsx",
+    ),
     (b"\x1f\x8b", "a gzip-compressed file", "decompress it (gunzip) and point the config at the CSV"),
     (b"PAR1", "a Parquet file", "name it .parquet"),
     (b"\xd0\xcf\x11\xe0", "an old-style Excel workbook (.xls)", "name it .xls, or save it as CSV"),
@@ -53,9 +56,12 @@ def _decode(raw: bytes, path: Path, encoding: str) -> str:
         except UnicodeDecodeError as e:
             last = e
     line = raw[: last.start].count(b"\n") + 1
-    raise InputError(path, f"cannot decode the file as {' or '.join(candidates)} (byte {last.start})",
-                     "save it as UTF-8, or set `encoding:` for this input in the config",
-                     row=line)
+    raise InputError(
+        path,
+        f"cannot decode the file as {' or '.join(candidates)} (byte {last.start})",
+        "save it as UTF-8, or set `encoding:` for this input in the config",
+        row=line,
+    )
 
 
 def _check_delimiter(text: str, path: Path) -> None:
@@ -65,9 +71,12 @@ def _check_delimiter(text: str, path: Path) -> None:
         return
     for delim, name in ((";", "semicolons (';')"), ("\t", "tabs"), ("|", "'|'")):
         if header.count(delim) >= 1:
-            raise InputError(path, f"the header is separated by {name}, not commas "
-                             f"({header.count(delim) + 1} fields: {header[:60]!r})",
-                             "save the file as comma-separated CSV (decimal point '.', not ',')", row=1)
+            raise InputError(
+                path,
+                f"the header is separated by {name}, not commas ({header.count(delim) + 1} fields: {header[:60]!r})",
+                "save the file as comma-separated CSV (decimal point '.', not ',')",
+                row=1,
+            )
 
 
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
@@ -77,17 +86,27 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     text = _decode(raw, path, encoding)
     _check_delimiter(text, path)
     try:
-        df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
-                         skipinitialspace=True, on_bad_lines="error", engine="c")
+        df = pd.read_csv(
+            _io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            skipinitialspace=True,
+            on_bad_lines="error",
+            engine="c",
+        )
     except pd.errors.ParserError as e:
         msg = str(e)
         row = None
         if "line" in msg:
             with contextlib.suppress(ValueError, IndexError):
                 row = int(msg.split("line")[1].split(",")[0].strip())
-        raise InputError(path, f"malformed CSV ({msg.strip()})",
-                         "check the delimiter and quoting; a truncated last line is the usual cause",
-                         row=row) from None
+        raise InputError(
+            path,
+            f"malformed CSV ({msg.strip()})",
+            "check the delimiter and quoting; a truncated last line is the usual cause",
+            row=row,
+        ) from None
     if df.shape[1] > 1 and df.iloc[:, -1].isna().all() and str(df.columns[-1]).startswith("Unnamed"):
         df = df.iloc[:, :-1]
     # A file cut mid-row ends without a newline and its last line has fewer fields than the
@@ -96,8 +115,12 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
         last_line = text.splitlines()[-1]
         n_fields = len(next(csv.reader([last_line])))
         if n_fields < df.shape[1]:
-            raise InputError(path, f"the last line has {n_fields} of {df.shape[1]} fields (file truncated?)",
-                             "re-export or re-download the file", row=len(df) + 1)
+            raise InputError(
+                path,
+                f"the last line has {n_fields} of {df.shape[1]} fields (file truncated?)",
+                "re-export or re-download the file",
+                row=len(df) + 1,
+            )
     df.columns = [str(c).strip() for c in df.columns]
     df[SOURCE_ROW] = np.arange(2, len(df) + 2)
     return df
@@ -111,16 +134,22 @@ def _read_one(path: Path, encoding: str = "auto", sheet: str | int = 0) -> pd.Da
         try:
             df = pd.read_parquet(path)
         except Exception as e:  # pyarrow raises several types for corrupt files
-            raise InputError(path, f"cannot read Parquet ({type(e).__name__}: {str(e).splitlines()[0]})",
-                             "re-write the file; it may be truncated") from None
+            raise InputError(
+                path,
+                f"cannot read Parquet ({type(e).__name__}: {str(e).splitlines()[0]})",
+                "re-write the file; it may be truncated",
+            ) from None
         df = df.astype({c: "string" for c in df.columns if df[c].dtype == object})
         df[SOURCE_ROW] = np.arange(1, len(df) + 1)
     elif suffix in (".xlsx", ".xls"):
         try:
             df = pd.read_excel(path, sheet_name=sheet, dtype=str)
         except Exception as e:
-            raise InputError(path, f"cannot read the spreadsheet ({type(e).__name__}: {str(e).splitlines()[0]})",
-                             "check the sheet name in the config, or save as CSV") from None
+            raise InputError(
+                path,
+                f"cannot read the spreadsheet ({type(e).__name__}: {str(e).splitlines()[0]})",
+                "check the sheet name in the config, or save as CSV",
+            ) from None
         df[SOURCE_ROW] = np.arange(2, len(df) + 2)
     else:
         raise InputError(path, f"unknown file type '{suffix}'", "use CSV, Parquet or XLSX")
@@ -170,8 +199,10 @@ def check_mapping(mapping: ColumnMapping, targets: Sequence[str], where: str) ->
         used.append(mapping.id_from_row)
     unknown = sorted({t for t in used if t not in known})
     if unknown:
-        raise ConfigError(f"{where}: the mapping names column(s) {', '.join(repr(u) for u in unknown)} that the "
-                          f"contract's table does not have. Fix: map to one of {', '.join(targets)}")
+        raise ConfigError(
+            f"{where}: the mapping names column(s) {', '.join(repr(u) for u in unknown)} that the "
+            f"contract's table does not have. Fix: map to one of {', '.join(targets)}"
+        )
 
 
 def source_names(mapping: ColumnMapping) -> dict[str, str]:
@@ -195,8 +226,13 @@ def apply_mapping(df: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame:
     if missing:
         present = ", ".join(str(c) for c in df.columns if c not in (SOURCE_FILE, SOURCE_ROW))
         key = "default_from:" if missing[0] not in mapping.columns.values() else "columns:"
-        raise InputError(file, f"column '{missing[0]}' named under `{key}` in the column mapping is not in the file "
-                         f"(columns present: {present})", f"correct `{key}` in the mapping file", column=missing[0])
+        raise InputError(
+            file,
+            f"column '{missing[0]}' named under `{key}` in the column mapping is not in the file "
+            f"(columns present: {present})",
+            f"correct `{key}` in the mapping file",
+            column=missing[0],
+        )
     # Unmapped columns stay (the contract ignores columns it does not know); one source column
     # may feed several contract columns (e.g. a study id used as site id too).
     out = df.copy()

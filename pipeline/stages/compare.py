@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 GG = 1e6  # kg per Gg
 EXACT = "%.17g"  # round-trip float format: the bridge adds up from the CSV too
 AREA_GRID = "the inventory's counties (EDGAR cells aggregated with the grid stage's coverage weights)"
-AREA_COUNTRY = ("the whole country as the reference reports it: equal to the inventory's area only when the "
-                "inventory covers every province")
+AREA_COUNTRY = (
+    "the whole country as the reference reports it: equal to the inventory's area only when the "
+    "inventory covers every province"
+)
 
 
 def _all_crops(df: pd.DataFrame) -> pd.DataFrame:
@@ -60,12 +62,15 @@ def _weights(stage: StageRun, grid_name: str) -> Weights:
     assert index_path is not None
     index = io.read_json(index_path)
     if grid_name not in index:
-        raise StageOrderError(f"{index_path}: no grid '{grid_name}' (grids: {', '.join(sorted(index))}). "
-                              "Fix: set compare.grid to one of them, or add it to grid.grids and run `cropn2o grid`")
+        raise StageOrderError(
+            f"{index_path}: no grid '{grid_name}' (grids: {', '.join(sorted(index))}). "
+            "Fix: set compare.grid to one of them, or add it to grid.grids and run `cropn2o grid`"
+        )
     path = index_path.parent / index[grid_name]["file"]
     if not path.exists() or io.file_sha256(path) != index[grid_name]["sha256"]:
-        raise StageOrderError(f"{path}: the cached weights are missing or changed since the grid stage ran. "
-                              "Fix: run `cropn2o grid`")
+        raise StageOrderError(
+            f"{path}: the cached weights are missing or changed since the grid stage ran. Fix: run `cropn2o grid`"
+        )
     stage.record_inputs([path])
     arrays = io.read_npz(path)
     gi = [int(v) for v in arrays["grid"]]
@@ -87,8 +92,10 @@ def _inventory_grid(stage: StageRun, grid_name: str, years: list[int]) -> np.nda
         da = (ds["n2o_n_total"] if "n2o_n_total" in ds else ds["n2o_n"].sum("crop")).astype("float64")
         tname = next(d for d in da.dims if d not in ("lat", "lon", "crop"))
         vals = da.transpose(tname, "lat", "lon")
-        file_years = [int(pd.Timestamp(t).year) if not np.issubdtype(np.asarray(t).dtype, np.integer) else int(t)
-                      for t in ds[tname].values]
+        file_years = [
+            int(pd.Timestamp(t).year) if not np.issubdtype(np.asarray(t).dtype, np.integer) else int(t)
+            for t in ds[tname].values
+        ]
         pos = [file_years.index(y) for y in years]
         return np.asarray(vals.values[pos], dtype=np.float64)
 
@@ -118,10 +125,15 @@ def run(cfg: Config) -> list[Path]:
 
     written: list[Path] = []
     national_parts, province_parts = [], []
-    summary: dict[str, Any] = {"units": "kg N2O-N per year (tables); trends in Gg N2O-N/yr and Gg N2O-N/yr per year",
-                               "inventory_scope": inv_scope, "years": [lo, hi], "references": {}}
+    summary: dict[str, Any] = {
+        "units": "kg N2O-N per year (tables); trends in Gg N2O-N/yr and Gg N2O-N/yr per year",
+        "inventory_scope": inv_scope,
+        "years": [lo, hi],
+        "references": {},
+    }
     trend_series: dict[str, tuple[Any, Any]] = {
-        "fitted": (years, fitted_nat.set_index("year").loc[years, "n2o_n_kg"].to_numpy() / GG)}
+        "fitted": (years, fitted_nat.set_index("year").loc[years, "n2o_n_kg"].to_numpy() / GG)
+    }
     trend_scopes = {"fitted": inv_scope}
     if tier1_nat is not None:
         trend_series["tier1"] = (years, tier1_nat.set_index("year").loc[years, "n2o_n_kg"].to_numpy() / GG)
@@ -140,8 +152,11 @@ def run(cfg: Config) -> list[Path]:
         ds = read_edgar_grids(edgar_path, first_year=lo, last_year=hi, bbox=bbox)
         stage.record_inputs(sorted({p for p in io.expand_paths(edgar_path, (".zip", ".nc", ".txt"))}))
         if ds.attrs.get("sector") and ds.attrs["sector"] != cc.edgar_sector:
-            raise InputError(edgar_path, f"EDGAR sector {ds.attrs['sector']}, but compare.edgar_sector is {cc.edgar_sector}",
-                             "point inputs.edgar at the files of the configured sector, or change compare.edgar_sector")
+            raise InputError(
+                edgar_path,
+                f"EDGAR sector {ds.attrs['sector']}, but compare.edgar_sector is {cc.edgar_sector}",
+                "point inputs.edgar at the files of the configured sector, or change compare.edgar_sector",
+            )
         gyears = [int(y) for y in ds["year"].values]
         kg = cmp.reference_to_n2o_n_kg(ds["n2o_t"].values, "t N2O")
         sector_field, covered = cmp.place_on_grid(ds["lat"].values, ds["lon"].values, kg, g)
@@ -152,19 +167,29 @@ def run(cfg: Config) -> list[Path]:
         area = AREA_GRID
         national_parts.append(cmp.compare_totals(fitted_nat, nat_ref, scope, "edgar_grid", reference_area=area))
         if tier1_nat is not None:
-            national_parts.append(cmp.compare_totals(tier1_nat, nat_ref, scope, "edgar_grid", inventory_name="tier1",
-                                                     reference_area=area))
-        province_parts.append(cmp.compare_totals(fitted_prov, prov_ref, scope, "edgar_grid", keys=["province_code"],
-                                                 reference_area=area))
+            national_parts.append(
+                cmp.compare_totals(tier1_nat, nat_ref, scope, "edgar_grid", inventory_name="tier1", reference_area=area)
+            )
+        province_parts.append(
+            cmp.compare_totals(fitted_prov, prov_ref, scope, "edgar_grid", keys=["province_code"], reference_area=area)
+        )
         county_inv = None
         cpath = stage.upstream("estimate.fitted_county", required=False)
         if cpath is not None:
             c = io.read_parquet(cpath)
-            county_inv = c.groupby(["county_code", "year"], as_index=False)["n2o_n_kg_mean"].sum().rename(
-                columns={"n2o_n_kg_mean": "n2o_n_kg"})
-            written.append(io.write_parquet(
-                cmp.compare_totals(county_inv, units_df, scope, "edgar_grid", keys=["county_code"], reference_area=area),
-                stage.output("county")))
+            county_inv = (
+                c.groupby(["county_code", "year"], as_index=False)["n2o_n_kg_mean"]
+                .sum()
+                .rename(columns={"n2o_n_kg_mean": "n2o_n_kg"})
+            )
+            written.append(
+                io.write_parquet(
+                    cmp.compare_totals(
+                        county_inv, units_df, scope, "edgar_grid", keys=["county_code"], reference_area=area
+                    ),
+                    stage.output("county"),
+                )
+            )
         edgar_nat_grid = nat_ref.set_index("year")["n2o_n_kg"] * scope.reference_share
         trend_series["edgar_grid"] = (list(edgar_nat_grid.index), edgar_nat_grid.to_numpy() / GG)
         trend_scopes["edgar_grid"] = f"{scope.reference} x {scope.reference_share:g}, over this inventory's counties"
@@ -176,19 +201,34 @@ def run(cfg: Config) -> list[Path]:
             m = cmp.spatial_agreement(inv_grid[i], sector_field[i] * scope.reference_share, mask)
             spatial_rows.append({"reference": "edgar_grid", "grid": g.name, "year": y, **m, **scope.columns()})
         diff_ds = xr.Dataset(
-            {"difference_n2o_n": (("year", "lat", "lon"), diff.astype(np.float32),
-                                  {"units": "kg year-1", "long_name": "inventory minus scope-matched EDGAR, N2O-N per cell",
-                                   "comment": f"{inv_scope} minus {scope.reference} x {scope.reference_share:g}; "
-                                              "NaN outside the inventory's counties or the EDGAR window"})},
+            {
+                "difference_n2o_n": (
+                    ("year", "lat", "lon"),
+                    diff.astype(np.float32),
+                    {
+                        "units": "kg year-1",
+                        "long_name": "inventory minus scope-matched EDGAR, N2O-N per cell",
+                        "comment": f"{inv_scope} minus {scope.reference} x {scope.reference_share:g}; "
+                        "NaN outside the inventory's counties or the EDGAR window",
+                    },
+                )
+            },
             coords={"year": np.asarray(gyears, dtype=np.int32), "lat": g.lat, "lon": g.lon},
-            attrs={"title": f"{label}: cropn2o compare, difference map", "Conventions": "CF-1.8",
-                   "source_edgar": ds.attrs.get("source_files", ""), "synthetic_input_label": label})
+            attrs={
+                "title": f"{label}: cropn2o compare, difference map",
+                "Conventions": "CF-1.8",
+                "source_edgar": ds.attrs.get("source_files", ""),
+                "synthetic_input_label": label,
+            },
+        )
         written.append(io.write_with(stage.output("difference_map"), lambda p: diff_ds.to_netcdf(p, engine="netcdf4")))
-        summary["references"]["edgar_grid"] = {**scope.columns(), "files": ds.attrs.get("source_files", ""),
-                                               "flavour": ds.attrs.get("flavour", ""),
-                                               "edgar_window_total_n2o_n_kg": {str(y): float(v) for y, v in
-                                                                              zip(gyears, kg.sum(axis=(1, 2)))},
-                                               "cells_compared": int(mask.sum())}
+        summary["references"]["edgar_grid"] = {
+            **scope.columns(),
+            "files": ds.attrs.get("source_files", ""),
+            "flavour": ds.attrs.get("flavour", ""),
+            "edgar_window_total_n2o_n_kg": {str(y): float(v) for y, v in zip(gyears, kg.sum(axis=(1, 2)))},
+            "cells_compared": int(mask.sum()),
+        }
         boundaries_path = cfg.path(cfg.inputs.boundaries.path)
         stage.record_inputs([boundaries_path])
         gdf = read_boundaries(boundaries_path)
@@ -207,12 +247,17 @@ def run(cfg: Config) -> list[Path]:
         except KeyError as e:
             raise InputError(path, str(e).strip("'\""), "check compare.edgar_national_country and _sectors") from None
         s = s[s["year"].between(lo, hi)]
-        ref = pd.DataFrame({"year": s["year"].astype(int), "n2o_n_kg": cmp.reference_to_n2o_n_kg(s["n2o_gg"], "Gg N2O")})
+        ref = pd.DataFrame(
+            {"year": s["year"].astype(int), "n2o_n_kg": cmp.reference_to_n2o_n_kg(s["n2o_gg"], "Gg N2O")}
+        )
         national_parts.append(cmp.compare_totals(fitted_nat, ref, scope, "edgar_national", reference_area=AREA_COUNTRY))
         trend_series["edgar_national"] = (ref["year"].tolist(), ref["n2o_n_kg"].to_numpy() * scope.reference_share / GG)
         trend_scopes["edgar_national"] = f"{scope.reference} x {scope.reference_share:g}, whole country"
-        summary["references"]["edgar_national"] = {**scope.columns(), "file": path.name,
-                                                   "sectors": list(cc.edgar_national_sectors)}
+        summary["references"]["edgar_national"] = {
+            **scope.columns(),
+            "file": path.name,
+            "sectors": list(cc.edgar_national_sectors),
+        }
 
     # --- FAOSTAT -------------------------------------------------------------------------------
     if cfg.inputs.faostat is not None:
@@ -221,27 +266,37 @@ def run(cfg: Config) -> list[Path]:
         f = read_synthetic_fertilizer_n2o(path, area_code=cc.faostat_area_code)
         stage.record_inputs([path])
         f = f[f["year"].between(lo, hi)]
-        ref = pd.DataFrame({"year": f["year"].astype(int), "n2o_n_kg": cmp.reference_to_n2o_n_kg(f["n2o_kt"], "kt N2O")})
+        ref = pd.DataFrame(
+            {"year": f["year"].astype(int), "n2o_n_kg": cmp.reference_to_n2o_n_kg(f["n2o_kt"], "kt N2O")}
+        )
         national_parts.append(cmp.compare_totals(fitted_nat, ref, scope, "faostat", reference_area=AREA_COUNTRY))
         trend_series["faostat"] = (ref["year"].tolist(), ref["n2o_n_kg"].to_numpy() * scope.reference_share / GG)
         trend_scopes["faostat"] = f"{scope.reference} x {scope.reference_share:.4f}, whole country"
         summary["references"]["faostat"] = {**scope.columns(), "file": path.name, "area_code": cc.faostat_area_code}
 
     if not national_parts:
-        raise InputError("config", "no reference inventory configured",
-                         "set inputs.edgar, inputs.edgar_national or inputs.faostat (see docs/compare.md)")
+        raise InputError(
+            "config",
+            "no reference inventory configured",
+            "set inputs.edgar, inputs.edgar_national or inputs.faostat (see docs/compare.md)",
+        )
 
     national = pd.concat(national_parts, ignore_index=True)
     written.append(io.write_csv(national, stage.output("national"), float_format=EXACT))
-    province = (pd.concat(province_parts, ignore_index=True) if province_parts
-                else pd.DataFrame(columns=["reference", "year", "province_code"]))
+    province = (
+        pd.concat(province_parts, ignore_index=True)
+        if province_parts
+        else pd.DataFrame(columns=["reference", "year", "province_code"])
+    )
     written.append(io.write_csv(province, stage.output("province"), float_format=EXACT))
     spatial = pd.DataFrame(spatial_rows) if spatial_rows else pd.DataFrame(columns=["reference", "grid", "year"])
     written.append(io.write_csv(spatial, stage.output("spatial")))
 
     br = pd.DataFrame(columns=["year"])
     if edgar_nat_grid is not None and tier1_nat is not None:
-        br = cmp.bridge(fitted_nat.set_index("year")["n2o_n_kg"], tier1_nat.set_index("year")["n2o_n_kg"], edgar_nat_grid)
+        br = cmp.bridge(
+            fitted_nat.set_index("year")["n2o_n_kg"], tier1_nat.set_index("year")["n2o_n_kg"], edgar_nat_grid
+        )
         br["scope"] = f"fitted and Tier 1: {inv_scope}; EDGAR: {trend_scopes['edgar_grid']}"
         summary["bridge_max_closure_rel"] = float(br["closure_rel"].max())
     written.append(io.write_csv(br, stage.output("bridge"), float_format=EXACT))
@@ -249,7 +304,9 @@ def run(cfg: Config) -> list[Path]:
     trends, results = cmp.trend_table(trend_series, cc.breakpoints, "Gg N2O-N/yr", trend_scopes)
     written.append(io.write_csv(trends, stage.output("trends")))
     summary["trends"] = {k: {kk: vv for kk, vv in v.items() if kk != "analysis"} for k, v in results.items()}
-    summary["slowdown"] = [cmp.missed_slowdown(results, "fitted", ref) for ref in trend_series if ref not in ("fitted",)]
+    summary["slowdown"] = [
+        cmp.missed_slowdown(results, "fitted", ref) for ref in trend_series if ref not in ("fitted",)
+    ]
     written.append(io.write_json(summary, stage.output("summary")))
 
     written += save_figure(figure_totals(national, fitted_nat, label, inv_scope), out / "totals")

@@ -84,10 +84,16 @@ def git_commit(repo: Path = PACKAGE_DIR.parent) -> str | None:
     """The git commit of the pipeline's source tree (``+dirty`` when it has uncommitted changes),
     or ``None`` when it is not a git checkout (an installed package) or git is unavailable."""
     try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{head}+dirty" if dirty else head or None
@@ -111,8 +117,15 @@ def relative_name(path: Path, root: Path) -> str:
         return Path(path).name
 
 
-def manifest_document(cfg: Config, st: Stage, folder: Path, outputs: list[Path], inputs: list[Path],
-                      extra: dict[str, Any] | None = None, wall_s: float | None = None) -> dict[str, Any]:
+def manifest_document(
+    cfg: Config,
+    st: Stage,
+    folder: Path,
+    outputs: list[Path],
+    inputs: list[Path],
+    extra: dict[str, Any] | None = None,
+    wall_s: float | None = None,
+) -> dict[str, Any]:
     """The manifest of one stage run (one schema for every stage).
 
     Keys: ``schema``, ``stage``, ``label``, ``package_version``, ``config`` (the stage's config
@@ -122,13 +135,18 @@ def manifest_document(cfg: Config, st: Stage, folder: Path, outputs: list[Path],
     (``counts``, ``grids``, ...) from ``extra``.
     """
     doc: dict[str, Any] = {
-        "schema": MANIFEST_SCHEMA, "stage": st.name, "label": cfg.inputs.label,
+        "schema": MANIFEST_SCHEMA,
+        "stage": st.name,
+        "label": cfg.inputs.label,
         "unit_level": cfg.inputs.unit_level,
         "package_version": package_version(),
         "config": cfg.model_dump(mode="json", include=set(st.sections)),
         "inputs": {relative_name(p, cfg.root): io.file_sha256(p) for p in sorted(set(inputs))},
-        "outputs": {Path(p).relative_to(folder).as_posix(): io.file_sha256(p)
-                    for p in sorted(set(outputs)) if Path(p).is_relative_to(folder)},
+        "outputs": {
+            Path(p).relative_to(folder).as_posix(): io.file_sha256(p)
+            for p in sorted(set(outputs))
+            if Path(p).is_relative_to(folder)
+        },
         "timings": {"wall_s": round(wall_s, 3) if wall_s is not None else None, "peak_rss_mb": peak_rss_mb()},
     }
     for key, value in (extra or {}).items():
@@ -153,8 +171,12 @@ class StageRun:
             # temporary files of a killed run (SIGKILL, power cut) of this stage
             removed = io.remove_temp_files(cfg.processed / f)
             if removed:
-                log.info("%s: removed %d temporary file(s) of an interrupted run (%s)", name, len(removed),
-                         ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else ""))
+                log.info(
+                    "%s: removed %d temporary file(s) of an interrupted run (%s)",
+                    name,
+                    len(removed),
+                    ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else ""),
+                )
 
     @property
     def folder(self) -> Path:
@@ -188,8 +210,10 @@ class StageRun:
         if not manifest.exists():
             if not required:
                 return None
-            raise StageOrderError(f"{manifest}: the {producer_name} stage has not completed "
-                                  f"({Path(rel).name} is needed by {self.stage.name}). {fix}")
+            raise StageOrderError(
+                f"{manifest}: the {producer_name} stage has not completed "
+                f"({Path(rel).name} is needed by {self.stage.name}). {fix}"
+            )
         recorded = io.read_json(manifest).get("outputs", {}).get(Path(rel).relative_to(Path(rel).parts[0]).as_posix())
         if not path.exists() or (recorded is not None and recorded != io.file_sha256(path)):
             if not required:
@@ -217,12 +241,12 @@ class StageRun:
         """Add user input files (read directly, not through another stage) to the manifest."""
         self.inputs += [Path(p) for p in paths]
 
-    def finish(self, outputs: list[Path], extra: dict[str, Any] | None = None,
-               folder: str | None = None) -> list[Path]:
+    def finish(self, outputs: list[Path], extra: dict[str, Any] | None = None, folder: str | None = None) -> list[Path]:
         """Write the manifest of ``folder`` (default: the stage's) last; return ``outputs`` + it."""
         folder_path = self.cfg.processed / (folder or self.stage.folder)
-        doc = manifest_document(self.cfg, self.stage, folder_path, outputs, self.inputs, extra,
-                                time.perf_counter() - self.t0)
+        doc = manifest_document(
+            self.cfg, self.stage, folder_path, outputs, self.inputs, extra, time.perf_counter() - self.t0
+        )
         return [*outputs, io.write_json(doc, folder_path / "manifest.json")]
 
 
@@ -272,13 +296,24 @@ def run_manifest_document(cfg: Config) -> dict[str, Any]:
                 continue
             doc = io.read_json(manifest)
             timings = doc.get("timings", {})
-            stages[key] = {"completed": True, "wall_s": timings.get("wall_s"), "peak_rss_mb": timings.get("peak_rss_mb"),
-                           "manifest_sha256": io.file_sha256(manifest)}
+            stages[key] = {
+                "completed": True,
+                "wall_s": timings.get("wall_s"),
+                "peak_rss_mb": timings.get("peak_rss_mb"),
+                "manifest_sha256": io.file_sha256(manifest),
+            }
     walls = [v["wall_s"] for v in stages.values() if v.get("wall_s") is not None]
-    return {"schema": MANIFEST_SCHEMA, "label": cfg.inputs.label, "package_versions": package_versions(),
-            "git_commit": git_commit(), "config": cfg.model_dump(mode="json"), "seeds": seeds(cfg),
-            "inputs": json.loads(input_files_json(cfg)), "stages": stages,
-            "total_wall_s": round(sum(walls), 3) if walls else None}
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "label": cfg.inputs.label,
+        "package_versions": package_versions(),
+        "git_commit": git_commit(),
+        "config": cfg.model_dump(mode="json"),
+        "seeds": seeds(cfg),
+        "inputs": json.loads(input_files_json(cfg)),
+        "stages": stages,
+        "total_wall_s": round(sum(walls), 3) if walls else None,
+    }
 
 
 def write_run_manifest(cfg: Config) -> Path:

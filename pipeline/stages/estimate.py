@@ -40,8 +40,9 @@ def run(cfg: Config) -> list[Path]:
         boundaries = read_boundaries(boundaries_path)
         stage.record_inputs([boundaries_path])
     else:
-        log.warning("estimate: no boundary file %s: county.gpkg and county_geo.parquet are not written",
-                    boundaries_path)
+        log.warning(
+            "estimate: no boundary file %s: county.gpkg and county_geo.parquet are not written", boundaries_path
+        )
     written: list[Path] = []
     manifests: dict[str, tuple[list[Path], dict]] = {}
     for kind in cfg.estimate.runs:
@@ -68,33 +69,60 @@ def run(cfg: Config) -> list[Path]:
             pq(national_by_crop, out(f"{kind}_national"), {**meta, "cropn2o_table": "crop x year, national"}),
             pq(national_total, out(f"{kind}_national_total"), {**meta, "cropn2o_table": "year, national, all crops"}),
             pq(draws_by_crop, out(f"{kind}_national_draws"), {**meta, "cropn2o_table": "draw x year x crop, national"}),
-            pq(draws_total, out(f"{kind}_national_total_draws"),
-               {**meta, "cropn2o_table": "draw x year, national, all crops"}),
-            pq(tables["province_draws"], out(f"{kind}_province_draws"),
-               {**meta, "cropn2o_table": "draw x year x province, all crops: the interval of any group of "
-                                         "provinces is the quantiles of its per-draw sums"}),
+            pq(
+                draws_total,
+                out(f"{kind}_national_total_draws"),
+                {**meta, "cropn2o_table": "draw x year, national, all crops"},
+            ),
+            pq(
+                tables["province_draws"],
+                out(f"{kind}_province_draws"),
+                {
+                    **meta,
+                    "cropn2o_table": "draw x year x province, all crops: the interval of any group of "
+                    "provinces is the quantiles of its per-draw sums",
+                },
+            ),
         ]
         if boundaries is not None:
             geo = unit_results_wide(county, boundaries)
-            layer_meta = {**meta, "cropn2o_columns": "n2o_n_kg_<stat>[_<crop>]_<year>: kg N2O-N per year; "
-                          "<stat> mean (all crops and per crop), p2_5 and p97_5 (per crop: the 95 % interval "
-                          "of a unit's all-crop total is not in the county table)"}
-            files += [io.write_gpkg(geo, out(f"{kind}_county_gpkg"), layer="county_results", layer_metadata=layer_meta),
-                      io.write_geoparquet(geo, out(f"{kind}_county_geoparquet"), layer_meta)]
-        manifests[kind] = (files, {
-            "model": kind,
-            "units": "kg N2O-N per year (n2o_n_kg_*); kg N2O; kg CO2e",
-            "background": cfg.estimate.background,
-            "emission_columns": ("fertilizer-induced direct N2O-N (background in background_n2o_n_kg_mean)"
-                                 if cfg.estimate.background == "separate" else "direct N2O-N including background")
-            + (" + indirect N2O-N" if cfg.estimate.indirect else ""),
-            "model_provenance": model.provenance,
-        })
+            layer_meta = {
+                **meta,
+                "cropn2o_columns": "n2o_n_kg_<stat>[_<crop>]_<year>: kg N2O-N per year; "
+                "<stat> mean (all crops and per crop), p2_5 and p97_5 (per crop: the 95 % interval "
+                "of a unit's all-crop total is not in the county table)",
+            }
+            files += [
+                io.write_gpkg(geo, out(f"{kind}_county_gpkg"), layer="county_results", layer_metadata=layer_meta),
+                io.write_geoparquet(geo, out(f"{kind}_county_geoparquet"), layer_meta),
+            ]
+        manifests[kind] = (
+            files,
+            {
+                "model": kind,
+                "units": "kg N2O-N per year (n2o_n_kg_*); kg N2O; kg CO2e",
+                "background": cfg.estimate.background,
+                "emission_columns": (
+                    "fertilizer-induced direct N2O-N (background in background_n2o_n_kg_mean)"
+                    if cfg.estimate.background == "separate"
+                    else "direct N2O-N including background"
+                )
+                + (" + indirect N2O-N" if cfg.estimate.indirect else ""),
+                "model_provenance": model.provenance,
+            },
+        )
         written += files
         nat = national_total
-        log.info("%s: national %d %.1f Gg N2O-N (95%% %.1f-%.1f), %d %.1f Gg", kind,
-                 nat["year"].iloc[0], nat["n2o_n_kg_mean"].iloc[0] / 1e6, nat["n2o_n_kg_p2_5"].iloc[0] / 1e6,
-                 nat["n2o_n_kg_p97_5"].iloc[0] / 1e6, nat["year"].iloc[-1], nat["n2o_n_kg_mean"].iloc[-1] / 1e6)
+        log.info(
+            "%s: national %d %.1f Gg N2O-N (95%% %.1f-%.1f), %d %.1f Gg",
+            kind,
+            nat["year"].iloc[0],
+            nat["n2o_n_kg_mean"].iloc[0] / 1e6,
+            nat["n2o_n_kg_p2_5"].iloc[0] / 1e6,
+            nat["n2o_n_kg_p97_5"].iloc[0] / 1e6,
+            nat["year"].iloc[-1],
+            nat["n2o_n_kg_mean"].iloc[-1] / 1e6,
+        )
     inputs = list(stage.inputs)
     for kind in sorted(manifests, key=lambda k: k == "fitted"):
         files, extra = manifests[kind]
@@ -110,9 +138,15 @@ def run(cfg: Config) -> list[Path]:
 #: Units of the columns (Parquet field metadata ``units``; udunits strings).
 column_units = {
     **{f"n2o_n_kg_{k}": "kg year-1" for k in ("mean", "central", "median", "p2_5", "p97_5")},
-    "background_n2o_n_kg_mean": "kg year-1", "background_n2o_n_kg_central": "kg year-1",
-    "n2o_kg_mean": "kg year-1", "co2e_kg_mean": "kg year-1", "n2o_n_kg": "kg year-1",
-    "area_ha": "ha", "n_applied_kg": "kg year-1", "n_rate_kg_ha": "kg ha-1 year-1", "water_input_mm": "mm",
+    "background_n2o_n_kg_mean": "kg year-1",
+    "background_n2o_n_kg_central": "kg year-1",
+    "n2o_kg_mean": "kg year-1",
+    "co2e_kg_mean": "kg year-1",
+    "n2o_n_kg": "kg year-1",
+    "area_ha": "ha",
+    "n_applied_kg": "kg year-1",
+    "n_rate_kg_ha": "kg ha-1 year-1",
+    "water_input_mm": "mm",
 }
 
 
@@ -123,22 +157,26 @@ def split_total(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     either never counts an emission twice.
     """
     is_total = (table["crop"] == "all").to_numpy()
-    return (table[~is_total].reset_index(drop=True),
-            table[is_total].drop(columns="crop").reset_index(drop=True))
+    return (table[~is_total].reset_index(drop=True), table[is_total].drop(columns="crop").reset_index(drop=True))
 
 
 def _table_metadata(cfg: Config, stage: StageRun, kind: str) -> dict[str, str]:
     """Parquet / GeoPackage metadata: units, scope, label, model and the provenance of the run."""
-    scope = ("fertilizer-induced direct N2O-N (zero-N background in background_n2o_n_kg_mean)"
-             if cfg.estimate.background == "separate" else "direct N2O-N including the zero-N background")
+    scope = (
+        "fertilizer-induced direct N2O-N (zero-N background in background_n2o_n_kg_mean)"
+        if cfg.estimate.background == "separate"
+        else "direct N2O-N including the zero-N background"
+    )
     scope += " + indirect N2O-N" if cfg.estimate.indirect else ", indirect emissions not included"
-    return {**stage.provenance(),
-            "cropn2o_units": json.dumps({k: column_units[k] for k in sorted(column_units)}, sort_keys=True),
-            "cropn2o_scope": scope,
-            "cropn2o_label": cfg.inputs.label or "",
-            "cropn2o_model": kind,
-            "cropn2o_interval": "95 % Monte Carlo interval (2.5th-97.5th percentiles over "
-                                f"{cfg.estimate.draws} draws, seed {cfg.estimate.seed})"}
+    return {
+        **stage.provenance(),
+        "cropn2o_units": json.dumps({k: column_units[k] for k in sorted(column_units)}, sort_keys=True),
+        "cropn2o_scope": scope,
+        "cropn2o_label": cfg.inputs.label or "",
+        "cropn2o_model": kind,
+        "cropn2o_interval": "95 % Monte Carlo interval (2.5th-97.5th percentiles over "
+        f"{cfg.estimate.draws} draws, seed {cfg.estimate.seed})",
+    }
 
 
 def unit_results_wide(county: pd.DataFrame, boundaries: Any) -> Any:
@@ -151,8 +189,7 @@ def unit_results_wide(county: pd.DataFrame, boundaries: Any) -> Any:
     checks the same).
     """
     stats = ["n2o_n_kg_mean", "n2o_n_kg_p2_5", "n2o_n_kg_p97_5"]
-    wide = county.pivot_table(index="county_code", columns=["year", "crop"], values=stats, aggfunc="sum",
-                              observed=True)
+    wide = county.pivot_table(index="county_code", columns=["year", "crop"], values=stats, aggfunc="sum", observed=True)
     cols: dict[str, pd.Series] = {}
     years = sorted(int(y) for y in county["year"].unique())
     crops = [c for c in pd.unique(county["crop"].astype(str))]
@@ -164,8 +201,11 @@ def unit_results_wide(county: pd.DataFrame, boundaries: Any) -> Any:
                 if key in wide.columns:
                     cols[f"{st}_{c}_{y}"] = wide[key]
     values = pd.DataFrame(cols)
-    names = [c for c in ("county_code", "name", "prefecture_code", "prefecture_name", "province_code",
-                         "province_name") if c in boundaries.columns]
+    names = [
+        c
+        for c in ("county_code", "name", "prefecture_code", "prefecture_name", "province_code", "province_name")
+        if c in boundaries.columns
+    ]
     geo = boundaries[[*names, "geometry"]].sort_values("county_code").reset_index(drop=True)
     out = geo.merge(values, left_on="county_code", right_index=True, how="left")
     num = list(values.columns)

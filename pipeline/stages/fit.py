@@ -38,15 +38,20 @@ def run(cfg: Config) -> list[Path]:
     written = [
         io.write_json(fitted.to_json(), stage.output("model")),
         io.write_json(tier1.to_json(), stage.output("tier1_model")),
-        *(io.write_csv(tables[name], stage.output(name))
-          for name in ("coefficients", "covariance", "diagnostics", "cv_predictions", "quarantine")),
+        *(
+            io.write_csv(tables[name], stage.output(name))
+            for name in ("coefficients", "covariance", "diagnostics", "cv_predictions", "quarantine")
+        ),
         io.write_csv(curves, stage.output("ef_curves")),
         io.write_png(ef_figure(curves), stage.output("ef_curves_png"), label),
-        io.write_json({"model": cfg.fit.model, "weighting": cfg.fit.form_weighting,
-                       "crops": tables["response_forms"]}, stage.output("response_forms")),
+        io.write_json(
+            {"model": cfg.fit.model, "weighting": cfg.fit.form_weighting, "crops": tables["response_forms"]},
+            stage.output("response_forms"),
+        ),
         io.write_csv(tables["form_cv"], stage.output("form_cv")),
         io.write_csv(tables["paired_ef"], stage.output("paired_ef")),
         io.write_png(paired_ef_figure(tables["paired_ef"], curves), stage.output("paired_ef_png"), label),
     ]
-    return stage.finish(written, {"model": cfg.fit.model,
-                                  "measurement_period": fitted.provenance.get("measurement_period", "")})
+    return stage.finish(
+        written, {"model": cfg.fit.model, "measurement_period": fitted.provenance.get("measurement_period", "")}
+    )

@@ -50,7 +50,6 @@ from pipeline.stages.context import StageRun, package_version
 log = logging.getLogger(__name__)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Orchestrator
 # ---------------------------------------------------------------------------------------------
@@ -95,27 +94,33 @@ def run(cfg: Config) -> list[Path]:
     if gc.use_proxy and cfg.inputs.proxy is not None:
         proxy_path = cfg.path(cfg.inputs.proxy.path)
         proxy_raster = io.read_raster(proxy_path)
-    inputs_hash = {"county.parquet": io.file_sha256(table_path),
-                   boundaries_path.name: io.file_sha256(boundaries_path)}
+    inputs_hash = {"county.parquet": io.file_sha256(table_path), boundaries_path.name: io.file_sha256(boundaries_path)}
     if proxy_path is not None:
         inputs_hash[proxy_path.name] = io.file_sha256(proxy_path)
 
     stage.record_inputs([boundaries_path, *([proxy_path] if proxy_path is not None else [])])
-    scope = (stage.upstream_manifest("estimate.fitted_county").get("emission_columns")
-             or "the n2o_n_kg_mean column of estimate/county.parquet")
+    scope = (
+        stage.upstream_manifest("estimate.fitted_county").get("emission_columns")
+        or "the n2o_n_kg_mean column of estimate/county.parquet"
+    )
     county_totals = values.sum(axis=1)  # (years, crops): what each slab must add up to
     bounds_values = None
     if any(spec.intervals for spec in gc.grids):
         bounds_values = np.concatenate(
-            [county_matrix(table, codes, crops, value=col, source=str(table_path))[1]
-             for col in ("n2o_n_kg_p2_5", "n2o_n_kg_p97_5")], axis=2)
+            [
+                county_matrix(table, codes, crops, value=col, source=str(table_path))[1]
+                for col in ("n2o_n_kg_p2_5", "n2o_n_kg_p97_5")
+            ],
+            axis=2,
+        )
 
     written: list[Path] = []
     mass_rows, zonal_rows = [], []
     grids_meta = {}
     bb = tuple(float(v) for v in gdf.total_bounds)
-    nc_codec = io.NetcdfCodec(gc.netcdf_compression, gc.compression_level, gc.netcdf_shuffle,
-                              gc.deflate_engine, gc.write_threads)
+    nc_codec = io.NetcdfCodec(
+        gc.netcdf_compression, gc.compression_level, gc.netcdf_shuffle, gc.deflate_engine, gc.write_threads
+    )
     tif_codec = io.GeotiffCodec(gc.geotiff_compression, gc.geotiff_level, gc.geotiff_predictor, gc.write_threads)
     with dask_context(cfg.dask) as client:
         for spec in gc.grids:
@@ -135,12 +140,14 @@ def run(cfg: Config) -> list[Path]:
 
             def stacks() -> Iterator[tuple[int, np.ndarray]]:
                 for i, slab in iter_year_slabs(w, layers, gc.years_in_flight, client):
-                    totals[i] = slab[:len(crops)].reshape(len(crops), -1).sum(axis=1)
+                    totals[i] = slab[: len(crops)].reshape(len(crops), -1).sum(axis=1)
                     # Checked before anything of this year is written (the full table follows).
                     rel = np.abs(totals[i] - county_totals[i]) / np.maximum(np.abs(county_totals[i]), 1e-300)
                     if np.any(rel > 1e-9):
-                        raise ModelError(f"grid {grid.name}, {int(years[i])}: the grid does not add up to the "
-                                         f"county totals (relative difference {rel.max():.3g}). Fix: report this as a bug")
+                        raise ModelError(
+                            f"grid {grid.name}, {int(years[i])}: the grid does not add up to the "
+                            f"county totals (relative difference {rel.max():.3g}). Fix: report this as a bug"
+                        )
                     stack, total = year_stack(slab, len(crops), area_row, seconds[i], domain, io.GRID_FILL_F4)
                     if i == len(years) - 1:
                         last_total.append(total)
@@ -149,38 +156,63 @@ def run(cfg: Config) -> list[Path]:
             nc = out_dir / f"{grid.name}.nc"
             tif_dir = out_dir / "geotiff" if gc.geotiff else None
             written += _write_grid_files(
-                nc, tif_dir, stacks(), grid=grid, years=years, crops=crops, variables=variables, domain=domain,
+                nc,
+                tif_dir,
+                stacks(),
+                grid=grid,
+                years=years,
+                crops=crops,
+                variables=variables,
+                domain=domain,
                 overviews=spec.overviews,
-                global_attrs={**stage.provenance(), **_provenance(cfg, grid, w, inputs_hash, crops)}, chunk=gc.chunk_cells,
-                nc_codec=nc_codec, tif_codec=tif_codec, label=cfg.inputs.label or "")
+                global_attrs={**stage.provenance(), **_provenance(cfg, grid, w, inputs_hash, crops)},
+                chunk=gc.chunk_cells,
+                nc_codec=nc_codec,
+                tif_codec=tif_codec,
+                label=cfg.inputs.label or "",
+            )
             mc = mass_check(years, crops, values, totals)
             mc.insert(0, "grid", grid.name)
             mass_rows.append(mc)
             zonal_rows.append(zonal_check(w, values[-1].sum(axis=1), last_total[0]))
-            grids_meta[grid.name] = {"shape": [grid.nlat, grid.nlon], "bounds": list(grid.bounds),
-                                     "resolution_deg": grid.resolution_deg, "weights_key": w.key,
-                                     "area_fallback_counties": list(w.fallback_codes),
-                                     "max_mass_rel_diff": float(mc["rel_diff"].max()),
-                                     "variables": [v.name for v in variables],
-                                     "domain_cells": int(domain.sum())}
+            grids_meta[grid.name] = {
+                "shape": [grid.nlat, grid.nlon],
+                "bounds": list(grid.bounds),
+                "resolution_deg": grid.resolution_deg,
+                "weights_key": w.key,
+                "area_fallback_counties": list(w.fallback_codes),
+                "max_mass_rel_diff": float(mc["rel_diff"].max()),
+                "variables": [v.name for v in variables],
+                "domain_cells": int(domain.sum()),
+            }
     mass = pd.concat(mass_rows, ignore_index=True)
     bad = mass[mass["rel_diff"] > 1e-9]
     if len(bad):
-        raise ModelError(f"grid mass check failed: {len(bad)} year x crop layers differ by > 1e-9 "
-                         f"(worst {bad['rel_diff'].max():.3g}). Fix: report this as a bug")
+        raise ModelError(
+            f"grid mass check failed: {len(bad)} year x crop layers differ by > 1e-9 "
+            f"(worst {bad['rel_diff'].max():.3g}). Fix: report this as a bug"
+        )
     zonal = pd.concat(zonal_rows, ignore_index=True)
     written.append(io.write_csv(mass, out_dir / "mass_check.csv"))
     written.append(io.write_csv(zonal, out_dir / "zonal_check_county.csv"))
     written.append(io.write_csv(province_zonal_check(zonal), out_dir / "zonal_check_province.csv"))
     # Which cached weights file belongs to which grid (read by the compare stage, issue #10).
-    written.append(io.write_json({name: {"file": f"weights/{meta['weights_key']}.npz",
-                                         "sha256": io.file_sha256(out_dir / "weights" / f"{meta['weights_key']}.npz")}
-                                  for name, meta in grids_meta.items()}, out_dir / "weights_index.json"))
+    written.append(
+        io.write_json(
+            {
+                name: {
+                    "file": f"weights/{meta['weights_key']}.npz",
+                    "sha256": io.file_sha256(out_dir / "weights" / f"{meta['weights_key']}.npz"),
+                }
+                for name, meta in grids_meta.items()
+            },
+            out_dir / "weights_index.json",
+        )
+    )
     return stage.finish(written, {"grids": grids_meta, "years": [int(y) for y in years], "crops": list(crops)})
 
 
-def _provenance(cfg: Config, grid: Grid, w: Weights, inputs_hash: dict[str, str],
-                crops: list[str]) -> dict[str, str]:
+def _provenance(cfg: Config, grid: Grid, w: Weights, inputs_hash: dict[str, str], crops: list[str]) -> dict[str, str]:
     """Global NetCDF attributes: CF conventions and provenance, without wall-clock times."""
     pkg = package_version()
     return {
@@ -206,7 +238,9 @@ def _provenance(cfg: Config, grid: Grid, w: Weights, inputs_hash: dict[str, str]
 # ---------------------------------------------------------------------------------------------
 #: CF standard name of the flux-density variable (CF standard-name table v93, canonical units
 #: kg m-2 s-1).
-FLUX_STANDARD_NAME = "surface_upward_mass_flux_of_nitrous_oxide_expressed_as_nitrogen_out_of_vegetation_and_litter_and_soil"
+FLUX_STANDARD_NAME = (
+    "surface_upward_mass_flux_of_nitrous_oxide_expressed_as_nitrogen_out_of_vegetation_and_litter_and_soil"
+)
 #: udunits string of the per-cell mass layers.
 MASS_UNITS = "kg year-1"
 
@@ -218,32 +252,59 @@ def grid_variables(crops: list[str], scope: str, intervals: bool) -> list[io.Gri
     all crops) and, with ``intervals``, ``n2o_n_<crop>_p2_5`` then ``n2o_n_<crop>_p97_5``.
     """
     mass = {"units": MASS_UNITS, "cell_methods": "area: sum time: mean", "cell_measures": "area: cell_area"}
-    out = [io.GridVariable("n2o_n_total", {
-        **mass, "long_name": f"N2O-N emission per grid cell, all crops ({scope})",
-        "comment": "mass of N2O-N emitted in the cell over the calendar year, summed over the crops; "
-                   "N2O mass = N2O-N x 44/28"})]
+    out = [
+        io.GridVariable(
+            "n2o_n_total",
+            {
+                **mass,
+                "long_name": f"N2O-N emission per grid cell, all crops ({scope})",
+                "comment": "mass of N2O-N emitted in the cell over the calendar year, summed over the crops; "
+                "N2O mass = N2O-N x 44/28",
+            },
+        )
+    ]
     for c in crops:
-        attrs = {**mass, "long_name": f"N2O-N emission per grid cell, {c} ({scope})",
-                 "comment": f"mass of N2O-N emitted by {c} in the cell over the calendar year"}
+        attrs = {
+            **mass,
+            "long_name": f"N2O-N emission per grid cell, {c} ({scope})",
+            "comment": f"mass of N2O-N emitted by {c} in the cell over the calendar year",
+        }
         if intervals:
             attrs["ancillary_variables"] = f"n2o_n_{c}_p2_5 n2o_n_{c}_p97_5"
         out.append(io.GridVariable(f"n2o_n_{c}", attrs))
-    out.append(io.GridVariable("n2o_n_flux", {
-        "standard_name": FLUX_STANDARD_NAME, "units": "kg m-2 s-1", "cell_methods": "area: mean time: mean",
-        "cell_measures": "area: cell_area",
-        "long_name": f"N2O-N emission flux density, all crops ({scope})",
-        "comment": "n2o_n_total / (cell_area x seconds of the calendar year, 365 or 366 days); "
-                   "the mean over the whole cell, not over its cropland"}))
+    out.append(
+        io.GridVariable(
+            "n2o_n_flux",
+            {
+                "standard_name": FLUX_STANDARD_NAME,
+                "units": "kg m-2 s-1",
+                "cell_methods": "area: mean time: mean",
+                "cell_measures": "area: cell_area",
+                "long_name": f"N2O-N emission flux density, all crops ({scope})",
+                "comment": "n2o_n_total / (cell_area x seconds of the calendar year, 365 or 366 days); "
+                "the mean over the whole cell, not over its cropland",
+            },
+        )
+    )
     if intervals:
         for tag, what in (("p2_5", "2.5th"), ("p97_5", "97.5th")):
             for c in crops:
-                out.append(io.GridVariable(f"n2o_n_{c}_{tag}", {
-                    "units": MASS_UNITS, "cell_measures": "area: cell_area",
-                    "long_name": f"N2O-N emission per grid cell, {c}, {what} percentile of the unit's Monte Carlo draws",
-                    "comment": "cell share of the unit x the unit's bound (n2o_n_kg_" + tag + " of estimate/county"
-                               ".parquet): the allocation within a unit is treated as certain; bounds of "
-                               "different cells, units or crops must not be added (a sum of percentiles is "
-                               "not a percentile: use estimate/province_draws.parquet for regions)"}))
+                out.append(
+                    io.GridVariable(
+                        f"n2o_n_{c}_{tag}",
+                        {
+                            "units": MASS_UNITS,
+                            "cell_measures": "area: cell_area",
+                            "long_name": f"N2O-N emission per grid cell, {c}, {what} percentile of the unit's Monte Carlo draws",
+                            "comment": "cell share of the unit x the unit's bound (n2o_n_kg_"
+                            + tag
+                            + " of estimate/county"
+                            ".parquet): the allocation within a unit is treated as certain; bounds of "
+                            "different cells, units or crops must not be added (a sum of percentiles is "
+                            "not a percentile: use estimate/province_draws.parquet for regions)",
+                        },
+                    )
+                )
     return out
 
 
@@ -259,11 +320,23 @@ def _put(q: queue.Queue, item: object, writer: Future) -> None:
                 raise RuntimeError("the NetCDF writer stopped early") from None
 
 
-def _write_grid_files(nc: Path, tif_dir: Path | None, stacks: Iterator[tuple[int, np.ndarray]], *,
-                      grid: Grid, years: np.ndarray, crops: list[str], variables: list[io.GridVariable],
-                      domain: np.ndarray, global_attrs: dict[str, str], chunk: int,
-                      nc_codec: io.NetcdfCodec, tif_codec: io.GeotiffCodec, label: str,
-                      overviews: str = "average") -> list[Path]:
+def _write_grid_files(
+    nc: Path,
+    tif_dir: Path | None,
+    stacks: Iterator[tuple[int, np.ndarray]],
+    *,
+    grid: Grid,
+    years: np.ndarray,
+    crops: list[str],
+    variables: list[io.GridVariable],
+    domain: np.ndarray,
+    global_attrs: dict[str, str],
+    chunk: int,
+    nc_codec: io.NetcdfCodec,
+    tif_codec: io.GeotiffCodec,
+    label: str,
+    overviews: str = "average",
+) -> list[Path]:
     """Write the NetCDF (one thread) and the yearly COGs (another) while the caller's ``stacks``
     iterator allocates the next years; returns the files written (NetCDF last).
 
@@ -284,12 +357,26 @@ def _write_grid_files(nc: Path, tif_dir: Path | None, stacks: Iterator[tuple[int
 
     band_names = ["total", *crops]
     written: list[Path] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="netcdf") as nc_pool, \
-            ThreadPoolExecutor(1, thread_name_prefix="geotiff") as tif_pool:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="netcdf") as nc_pool,
+        ThreadPoolExecutor(1, thread_name_prefix="geotiff") as tif_pool,
+    ):
         nc_future = nc_pool.submit(
-            io.write_netcdf_grid, nc, from_queue(), lat=grid.lat, lon=grid.lon, lat_edges=grid.lat_edges,
-            lon_edges=grid.lon_edges, cell_area_m2=cell_area_m2(grid), years=years, variables=variables,
-            global_attrs=global_attrs, domain=domain, chunk=chunk, codec=nc_codec)
+            io.write_netcdf_grid,
+            nc,
+            from_queue(),
+            lat=grid.lat,
+            lon=grid.lon,
+            lat_edges=grid.lat_edges,
+            lon_edges=grid.lon_edges,
+            cell_area_m2=cell_area_m2(grid),
+            years=years,
+            variables=variables,
+            global_attrs=global_attrs,
+            domain=domain,
+            chunk=chunk,
+            codec=nc_codec,
+        )
         tif_future: Future | None = None
         try:
             for i, stack in stacks:
@@ -299,11 +386,24 @@ def _write_grid_files(nc: Path, tif_dir: Path | None, stacks: Iterator[tuple[int
                         written.append(tif_future.result())
                     year = int(years[i])
                     tif_future = tif_pool.submit(
-                        io.write_cog, stack[:1 + len(crops)], grid.bounds, tif_dir / f"{grid.name}_{year}.tif",
-                        band_names=band_names, band_units=MASS_UNITS, codec=tif_codec, tile=chunk, overviews=overviews,
-                        tags={"year": str(year), "quantity": "N2O-N emitted per grid cell over the calendar year",
-                              "units": MASS_UNITS, "bands": ",".join(band_names),
-                              "source": global_attrs.get("source", ""), "label": label})
+                        io.write_cog,
+                        stack[: 1 + len(crops)],
+                        grid.bounds,
+                        tif_dir / f"{grid.name}_{year}.tif",
+                        band_names=band_names,
+                        band_units=MASS_UNITS,
+                        codec=tif_codec,
+                        tile=chunk,
+                        overviews=overviews,
+                        tags={
+                            "year": str(year),
+                            "quantity": "N2O-N emitted per grid cell over the calendar year",
+                            "units": MASS_UNITS,
+                            "bands": ",".join(band_names),
+                            "source": global_attrs.get("source", ""),
+                            "label": label,
+                        },
+                    )
             _put(q, end, nc_future)
         except BaseException as e:
             if not nc_future.done():  # stop the writer: it removes its temporary file

@@ -81,19 +81,28 @@ def _read_source(cfg: Config, name: str, spec: InputSpec) -> tuple[pd.DataFrame,
     mapping = load_mapping(cfg, spec)
     check_mapping(mapping, schema.names, str(cfg.path(spec.mapping)) if spec.mapping else f"inputs.{name}")
     if spec.unit is not None and "unit" not in schema.names:
-        raise ConfigError(f"inputs.{name}: `unit:` sets the `unit` column of n_rate and sown_area only. Fix: for "
-                          "observations set `constants: {n_rate_unit: ..., flux_unit: ...}` in the mapping")
+        raise ConfigError(
+            f"inputs.{name}: `unit:` sets the `unit` column of n_rate and sown_area only. Fix: for "
+            "observations set `constants: {n_rate_unit: ..., flux_unit: ...}` in the mapping"
+        )
     raw = read_tables(cfg.path(spec.path), encoding=spec.encoding, sheet=spec.sheet)
-    mapped = pd.concat([apply_mapping(g, mapping) for _, g in raw.groupby(C.SOURCE_FILE, sort=False)]) \
-        if raw[C.SOURCE_FILE].nunique() > 1 else apply_mapping(raw, mapping)
+    mapped = (
+        pd.concat([apply_mapping(g, mapping) for _, g in raw.groupby(C.SOURCE_FILE, sort=False)])
+        if raw[C.SOURCE_FILE].nunique() > 1
+        else apply_mapping(raw, mapping)
+    )
     if spec.unit is not None:
         if "unit" in mapped.columns and mapped["unit"].notna().any() and "unit" not in mapping.constants:
             given = mapped["unit"].dropna().astype(str).str.strip()
             if not (given == spec.unit).all():
                 i = given.index[given != spec.unit][0]
-                raise InputError(mapped.at[i, C.SOURCE_FILE], f"the file's unit '{given[i]}' disagrees with "
-                                 f"`unit: {spec.unit}` of this input in the config", "remove one of the two",
-                                 row=int(mapped.at[i, C.SOURCE_ROW]), column="unit")
+                raise InputError(
+                    mapped.at[i, C.SOURCE_FILE],
+                    f"the file's unit '{given[i]}' disagrees with `unit: {spec.unit}` of this input in the config",
+                    "remove one of the two",
+                    row=int(mapped.at[i, C.SOURCE_ROW]),
+                    column="unit",
+                )
         mapped["unit"] = spec.unit
     return mapped, raw, source_names(mapping)
 
@@ -125,19 +134,29 @@ def _check_units(df: pd.DataFrame, checker, what: str, names: dict[str, str]) ->
     bad = ~df["unit"].map(checker).astype(bool)
     if bad.any():
         i = df.index[bad.to_numpy()][0]
-        raise InputError(df.at[i, C.SOURCE_FILE], f"unknown {what} unit '{df.at[i, 'unit']}'",
-                         "use one of the units listed in docs/data_contract.md, or set `unit:` for this source "
-                         "in the config", row=int(df.at[i, C.SOURCE_ROW]), column=names.get("unit", "unit"))
+        raise InputError(
+            df.at[i, C.SOURCE_FILE],
+            f"unknown {what} unit '{df.at[i, 'unit']}'",
+            "use one of the units listed in docs/data_contract.md, or set `unit:` for this source in the config",
+            row=int(df.at[i, C.SOURCE_ROW]),
+            column=names.get("unit", "unit"),
+        )
 
 
-def _check_codes(df: pd.DataFrame, column: str, known: set[int], problem: str, fix: str,
-                 names: dict[str, str], divisor: int = 1) -> None:
+def _check_codes(
+    df: pd.DataFrame, column: str, known: set[int], problem: str, fix: str, names: dict[str, str], divisor: int = 1
+) -> None:
     """Raise for the first row whose code (// divisor) is not in ``known``."""
     bad = ~(df[column].astype(int) // divisor).isin(known)
     if bad.any():
         i = df.index[bad.to_numpy()][0]
-        raise InputError(df.at[i, C.SOURCE_FILE], f"unknown {column.replace('_', ' ')} {df.at[i, column]} ({problem})",
-                         fix, row=int(df.at[i, C.SOURCE_ROW]), column=names.get(column, column))
+        raise InputError(
+            df.at[i, C.SOURCE_FILE],
+            f"unknown {column.replace('_', ' ')} {df.at[i, column]} ({problem})",
+            fix,
+            row=int(df.at[i, C.SOURCE_ROW]),
+            column=names.get(column, column),
+        )
 
 
 def _check_level(df: pd.DataFrame, level: str, names: dict[str, str]) -> None:
@@ -148,10 +167,14 @@ def _check_level(df: pd.DataFrame, level: str, names: dict[str, str]) -> None:
     bad = df["county_code"].astype(int) % divisor != 0
     if bad.any():
         i = df.index[bad.to_numpy()][0]
-        raise InputError(df.at[i, C.SOURCE_FILE], f"code {df.at[i, 'county_code']} is not a {level}-level code "
-                         f"(inputs.unit_level = {level}: codes end in {str(divisor)[1:]})",
-                         "use the unit's 6-digit code, or set inputs.unit_level to the level of the data",
-                         row=int(df.at[i, C.SOURCE_ROW]), column=names.get("county_code", "county_code"))
+        raise InputError(
+            df.at[i, C.SOURCE_FILE],
+            f"code {df.at[i, 'county_code']} is not a {level}-level code "
+            f"(inputs.unit_level = {level}: codes end in {str(divisor)[1:]})",
+            "use the unit's 6-digit code, or set inputs.unit_level to the level of the data",
+            row=int(df.at[i, C.SOURCE_ROW]),
+            column=names.get("county_code", "county_code"),
+        )
 
 
 def _observation_window(cfg: Config) -> tuple[int, int]:
@@ -159,16 +182,20 @@ def _observation_window(cfg: Config) -> tuple[int, int]:
     w = cfg.ingest.observation_years
     last = this_year if w.last_year is None else w.last_year
     if last > this_year:
-        raise ConfigError(f"ingest.observation_years.last_year ({last}) is in the future. Fix: leave it unset "
-                          f"(the current year, {this_year}) or give a past year")
+        raise ConfigError(
+            f"ingest.observation_years.last_year ({last}) is in the future. Fix: leave it unset "
+            f"(the current year, {this_year}) or give a past year"
+        )
     if w.first_year > last:
-        raise ConfigError(f"ingest.observation_years.first_year ({w.first_year}) is after last_year ({last}). "
-                          "Fix: swap them")
+        raise ConfigError(
+            f"ingest.observation_years.first_year ({w.first_year}) is after last_year ({last}). Fix: swap them"
+        )
     return w.first_year, last
 
 
-def ingest_observations(cfg: Config, quarantine_to: Path | None = None
-                        ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+def ingest_observations(
+    cfg: Config, quarantine_to: Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
     """Read, validate and harmonise the configured observations.
 
     Returns
@@ -183,11 +210,19 @@ def ingest_observations(cfg: Config, quarantine_to: Path | None = None
         raise ConfigError("inputs.observations: an NBS source cannot hold field observations. Fix: give a table")
     lim = cfg.ingest.limits
     obs, quarantine, violations = harmonise_observations(
-        table.frame, cfg.root,
-        flux_limits=(lim.min_flux_kg_n2o_n_ha.value, lim.max_flux_kg_n2o_n_ha.value,
-                     lim.min_flux_kg_n2o_n_ha.action, lim.max_flux_kg_n2o_n_ha.action),
+        table.frame,
+        cfg.root,
+        flux_limits=(
+            lim.min_flux_kg_n2o_n_ha.value,
+            lim.max_flux_kg_n2o_n_ha.value,
+            lim.min_flux_kg_n2o_n_ha.action,
+            lim.max_flux_kg_n2o_n_ha.action,
+        ),
         max_n_rate_kg_ha=(lim.max_n_rate_kg_ha.value, lim.max_n_rate_kg_ha.action),
-        years=_observation_window(cfg), names=table.names, originals=table.originals)
+        years=_observation_window(cfg),
+        names=table.names,
+        originals=table.originals,
+    )
     obs = _borrow_observations(obs, cfg.ingest.borrow_observations)
     n_read = len(table.frame)
     log.info("observations: %d rows read, %d accepted, %d quarantined", n_read, len(obs), len(quarantine))
@@ -209,12 +244,16 @@ def _borrow_observations(obs: pd.DataFrame, borrow: dict[str, str]) -> pd.DataFr
     for crop, donor in sorted(borrow.items()):
         own = int((obs["crop"] == crop).sum())
         if own:
-            raise ConfigError(f"ingest.borrow_observations.{crop}: {crop} has {own} observations of its own. "
-                              f"Fix: remove the entry, or use fit.pooling.{crop} to share slopes with {donor}")
+            raise ConfigError(
+                f"ingest.borrow_observations.{crop}: {crop} has {own} observations of its own. "
+                f"Fix: remove the entry, or use fit.pooling.{crop} to share slopes with {donor}"
+            )
         rows = obs[obs["crop"] == donor].copy()
         if rows.empty:
-            raise ConfigError(f"ingest.borrow_observations.{crop}: the donor class {donor} has no observations. "
-                              "Fix: name a class with observations")
+            raise ConfigError(
+                f"ingest.borrow_observations.{crop}: the donor class {donor} has no observations. "
+                "Fix: name a class with observations"
+            )
         rows["obs_id"] = rows["obs_id"].astype(str) + f"@{crop}"
         rows["crop"] = crop
         extra.append(rows)
@@ -253,8 +292,15 @@ def _nbs_tables(cfg: Config, years: tuple[int, int]) -> tuple[dict[str, Table], 
     area = nbs.crop_sown_area_ha(tidy, years=range(lo, hi + 1), blank_as_zero=True)
     area = area[area["crop"].isin(C.CROPS)].reset_index(drop=True)
     ind = [nbs.CROP_INDICATORS.get(c, nbs.TOTAL_SOWN) for c in area["crop"]]
-    frame = pd.DataFrame({"county_code": area["adcode"].astype(str), "year": area["year"].astype(str),
-                          "crop": area["crop"], "area": area["sown_area_ha"].astype(str), "unit": "ha"})
+    frame = pd.DataFrame(
+        {
+            "county_code": area["adcode"].astype(str),
+            "year": area["year"].astype(str),
+            "crop": area["crop"],
+            "area": area["sown_area_ha"].astype(str),
+            "unit": "ha",
+        }
+    )
     frame = frame.join(where(ind, area))
     if specs["sown_area"]:
         out["sown_area"] = Table(frame, frame, {}, paths)
@@ -262,33 +308,57 @@ def _nbs_tables(cfg: Config, years: tuple[int, int]) -> tuple[dict[str, Table], 
     if specs["n_rate"]:
         na = cfg.ingest.n_allocation
         if na is None:
-            raise ConfigError("inputs.n_rate is an NBS source, which gives fertilizer N per province, not per crop. "
-                              "Fix: set ingest.n_allocation (see config/examples/china_provinces_nbs.yaml)")
+            raise ConfigError(
+                "inputs.n_rate is an NBS source, which gives fertilizer N per province, not per crop. "
+                "Fix: set ingest.n_allocation (see config/examples/china_provinces_nbs.yaml)"
+            )
         fert = nbs.fertilizer_n_kg(tidy, years=range(lo, hi + 1))
         missing = fert[fert[["n_straight_fert_kg", "n_compound_fert_kg"]].isna().any(axis=1)]
         if len(missing):
             r = missing.iloc[0]
-            f, line = rows.loc[("n_straight_fert_kg", r["adcode"], r["year"])] \
-                if ("n_straight_fert_kg", r["adcode"], r["year"]) in rows.index else (str(paths[0]), None)
-            raise InputError(f, f"no fertilizer N for {r['province']} {int(r['year'])}", "supply the value or narrow "
-                             "ingest.first_year-last_year to the years with data", row=line, column="数值")
+            f, line = (
+                rows.loc[("n_straight_fert_kg", r["adcode"], r["year"])]
+                if ("n_straight_fert_kg", r["adcode"], r["year"]) in rows.index
+                else (str(paths[0]), None)
+            )
+            raise InputError(
+                f,
+                f"no fertilizer N for {r['province']} {int(r['year'])}",
+                "supply the value or narrow ingest.first_year-last_year to the years with data",
+                row=line,
+                column="数值",
+            )
         weights = {c: s.weight for c, s in na.crop_n_intensity.items()}
         areas = area[area["crop"].isin(list(weights))]
         alloc = allocate_n(areas, fert, weights, compound_n_share=na.compound_n_share.value)
         check_allocation(alloc, rtol=na.rtol)
-        nr = pd.DataFrame({"county_code": alloc["adcode"].astype(str), "year": alloc["year"].astype(str),
-                           "crop": alloc["crop"].astype(str), "n_rate": alloc["n_rate_kg_ha"].astype(str),
-                           "unit": "kg N/ha"})
+        nr = pd.DataFrame(
+            {
+                "county_code": alloc["adcode"].astype(str),
+                "year": alloc["year"].astype(str),
+                "crop": alloc["crop"].astype(str),
+                "n_rate": alloc["n_rate_kg_ha"].astype(str),
+                "unit": "kg N/ha",
+            }
+        )
         nr = nr.join(where(["n_straight_fert_kg"] * len(alloc), alloc))
         out["n_rate"] = Table(nr, nr, {}, paths)
     if specs["irrigation"]:
         irr = nbs.irrigated_fraction(tidy, years=range(lo, hi + 1))
         mm = cfg.ingest.defaults.irrigation_mm
         if mm is None:
-            raise ConfigError("inputs.irrigation is an NBS source, which gives no irrigation depth. Fix: set "
-                              "ingest.defaults.irrigation_mm (mm/yr on irrigated land) and irrigation_mm_source")
-        fr = pd.DataFrame({"prefecture_code": (irr["adcode"] // 100).astype(str), "year": irr["year"].astype(str),
-                           "irrigated_fraction": irr["irrigated_fraction"].astype(str), "irrigation_mm": str(mm)})
+            raise ConfigError(
+                "inputs.irrigation is an NBS source, which gives no irrigation depth. Fix: set "
+                "ingest.defaults.irrigation_mm (mm/yr on irrigated land) and irrigation_mm_source"
+            )
+        fr = pd.DataFrame(
+            {
+                "prefecture_code": (irr["adcode"] // 100).astype(str),
+                "year": irr["year"].astype(str),
+                "irrigated_fraction": irr["irrigated_fraction"].astype(str),
+                "irrigation_mm": str(mm),
+            }
+        )
         fr = fr.join(where(["irrigated_area_ha"] * len(irr), irr))
         out["irrigation"] = Table(fr, fr, {}, paths)
     return out, alloc, paths
@@ -297,8 +367,12 @@ def _nbs_tables(cfg: Config, years: tuple[int, int]) -> tuple[dict[str, Table], 
 def _merge(a: Table | None, b: Table | None) -> Table | None:
     if a is None or b is None:
         return a or b
-    return Table(pd.concat([a.frame, b.frame], ignore_index=True), pd.concat([a.originals, b.originals], ignore_index=True),
-                 {**a.names, **b.names}, [*a.files, *b.files])
+    return Table(
+        pd.concat([a.frame, b.frame], ignore_index=True),
+        pd.concat([a.originals, b.originals], ignore_index=True),
+        {**a.names, **b.names},
+        [*a.files, *b.files],
+    )
 
 
 def _irrigation_defaults(table: Table, cfg: Config) -> Table:
@@ -313,9 +387,12 @@ def _irrigation_defaults(table: Table, cfg: Config) -> Table:
             df[col] = pd.NA
         empty = df[col].isna()
         if empty.all() and default is None and col not in table.names:
-            raise InputError(table.label, f"no '{col}' column in the irrigation input ({why})",
-                             f"map your column to {col}, or set ingest.defaults.{col} (documented in "
-                             "docs/data_contract.md)", column=col)
+            raise InputError(
+                table.label,
+                f"no '{col}' column in the irrigation input ({why})",
+                f"map your column to {col}, or set ingest.defaults.{col} (documented in docs/data_contract.md)",
+                column=col,
+            )
         if default is not None:
             df[col] = df[col].where(~empty, str(default))
     return Table(df, table.originals, table.names, table.files)
@@ -333,11 +410,15 @@ def run(cfg: Config) -> list[Path]:
 def _limit_error(report: pd.DataFrame, limit: str, report_path: Path, root: Path) -> InputError:
     first = report.iloc[0]
     n = len(report)
-    return InputError(first["file"], f"{n} row(s) over the plausibility limit {limit} = {first['limit_value']:g} "
-                      f"({first['value']:g} {first['unit']} here); every one is listed in "
-                      f"{_rel(report_path, root)}",
-                      "check the unit and the values, or set the limit's value or `action: warn` under "
-                      "ingest.limits", row=int(first["row"]), column=str(first["column"]))
+    return InputError(
+        first["file"],
+        f"{n} row(s) over the plausibility limit {limit} = {first['limit_value']:g} "
+        f"({first['value']:g} {first['unit']} here); every one is listed in "
+        f"{_rel(report_path, root)}",
+        "check the unit and the values, or set the limit's value or `action: warn` under ingest.limits",
+        row=int(first["row"]),
+        column=str(first["column"]),
+    )
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -359,8 +440,9 @@ def _run(cfg: Config) -> list[Path]:
 
     boundaries = read_boundaries(cfg.path(cfg.inputs.boundaries.path))
     present = set(boundaries["county_code"].astype(int))
-    area_km2 = dict(zip(boundaries["county_code"].astype(int),
-                        boundaries.to_crs("EPSG:6933").area.to_numpy() / 1e6, strict=True))
+    area_km2 = dict(
+        zip(boundaries["county_code"].astype(int), boundaries.to_crs("EPSG:6933").area.to_numpy() / 1e6, strict=True)
+    )
 
     nbs_tables, alloc, nbs_files = _nbs_tables(cfg, years)
     merged = {n: _merge(read_input(cfg, n), nbs_tables.get(n)) for n in ("n_rate", "sown_area", "irrigation")}
@@ -385,13 +467,25 @@ def _run(cfg: Config) -> list[Path]:
     _check_level(sown_area, level, names_a)
 
     # Plausibility limits: every violation listed, then the error (if any) names the count.
-    reports = [violations,
-               n_rate_violations(n_rate, lim.max_n_rate_kg_ha.value, lim.max_n_rate_kg_ha.action,
-                                 names_n.get("n_rate", "n_rate"), cfg.root),
-               sown_land_violations(sown_area, area_km2, lim.max_sown_per_land_area.value,
-                                    lim.max_sown_per_land_area.action, names_a.get("area", "area"), cfg.root)]
-    report = pd.concat([r for r in reports if len(r)], ignore_index=True) if any(len(r) for r in reports) \
+    reports = [
+        violations,
+        n_rate_violations(
+            n_rate, lim.max_n_rate_kg_ha.value, lim.max_n_rate_kg_ha.action, names_n.get("n_rate", "n_rate"), cfg.root
+        ),
+        sown_land_violations(
+            sown_area,
+            area_km2,
+            lim.max_sown_per_land_area.value,
+            lim.max_sown_per_land_area.action,
+            names_a.get("area", "area"),
+            cfg.root,
+        ),
+    ]
+    report = (
+        pd.concat([r for r in reports if len(r)], ignore_index=True)
+        if any(len(r) for r in reports)
         else pd.DataFrame(columns=VIOLATION_COLUMNS)
+    )
     report = report.sort_values(["table", "file", "row", "limit"], kind="stable").reset_index(drop=True)
     fatal = report[(report["action"] == "error") & (report["table"] != "observations")]
     if len(fatal):
@@ -402,14 +496,23 @@ def _run(cfg: Config) -> list[Path]:
     codes = np.union1d(n_rate["county_code"].astype(int).unique(), sown_area["county_code"].astype(int).unique())
     weights = resolve(codes, present, graph, area_km2)
     resolvable = set(weights["code"])
-    fix = ("correct the code, or add its history to the crosswalk file (inputs.crosswalk)" if graph else
-           "correct the code, or configure inputs.crosswalk to re-key retired codes")
+    fix = (
+        "correct the code, or add its history to the crosswalk file (inputs.crosswalk)"
+        if graph
+        else "correct the code, or configure inputs.crosswalk to re-key retired codes"
+    )
     for table, names in ((n_rate, names_n), (sown_area, names_a)):
-        _check_codes(table, "county_code", resolvable,
-                     f"not a {level} of the boundaries" + (", and no successor in the crosswalk" if graph else ""),
-                     fix, names)
-    core = harmonise_activity(n_rate, sown_area, weights, years, cfg.ingest.max_gap_years,
-                              tables["n_rate"].label, tables["sown_area"].label)
+        _check_codes(
+            table,
+            "county_code",
+            resolvable,
+            f"not a {level} of the boundaries" + (", and no successor in the crosswalk" if graph else ""),
+            fix,
+            names,
+        )
+    core = harmonise_activity(
+        n_rate, sown_area, weights, years, cfg.ingest.max_gap_years, tables["n_rate"].label, tables["sown_area"].label
+    )
 
     irr_table = _irrigation_defaults(tables["irrigation"], cfg)
     irrigation_raw = _validated(irr_table, "irrigation")
@@ -419,23 +522,43 @@ def _run(cfg: Config) -> list[Path]:
     # boundaries without activity data (a statistics table covers more than the activity
     # inputs) is valid and unused: counted in the manifest, never silently.
     boundary_prefectures = {c // 100 for c in present}
-    _check_codes(irrigation_raw, "prefecture_code", boundary_prefectures,
-                 "no present-day unit of the boundaries lies in this prefecture",
-                 "correct the code (the first four digits of a present-day code), or remove the row", irr_table.names)
+    _check_codes(
+        irrigation_raw,
+        "prefecture_code",
+        boundary_prefectures,
+        "no present-day unit of the boundaries lies in this prefecture",
+        "correct the code (the first four digits of a present-day code), or remove the row",
+        irr_table.names,
+    )
     irrigation, unused_pref = harmonise_irrigation(irrigation_raw, prefectures, years, cfg.ingest.max_gap_years)
     n_irrigation_unused = int(irrigation_raw["prefecture_code"].astype(int).isin(unused_pref).sum())
     if n_irrigation_unused:
-        log.info("irrigation: %d rows of %d prefecture(s) without activity data are not used",
-                 n_irrigation_unused, len(unused_pref))
+        log.info(
+            "irrigation: %d rows of %d prefecture(s) without activity data are not used",
+            n_irrigation_unused,
+            len(unused_pref),
+        )
 
     cov_table = read_input(cfg, "covariates")
     covariates = None
     if cov_table is not None:
         covariates = _validated(cov_table, "covariates")
-        _check_codes(covariates, "county_code", present, f"covariates must use the boundary file's present-day "
-                     f"{level} codes", "use the present-day code of the unit", cov_table.names)
-    activity = build_activity(core, irrigation, covariates, cov_table.label if cov_table else "inputs.covariates",
-                              irr_table.label, cfg.ingest.defaults.climate)
+        _check_codes(
+            covariates,
+            "county_code",
+            present,
+            f"covariates must use the boundary file's present-day {level} codes",
+            "use the present-day code of the unit",
+            cov_table.names,
+        )
+    activity = build_activity(
+        core,
+        irrigation,
+        covariates,
+        cov_table.label if cov_table else "inputs.covariates",
+        irr_table.label,
+        cfg.ingest.defaults.climate,
+    )
 
     mapping_log = weights[weights["code"] != weights["county_code"]].copy()
     written = [
@@ -450,14 +573,19 @@ def _run(cfg: Config) -> list[Path]:
         written.append(io.write_csv(alloc, stage.output("n_allocation")))
         summary = check_allocation(alloc, rtol=cfg.ingest.n_allocation.rtol)  # type: ignore[union-attr]
         extra["n_allocation"] = {
-            "regions": len(summary), "max_rel_error": float(summary["rel_error"].max()),
+            "regions": len(summary),
+            "max_rel_error": float(summary["rel_error"].max()),
             "rtol": cfg.ingest.n_allocation.rtol,  # type: ignore[union-attr]
             "compound_n_share": cfg.ingest.n_allocation.compound_n_share.value,  # type: ignore[union-attr]
-            "n_total_kg_by_year": {int(y): float(v) for y, v in
-                                   summary.groupby("year")["n_total_kg"].sum().items()},
+            "n_total_kg_by_year": {int(y): float(v) for y, v in summary.groupby("year")["n_total_kg"].sum().items()},
         }
-    input_files = [f for name in TABULAR for spec in cfg.inputs.sources(name) if spec.format == "table"
-                   for f in io.expand_paths(cfg.path(spec.path))]
+    input_files = [
+        f
+        for name in TABULAR
+        for spec in cfg.inputs.sources(name)
+        if spec.format == "table"
+        for f in io.expand_paths(cfg.path(spec.path))
+    ]
     input_files += nbs_files
     input_files.append(cfg.path(cfg.inputs.boundaries.path))
     stage.record_inputs(sorted(set(input_files)))

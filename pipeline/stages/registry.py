@@ -67,72 +67,178 @@ class Stage:
         return tuple(s for s in STAGES if s in names)
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("demo-data", "pipeline.demo", "generate the SYNTHETIC demo world under data_raw/demo/",
-          sections=("demo",), target="$(DEMO)/MANIFEST.json"),
-    Stage("ingest", "pipeline.stages.ingest", "validate and harmonise the inputs",
-          sections=("inputs", "ingest"), input_files=True,
-          writes={"observations": "ingest/observations.parquet", "activity": "ingest/activity.parquet",
-                  "quarantine": "ingest/quarantine.csv", "violations": "ingest/violations.csv",
-                  "n_allocation": "ingest/n_allocation.csv",
-                  "code_mapping": "ingest/code_mapping.csv"}),
-    Stage("fit", "pipeline.stages.fit", "fit emission-factor models by crop (and the IPCC Tier 1 baseline)",
-          sections=("fit", "ipcc"), reads=("ingest.observations",),
-          writes={"model": "fit/model.json", "tier1_model": "fit/tier1_model.json",
-                  "coefficients": "fit/coefficients.csv", "covariance": "fit/covariance.csv",
-                  "diagnostics": "fit/diagnostics.csv", "cv_predictions": "fit/cv_predictions.csv",
-                  "quarantine": "fit/quarantine.csv", "ef_curves": "fit/ef_curves.csv",
-                  "ef_curves_png": "fit/ef_curves.png", "response_forms": "fit/response_forms.json",
-                  "form_cv": "fit/form_cv.csv", "paired_ef": "fit/paired_ef.csv",
-                  "paired_ef_png": "fit/paired_ef.png"}),
-    Stage("estimate", "pipeline.stages.estimate", "unit x crop x year emissions with Monte Carlo intervals",
-          sections=("estimate",), reads=("fit.model", "ingest.activity"),
-          writes={f"{run}_{name}": f"{folder}/{file}"
-                  for run, folder in (("fitted", "estimate"), ("tier1", "estimate_tier1"))
-                  for name, file in (("county", "county.parquet"), ("province", "province.parquet"),
-                                     ("province_csv", "province.csv"), ("national_csv", "national.csv"),
-                                     ("national", "national.parquet"), ("national_draws", "national_draws.parquet"),
-                                     ("province_total", "province_total.parquet"),
-                                     ("province_total_csv", "province_total.csv"),
-                                     ("national_total", "national_total.parquet"),
-                                     ("national_total_csv", "national_total.csv"),
-                                     ("national_total_draws", "national_total_draws.parquet"),
-                                     ("province_draws", "province_draws.parquet"),
-                                     ("county_gpkg", "county.gpkg"), ("county_geoparquet", "county_geo.parquet"))}),
-    Stage("grid", "pipeline.stages.grid", "mass-conserving grids at 0.1 deg and 0.01 deg (NetCDF, GeoTIFF)",
-          sections=("grid",), reads=("estimate.fitted_county",), input_files=True,
-          writes={"mass_check": "grid/mass_check.csv", "zonal_check_county": "grid/zonal_check_county.csv",
-                  "zonal_check_province": "grid/zonal_check_province.csv",
-                  "weights_index": "grid/weights_index.json"}),
-    Stage("trend", "pipeline.stages.trend", "breakpoints and attribution of the trend",
-          sections=("trend",),
-          reads=("estimate.fitted_national", "estimate.fitted_province", "estimate.fitted_county",
-                 "estimate.fitted_national_draws", "estimate.tier1_national", "estimate.tier1_province",
-                 "estimate.tier1_county", "estimate.tier1_national_draws", "ingest.activity", "fit.model",
-                 *(f"estimate.{run}_{t}" for run in ("fitted", "tier1")
-                   for t in ("national_total", "province_total", "national_total_draws"))),
-          writes={"series": "trend/series.csv", "breaks": "trend/breaks.json", "breaks_csv": "trend/breaks.csv"}),
-    Stage("compare", "pipeline.stages.compare",
-          "scope-matched comparison with EDGAR and FAOSTAT: totals, trends, maps and the bridge",
-          sections=("compare",), input_files=True,
-          reads=("estimate.fitted_national", "estimate.fitted_province", "estimate.fitted_county",
-                 "estimate.tier1_national", "estimate.tier1_province", "grid.weights_index", "grid.mass_check",
-                 "estimate.fitted_national_total", "estimate.fitted_province_total",
-                 "estimate.tier1_national_total", "estimate.tier1_province_total"),
-          writes={"national": "compare/national.csv", "province": "compare/province.csv",
-                  "county": "compare/county.parquet", "bridge": "compare/bridge.csv",
-                  "trends": "compare/trends.csv", "spatial": "compare/spatial.csv",
-                  "difference_map": "compare/difference_map.nc", "summary": "compare/summary.json"}),
-    # --- report (issue #13): owned by the report work; edit only this entry there ---
-    Stage("report", "pipeline.stages.report", "self-contained HTML report with every figure (PNG + SVG)",
-          sections=("report",), input_files=True,
-          reads=("ingest.observations", "ingest.activity", "fit.ef_curves", "fit.diagnostics",
-                 "estimate.fitted_national", "estimate.fitted_province", "estimate.tier1_national",
-                 "estimate.tier1_province", "grid.mass_check", "trend.series", "trend.breaks",
-                 "trend.breaks_csv", "compare.summary", "estimate.fitted_national_total",
-                 "estimate.fitted_province_total", "estimate.tier1_national_total", "estimate.tier1_province_total"),
-          writes={"html": "report/report.html"}),
-)}
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage(
+            "demo-data",
+            "pipeline.demo",
+            "generate the SYNTHETIC demo world under data_raw/demo/",
+            sections=("demo",),
+            target="$(DEMO)/MANIFEST.json",
+        ),
+        Stage(
+            "ingest",
+            "pipeline.stages.ingest",
+            "validate and harmonise the inputs",
+            sections=("inputs", "ingest"),
+            input_files=True,
+            writes={
+                "observations": "ingest/observations.parquet",
+                "activity": "ingest/activity.parquet",
+                "quarantine": "ingest/quarantine.csv",
+                "violations": "ingest/violations.csv",
+                "n_allocation": "ingest/n_allocation.csv",
+                "code_mapping": "ingest/code_mapping.csv",
+            },
+        ),
+        Stage(
+            "fit",
+            "pipeline.stages.fit",
+            "fit emission-factor models by crop (and the IPCC Tier 1 baseline)",
+            sections=("fit", "ipcc"),
+            reads=("ingest.observations",),
+            writes={
+                "model": "fit/model.json",
+                "tier1_model": "fit/tier1_model.json",
+                "coefficients": "fit/coefficients.csv",
+                "covariance": "fit/covariance.csv",
+                "diagnostics": "fit/diagnostics.csv",
+                "cv_predictions": "fit/cv_predictions.csv",
+                "quarantine": "fit/quarantine.csv",
+                "ef_curves": "fit/ef_curves.csv",
+                "ef_curves_png": "fit/ef_curves.png",
+                "response_forms": "fit/response_forms.json",
+                "form_cv": "fit/form_cv.csv",
+                "paired_ef": "fit/paired_ef.csv",
+                "paired_ef_png": "fit/paired_ef.png",
+            },
+        ),
+        Stage(
+            "estimate",
+            "pipeline.stages.estimate",
+            "unit x crop x year emissions with Monte Carlo intervals",
+            sections=("estimate",),
+            reads=("fit.model", "ingest.activity"),
+            writes={
+                f"{run}_{name}": f"{folder}/{file}"
+                for run, folder in (("fitted", "estimate"), ("tier1", "estimate_tier1"))
+                for name, file in (
+                    ("county", "county.parquet"),
+                    ("province", "province.parquet"),
+                    ("province_csv", "province.csv"),
+                    ("national_csv", "national.csv"),
+                    ("national", "national.parquet"),
+                    ("national_draws", "national_draws.parquet"),
+                    ("province_total", "province_total.parquet"),
+                    ("province_total_csv", "province_total.csv"),
+                    ("national_total", "national_total.parquet"),
+                    ("national_total_csv", "national_total.csv"),
+                    ("national_total_draws", "national_total_draws.parquet"),
+                    ("province_draws", "province_draws.parquet"),
+                    ("county_gpkg", "county.gpkg"),
+                    ("county_geoparquet", "county_geo.parquet"),
+                )
+            },
+        ),
+        Stage(
+            "grid",
+            "pipeline.stages.grid",
+            "mass-conserving grids at 0.1 deg and 0.01 deg (NetCDF, GeoTIFF)",
+            sections=("grid",),
+            reads=("estimate.fitted_county",),
+            input_files=True,
+            writes={
+                "mass_check": "grid/mass_check.csv",
+                "zonal_check_county": "grid/zonal_check_county.csv",
+                "zonal_check_province": "grid/zonal_check_province.csv",
+                "weights_index": "grid/weights_index.json",
+            },
+        ),
+        Stage(
+            "trend",
+            "pipeline.stages.trend",
+            "breakpoints and attribution of the trend",
+            sections=("trend",),
+            reads=(
+                "estimate.fitted_national",
+                "estimate.fitted_province",
+                "estimate.fitted_county",
+                "estimate.fitted_national_draws",
+                "estimate.tier1_national",
+                "estimate.tier1_province",
+                "estimate.tier1_county",
+                "estimate.tier1_national_draws",
+                "ingest.activity",
+                "fit.model",
+                *(
+                    f"estimate.{run}_{t}"
+                    for run in ("fitted", "tier1")
+                    for t in ("national_total", "province_total", "national_total_draws")
+                ),
+            ),
+            writes={"series": "trend/series.csv", "breaks": "trend/breaks.json", "breaks_csv": "trend/breaks.csv"},
+        ),
+        Stage(
+            "compare",
+            "pipeline.stages.compare",
+            "scope-matched comparison with EDGAR and FAOSTAT: totals, trends, maps and the bridge",
+            sections=("compare",),
+            input_files=True,
+            reads=(
+                "estimate.fitted_national",
+                "estimate.fitted_province",
+                "estimate.fitted_county",
+                "estimate.tier1_national",
+                "estimate.tier1_province",
+                "grid.weights_index",
+                "grid.mass_check",
+                "estimate.fitted_national_total",
+                "estimate.fitted_province_total",
+                "estimate.tier1_national_total",
+                "estimate.tier1_province_total",
+            ),
+            writes={
+                "national": "compare/national.csv",
+                "province": "compare/province.csv",
+                "county": "compare/county.parquet",
+                "bridge": "compare/bridge.csv",
+                "trends": "compare/trends.csv",
+                "spatial": "compare/spatial.csv",
+                "difference_map": "compare/difference_map.nc",
+                "summary": "compare/summary.json",
+            },
+        ),
+        # --- report (issue #13): owned by the report work; edit only this entry there ---
+        Stage(
+            "report",
+            "pipeline.stages.report",
+            "self-contained HTML report with every figure (PNG + SVG)",
+            sections=("report",),
+            input_files=True,
+            reads=(
+                "ingest.observations",
+                "ingest.activity",
+                "fit.ef_curves",
+                "fit.diagnostics",
+                "estimate.fitted_national",
+                "estimate.fitted_province",
+                "estimate.tier1_national",
+                "estimate.tier1_province",
+                "grid.mass_check",
+                "trend.series",
+                "trend.breaks",
+                "trend.breaks_csv",
+                "compare.summary",
+                "estimate.fitted_national_total",
+                "estimate.fitted_province_total",
+                "estimate.tier1_national_total",
+                "estimate.tier1_province_total",
+            ),
+            writes={"html": "report/report.html"},
+        ),
+    )
+}
 
 # A read must name an output some stage declares: checked once, at import.
 for _r in STAGES.values():
@@ -195,8 +301,11 @@ def code_files(module: str) -> list[str]:
 
 def makefile_rules() -> str:
     """The Makefile's stage rules, generated from :data:`STAGES` (committed as ``stages.mk``)."""
-    out = ["# Generated by `cropn2o makefile > stages.mk` from pipeline/stages/registry.py: do not edit.",
-           "# A test fails when this file and the registry disagree.", ""]
+    out = [
+        "# Generated by `cropn2o makefile > stages.mk` from pipeline/stages/registry.py: do not edit.",
+        "# A test fails when this file and the registry disagree.",
+        "",
+    ]
     targets = {n: (st.target or f"$(P)/{manifest_relpath(st)}") for n, st in STAGES.items()}
     read_by_others = {u for st in STAGES.values() for u in st.upstream}
     for name, st in STAGES.items():

@@ -74,8 +74,11 @@ def _read_estimate(stage: StageRun, run_kind: str, required: bool) -> dict[str, 
         out[name] = io.read_parquet(path) if path is not None else None
     # The estimate stage writes per-crop and all-crop tables separately (a plain sum of either
     # is right); the analysis below wants both in one frame, the totals as crop "all".
-    for name, total in (("national", "national_total"), ("province", "province_total"),
-                        ("national_draws", "national_total_draws")):
+    for name, total in (
+        ("national", "national_total"),
+        ("province", "province_total"),
+        ("national_draws", "national_total_draws"),
+    ):
         t = out.pop(total)
         if t is not None and out[name] is not None and "crop" not in t.columns:
             out[name] = pd.concat([t.assign(crop="all"), out[name]], ignore_index=True)
@@ -105,8 +108,10 @@ def run(cfg: Config) -> list[Path]:
     series_df = pd.concat(series, ignore_index=True)
     written.append(io.write_csv(series_df, out / "series.csv"))
 
-    results: dict[str, Any] = {"units": "series in kg N2O-N/yr; slopes in kg N2O-N/yr per year",
-                               "settings": tcfg.model_dump()}
+    results: dict[str, Any] = {
+        "units": "series in kg N2O-N/yr; slopes in kg N2O-N/yr per year",
+        "settings": tcfg.model_dump(),
+    }
     tables = []
     nat = series_df[(series_df["model"] == "fitted") & (series_df["scope"] == "national")]
     national = analyse(nat, tcfg)
@@ -115,8 +120,11 @@ def run(cfg: Config) -> list[Path]:
         years, mat = draw_matrix(fitted["national_draws"])
         draws_summary, per_draw = break_draws_summary(years, mat, tcfg)
         national["break_year_over_draws"] = draws_summary
-        written.append(io.write_csv(pd.DataFrame({"draw": np.arange(per_draw.size), "break_year": per_draw}),
-                                    out / "break_draws.csv"))
+        written.append(
+            io.write_csv(
+                pd.DataFrame({"draw": np.arange(per_draw.size), "break_year": per_draw}), out / "break_draws.csv"
+            )
+        )
     results["national"] = national
     results["series_value"] = central_column(nat)
     if fitted["national_draws"] is not None:
@@ -124,8 +132,10 @@ def run(cfg: Config) -> list[Path]:
         if contributed is not None:
             # model average: every draw took one N-response form, so the slope intervals over
             # draws (break_year_over_draws.slopes_per_year) carry the form's uncertainty
-            results["forms_contributed"] = {"share_of_draws": contributed,
-                                            "note": "share of Monte Carlo draws per N-response form and crop"}
+            results["forms_contributed"] = {
+                "share_of_draws": contributed,
+                "note": "share of Monte Carlo draws per N-response form and crop",
+            }
     tables.append(bp.summary_table(national).assign(model="fitted", scope="national", unit="all"))
     if tier1 is not None:
         t1 = series_df[(series_df["model"] == "tier1") & (series_df["scope"] == "national")]
@@ -146,8 +156,11 @@ def run(cfg: Config) -> list[Path]:
         # profile optimum of the one-kink fit and say so.
         models1 = [m for m in national["slope_change"]["models"] if m["n_breaks"] == 1]
         psi = float(models1[0]["break_years"][0])
-        results["break_used"] = {"psi": psi, "note": "no significant national break; the one-kink optimum is used "
-                                 "for the spatial pattern, periods and counterfactuals"}
+        results["break_used"] = {
+            "psi": psi,
+            "note": "no significant national break; the one-kink optimum is used "
+            "for the spatial pattern, periods and counterfactuals",
+        }
     else:
         results["break_used"] = {"psi": psi, "note": "significant national kink with the largest slope change"}
     break_year = int(math.floor(psi))
@@ -167,8 +180,10 @@ def run(cfg: Config) -> list[Path]:
         county_slopes = slopes_around(c, "county_code", psi)
         spatial["county_share_of_area_slowed"] = slowed_area_share(county_slopes)
         written.append(io.write_csv(county_slopes, out / "spatial_county.csv"))
-    spatial["definition"] = ("share of mean sown area in units whose fitted slope after the national break is "
-                             "lower than before (kink fixed at the national psi)")
+    spatial["definition"] = (
+        "share of mean sown area in units whose fitted slope after the national break is "
+        "lower than before (kink fixed at the national psi)"
+    )
     results["spatial"] = spatial
 
     activity = io.read_parquet(stage.upstream("ingest.activity"))
@@ -180,28 +195,32 @@ def run(cfg: Config) -> list[Path]:
     cf = counterfactuals(activity, emissions, break_year)
     results["attribution"] = {
         "method": "LMDI-I, E = A (A_k/A) (a_i/A_k) I_i, ln I split into N rate and environment by the "
-                  "two-factor Shapley rule with the fitted model; the N-rate effect on the emission factor "
-                  "is assigned to the N rate (see docs/trend.md)",
+        "two-factor Shapley rule with the fitted model; the N-rate effect on the emission factor "
+        "is assigned to the N rate (see docs/trend.md)",
         "emissions": "point estimate of the fitted model (estimate.expected_emissions), kg N2O-N",
         "periods": periods.to_dict(orient="records"),
     }
-    written += [io.write_csv(yearly, out / "attribution_yearly.csv"),
-                io.write_csv(periods, out / "attribution_periods.csv"),
-                io.write_csv(cf, out / "counterfactuals.csv")]
+    written += [
+        io.write_csv(yearly, out / "attribution_yearly.csv"),
+        io.write_csv(periods, out / "attribution_periods.csv"),
+        io.write_csv(cf, out / "counterfactuals.csv"),
+    ]
     written.append(io.write_csv(pd.concat(tables, ignore_index=True), out / "breaks.csv"))
     written.append(io.write_json(results, out / "breaks.json"))
 
     label = cfg.inputs.label
     written.append(io.write_png(figure_national(nat, national, draws_summary), out / "national_trend.png", label))
-    written.append(io.write_png(figure_attribution(periods[periods["period"] != "all"]), out / "attribution.png", label))
+    written.append(
+        io.write_png(figure_attribution(periods[periods["period"] != "all"]), out / "attribution.png", label)
+    )
     if prov_slopes is not None:
         boundaries_path = cfg.path(cfg.inputs.boundaries.path)
         stage.record_inputs([boundaries_path])
         boundaries = read_boundaries(boundaries_path)
-        written.append(io.write_png(figure_province_map(boundaries, prov_slopes), out / "province_slope_change.png",
-                                    label))
+        written.append(
+            io.write_png(figure_province_map(boundaries, prov_slopes), out / "province_slope_change.png", label)
+        )
     return stage.finish(written)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,26 +231,42 @@ def read_series(path: str | Path, value_column: str = "value") -> pd.DataFrame:
     df = read_tables(path)
     for col in ("year", value_column):
         if col not in df.columns:
-            raise InputError(path, f"no column '{col}'", f"name the columns year and {value_column} "
-                             "(or pass --value-column)", column=col)
-    out = pd.DataFrame({"year": pd.to_numeric(df["year"], errors="coerce"),
-                        "value": pd.to_numeric(df[value_column], errors="coerce")})
+            raise InputError(
+                path,
+                f"no column '{col}'",
+                f"name the columns year and {value_column} (or pass --value-column)",
+                column=col,
+            )
+    out = pd.DataFrame(
+        {"year": pd.to_numeric(df["year"], errors="coerce"), "value": pd.to_numeric(df[value_column], errors="coerce")}
+    )
     for col, src in (("year", "year"), ("value", value_column)):
         bad = out[col].isna() | ~np.isfinite(out[col].to_numpy(float))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(path, f"'{df[src].iloc[i]}' is not a number", "supply one numeric value per year",
-                             row=int(df["_row"].iloc[i]), column=src)
+            raise InputError(
+                path,
+                f"'{df[src].iloc[i]}' is not a number",
+                "supply one numeric value per year",
+                row=int(df["_row"].iloc[i]),
+                column=src,
+            )
     dup = out["year"].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(path, f"year {int(out['year'].iloc[i])} appears twice", "keep one row per year",
-                         row=int(df["_row"].iloc[i]), column="year")
+        raise InputError(
+            path,
+            f"year {int(out['year'].iloc[i])} appears twice",
+            "keep one row per year",
+            row=int(df["_row"].iloc[i]),
+            column="year",
+        )
     return out.sort_values("year").reset_index(drop=True)
 
 
-def breaks_command(series_csv: str, value_column: str = "value", out: str | None = None,
-                   tcfg: TrendConfig | None = None) -> int:
+def breaks_command(
+    series_csv: str, value_column: str = "value", out: str | None = None, tcfg: TrendConfig | None = None
+) -> int:
     """``cropn2o breaks``: analyse one series; JSON to ``out`` (or stdout), table to stdout.
 
     With ``out`` set, the table is also written beside it as ``<out stem>.csv``.
@@ -251,6 +286,8 @@ def breaks_command(series_csv: str, value_column: str = "value", out: str | None
         io.write_csv(table, Path(out).with_suffix(".csv"))
     print(table.drop(columns=["year_convention"]).to_string(index=False), file=sys.stdout if out else sys.stderr)
     for key in ("slope_change", "mean_shift"):
-        print(f"{key}: {result[key]['conclusion']} [{result[key]['year_convention']}]",
-              file=sys.stdout if out else sys.stderr)
+        print(
+            f"{key}: {result[key]['conclusion']} [{result[key]['year_convention']}]",
+            file=sys.stdout if out else sys.stderr,
+        )
     return 0
