@@ -104,7 +104,8 @@ def figure_bridge(bridge: pd.DataFrame, label: str, scope: str) -> Figure:
     ax.set_xlabel("year")
     ax.set_ylabel("Gg N2O-N per year")
     ax.set_title("Bridge from EDGAR to this inventory")
-    ax.legend(loc="best")
+    # Above the axes: inside, the legend sat on the bars of some years.
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncol=2)
     style.stamp(
         fig,
         label=label,

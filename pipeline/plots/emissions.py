@@ -86,7 +86,8 @@ def ef_curves(curves: pd.DataFrame, *, label: str, source: str, width_in: float 
         ax.set_ylabel("EF (% of N applied)")
     for ax in axes.ravel()[len(crops) :]:
         ax.set_visible(False)
-    fig.legend(list(handles.values()), list(handles.keys()), loc="outside upper center", ncol=min(4, len(handles)))
+    # Three columns: with four, the long form labels ran past the right edge of the figure.
+    fig.legend(list(handles.values()), list(handles.keys()), loc="outside upper center", ncol=min(3, len(handles)))
     style.stamp(
         fig,
         label=label,
