@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.config import Config, InputSpec
 from pipeline.errors import InputError
-from pipeline.io import expand_paths, file_sha256, write_text
+from pipeline.io import TABLE_SUFFIXES, expand_paths, file_sha256, write_text
 from pipeline.stages.registry import PACKAGE_DIR, STAGES, code_files, config_sections, manifest_relpath
 
 #: One stamp per config section a stage depends on (from the stage registry).
@@ -25,6 +25,11 @@ def section_json(cfg: Config, section: str) -> str:
     """Canonical JSON of one config section."""
     value = cfg.model_dump(mode="json")[section]
     return json.dumps(value, indent=1, sort_keys=True) + "\n"
+
+
+#: Files of a folder input that are hashed: tables, and the gridded inputs (EDGAR zips and NetCDF,
+#: rasters, vector files), so new EDGAR downloads in the configured folder rerun compare.
+STAMPED_SUFFIXES = (*TABLE_SUFFIXES, ".zip", ".nc", ".tif", ".tiff", ".gpkg", ".geojson")
 
 
 def input_files_json(cfg: Config) -> str:
@@ -42,7 +47,8 @@ def input_files_json(cfg: Config) -> str:
         files: dict[str, str] = {}
         for spec in specs:  # an input may list several sources
             try:
-                files.update({_name(f, cfg.root): file_sha256(f) for f in expand_paths(cfg.path(spec.path))})
+                found = expand_paths(cfg.path(spec.path), suffixes=STAMPED_SUFFIXES)
+                files.update({_name(f, cfg.root): file_sha256(f) for f in found})
             except InputError:  # not there yet (e.g. before `make demo-data`): creating it changes the stamp
                 files[spec.path] = "missing"
             if spec.mapping:
