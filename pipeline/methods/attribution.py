@@ -1,23 +1,7 @@
-"""The TREND stage: breakpoints, their uncertainty, spatial pattern and attribution.
-
-Reads the estimate stage's tables (``estimate/`` and, when present, ``estimate_tier1/``), the
-activity table and the fitted model, and writes under ``data_processed/trend/``:
-
-* ``series.csv`` - national, per-crop and provincial annual totals with Monte Carlo intervals,
-  for the fitted model and for IPCC Tier 1;
-* ``breaks.json`` / ``breaks.csv`` - slope-change and mean-shift analyses
-  (:mod:`pipeline.breakpoints`) of the national series (both models) and of each crop, with the
-  break year's distribution across the Monte Carlo draws beside the single-series interval;
-* ``spatial_province.csv`` / ``spatial_county.csv`` - slope before and after the national break
-  per unit, and (in ``breaks.json``) the share of sown area where growth slowed;
-* ``attribution_yearly.csv`` / ``attribution_periods.csv`` - LMDI (:mod:`pipeline.lmdi`) of
-  the year-to-year change and its sums before and after the break;
-* ``counterfactuals.csv`` - national totals with N rate, area or irrigation held at their
-  break-year level, through the estimate stage's point-estimate function;
-* figures ``national_trend.png``, ``attribution.png``, ``province_slope_change.png``.
-
-The integer break year used for periods and counterfactuals is the **last year of the old
-regime**, ``floor(psi)`` of the national kink ``psi``.
+"""Trend computations: national, crop and provincial series, break-year summaries over the Monte
+Carlo draws, slopes around the national break per unit, LMDI attribution of the change and
+counterfactuals (N rate, area or irrigation held at the break year). Used by the trend stage
+(:mod:`pipeline.stages.trend`); the breakpoint methods are :mod:`pipeline.methods.breakpoints`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""FIT stage: emission-factor models by crop class, chosen by leave-site-out cross-validation.
+"""Emission-factor models by crop class, chosen or stacked by leave-site-out cross-validation.
 
 Pure functions do the work (:func:`prepare_observations`, :func:`fit_crop`,
-:func:`fit_pooled`, :func:`cross_validate`, :func:`fit_all`, :func:`ef_curves`); :func:`run`
-reads ``<processed>/ingest/observations.parquet`` and writes ``<processed>/fit/`` through
-:mod:`pipeline.io`. The science and every rule (zero fluxes, missing covariates, pooling,
+:func:`fit_pooled`, :func:`cross_validate`, :func:`fit_all`, :func:`ef_curves`); the fit
+stage (:mod:`pipeline.stages.fit`) reads and writes the files. The science and every rule (zero fluxes, missing covariates, pooling,
 model choice) are documented in ``docs/fit.md``.
 
 References

@@ -3,7 +3,7 @@
 The stage turns the county x crop x year table of the estimate stage into gridded annual totals
 (kg N2O-N per cell per year) and provides the way back (grid -> county / province) that the
 compare stage uses for EDGAR grids. Everything here is a pure function of arrays and frames;
-:func:`run` is the only place that reads or writes files, through :mod:`pipeline.io`.
+the grid stage (:mod:`pipeline.stages.grid`) reads and writes the files.
 
 Allocation
 ----------

@@ -1,14 +1,10 @@
-"""Ingest stage: validate user inputs, harmonise units and county codes, write Parquet tables.
+"""Harmonising validated inputs: units, present-day codes, gap filling and the activity table.
 
-Inputs (see docs/data_contract.md): field observations, N rate and sown area per county x crop x
-year, irrigation per prefecture x year, county covariates, boundaries and a code crosswalk. Each
-may be one file or a folder/glob of many, in CSV (UTF-8 or GBK), Parquet or XLSX, read in
-parallel with Dask.
-
-Outputs under ``<processed>/ingest/``: ``observations.parquet``, ``activity.parquet`` (present-day
-county codes, gaps of up to ``ingest.max_gap_years`` interpolated and flagged),
-``quarantine.csv`` (every rejected row and why), ``code_mapping.csv`` (how each historical code
-was re-keyed) and ``manifest.json`` (written last; counts, input hashes, config).
+Pure functions of frames used by the ingest stage (:mod:`pipeline.stages.ingest`): observation
+harmonisation and quarantine records, N-rate and sown-area tables re-keyed through the code
+crosswalk (extensive quantities allocated, N rates re-derived), short gaps interpolated and
+flagged, irrigation per prefecture, and the joined activity table. The rules are in
+docs/data_contract.md.
 """
 
 from __future__ import annotations

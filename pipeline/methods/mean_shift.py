@@ -1,41 +1,17 @@
-"""Breakpoints of an annual series: slope changes (segmented) and mean/coefficient shifts.
+"""Mean or coefficient shifts of an annual series (discontinuous breaks, Bai & Perron).
 
-Two different questions, two methods:
-
-* **Slope change** (continuous broken line, Muggeo 2003): ``y = a + b t + sum_k d_k (t - psi_k)_+``
-  with 0, 1 or 2 kinks, the number chosen by BIC (or AIC). The fit is piecewise-regression's
-  implementation of Muggeo's algorithm, started deterministically from the global optimum of an
-  exact profile-likelihood grid over the kink position(s), so it never depends on random
-  restarts. Existence of a kink: Davies' (1987) test (piecewise-regression) and a finite-sample
-  sup-F test whose null distribution is simulated once per design (the statistic is pivotal under
-  Gaussian errors, so the p-value is exact up to Monte Carlo error).
-* **Mean or coefficient shift** (discontinuous, Bai & Perron 1998/2003): optimal partition by
-  dynamic programming over a segment-RSS matrix, the number of breaks by BIC, existence by the
-  sup-F test (Andrews 1993) with a simulated finite-sample p-value, and break-date intervals from
-  Bai's (1997) asymptotic distribution, computed as R ``strucchange::confint`` does (heterogeneous
-  regressors and errors across segments).
-
-Year conventions (stated in every result): a kink ``psi`` is a point on the year axis where the
-slope changes; a mean-shift break is reported as the **last year of the old regime**
-(strucchange's convention), with the first year of the new regime beside it.
-
-Everything here is pure: arrays in, dictionaries and frames out.
+Optimal partition by dynamic programming over a segment-RSS matrix, the number of breaks by BIC,
+existence by the sup-F test (Andrews 1993) with a simulated finite-sample p-value, and break-date
+intervals from Bai's (1997) asymptotic distribution, computed as R ``strucchange::confint`` does.
+A break is reported as the last year of the old regime (strucchange's convention). The default
+regressors model the trend (``y ~ 1 + t``): on a trending series ``y ~ 1`` finds spurious shifts.
 
 References
 ----------
-Muggeo, V.M.R. (2003) Estimating regression models with unknown break-points. Statistics in
-Medicine 22:3055-3071.
-Davies, R.B. (1987) Hypothesis testing when a nuisance parameter is present only under the
-alternative. Biometrika 74:33-43.
-Pilgrim, C. (2021) piecewise-regression (aka segmented regression) in Python. JOSS 6(68):3859.
-Bai, J. (1997) Estimation of a change point in multiple regression models. Review of Economics
-and Statistics 79:551-563.
-Bai, J., Perron, P. (2003) Computation and analysis of multiple structural change models. Journal
-of Applied Econometrics 18:1-22.
-Andrews, D.W.K. (1993) Tests for parameter instability and structural change with unknown change
-point. Econometrica 61:821-856.
-Zeileis, A., Kleiber, C., Kraemer, W., Hornik, K. (2003) Testing and dating of structural changes
-in practice. Computational Statistics & Data Analysis 44:109-123 (strucchange).
+Bai, J. (1997) Review of Economics and Statistics 79:551-563.
+Bai, J., Perron, P. (2003) Journal of Applied Econometrics 18:1-22.
+Andrews, D.W.K. (1993) Econometrica 61:821-856.
+Zeileis, A. et al. (2003) Computational Statistics & Data Analysis 44:109-123 (strucchange).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Estimate stage: emissions per county x crop x year with Monte Carlo uncertainty.
+"""Emissions per unit x crop x year with Monte Carlo uncertainty (used by the estimate stage).
 
 The emission of one county, crop and year is its sown area times the model's expected emission
 per hectare at that county's own N rate and covariates (never at an averaged N rate: the

@@ -1,19 +1,5 @@
-"""Read a code crosswalk in the yescallop/areacodes format (the resolution is in pipeline.methods.crosswalk).
-
-County codes changed often between 1990 and 2014: counties merged, became city districts, were
-split or renumbered. The crosswalk table (format of yescallop/areacodes ``result.csv``) lists for
-each retired code its successor codes. Following successors until every code is present-day
-gives, for each historical code, a set of present-day codes with allocation weights:
-
-* a merge (two retired codes -> one present code) maps each old code wholly (weight 1) to the
-  new one, so extensive quantities are summed;
-* a split (one retired code -> several present codes) allocates by the present-day land area of
-  the successors, the only allocation key available without historical boundaries;
-* chains (A -> B -> C) multiply weights along the path.
-
-Extensive quantities (area, N mass) are allocated with these weights; intensive ones (N rate)
-must be re-derived as N mass / area after allocation, never allocated directly.
-"""
+"""Read a code crosswalk in the yescallop/areacodes format (``result.csv``: code, name, level,
+status, start and end year, successor codes); resolving codes is :mod:`pipeline.methods.crosswalk`."""
 
 from __future__ import annotations
 

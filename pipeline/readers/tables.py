@@ -1,9 +1,6 @@
-"""All file input and output of the pipeline.
-
-Readers turn user files into frames carrying ``_file``/``_row`` so errors can point at a cell;
-writers never leave a half-written file (write to a temporary file in the same folder, then
-``os.replace``). Stage modules call these functions and do no file I/O of their own.
-"""
+"""Read user tables (CSV in UTF-8 or GBK, Parquet, XLSX; a file, a folder or a glob) through a
+column mapping, every cell as text with ``_file``/``_row`` so the contract's errors can name the
+cell in the user's own file."""
 
 from __future__ import annotations
 
