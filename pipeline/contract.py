@@ -241,6 +241,55 @@ SOWN_AREA_RAW = TableSchema(
     ),
 )
 
+FERTILIZER_N_RAW = TableSchema(
+    name="fertilizer_n (input)",
+    description=(
+        "Fertilizer N per region x year (statistics give provincial totals, not crop rates), "
+        "allocated to crop N rates by `ingest.n_allocation` from the sown areas of the units inside "
+        "each region. Each row gives `n_fertilizer_kg` or `n_straight_kg` with `n_compound_kg`; "
+        "scale other units to kg with the mapping's `scale:` (t: 1000, 万吨: 1e7)."
+    ),
+    key=("region_code", "year"),
+    columns=(
+        _c(
+            "region_code",
+            "int",
+            "",
+            "6-digit code of a province (xx0000), prefecture (xxxx00) or unit; one level per table, "
+            "not finer than `inputs.unit_level`; a unit is in the region whose digits it starts with",
+            digits=6,
+        ),
+        _c("year", "int", "yr", "statistical year", minimum=1949, maximum=2100),
+        _c(
+            "n_fertilizer_kg",
+            "float",
+            "kg N",
+            "total fertilizer N (pure N)",
+            required=False,
+            nullable=True,
+            minimum=0.0,
+        ),
+        _c(
+            "n_straight_kg",
+            "float",
+            "kg N",
+            "straight N fertilizer (pure N, NBS 氮肥折纯量)",
+            required=False,
+            nullable=True,
+            minimum=0.0,
+        ),
+        _c(
+            "n_compound_kg",
+            "float",
+            "kg N+P2O5+K2O",
+            "compound fertilizer, pure nutrient (NBS 复合肥折纯量); N = `ingest.n_allocation.compound_n_share` x this",
+            required=False,
+            nullable=True,
+            minimum=0.0,
+        ),
+    ),
+)
+
 IRRIGATION_RAW = TableSchema(
     name="irrigation (input)",
     description="Irrigation per prefecture (first four digits of the county code) x year.",
@@ -400,6 +449,7 @@ INPUT_SCHEMAS: dict[str, TableSchema] = {
     "observations": OBSERVATIONS_RAW,
     "n_rate": N_RATE_RAW,
     "sown_area": SOWN_AREA_RAW,
+    "fertilizer_n": FERTILIZER_N_RAW,
     "irrigation": IRRIGATION_RAW,
     "covariates": COVARIATES_RAW,
     "crosswalk": CROSSWALK_RAW,

@@ -4,7 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.cli import STAGES, main
+from pipeline.readers.boundaries import read_boundaries
 
 
 def test_every_stage_module_has_run() -> None:
@@ -43,3 +46,23 @@ def test_bad_set_value_is_one_line(capsys, repo_root: Path) -> None:
     assert main(["--config", str(repo_root / "config" / "default.yaml"), "--set", "estimate.draws=[1", "stamp"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not valid YAML" in err
+
+
+def test_boundaries_writes_a_province_subset_without_a_config(capsys, tmp_path: Path) -> None:
+    out = tmp_path / "nested" / "units.gpkg"
+    args = ["--config", str(tmp_path / "no_such.yaml"), "-q", "boundaries", "--out", str(out)]
+    assert main([*args, "--level", "province", "--provinces", "11,12"]) == 0, capsys.readouterr().err
+    gdf = read_boundaries(out)
+    assert gdf["county_code"].tolist() == [110000, 120000]  # Beijing, Tianjin
+    km2 = gdf.to_crs("ESRI:102025").area.to_numpy() / 1e6  # Albers equal-area, Asia
+    assert np.allclose(km2, [16_410, 11_966], rtol=0.02)  # published areas of Beijing and Tianjin
+    assert main([*args, "--level", "prefecture", "--provinces", "64"]) == 0
+    assert read_boundaries(out)["county_code"].tolist() == [640100, 640200, 640300, 640400, 640500]
+    assert list(tmp_path.glob("nested/*")) == [out]  # atomic: no temporary file left
+
+
+def test_boundaries_unknown_province_is_one_line_and_writes_nothing(capsys, tmp_path: Path) -> None:
+    out = tmp_path / "units.gpkg"
+    code = main(["boundaries", "--level", "province", "--out", str(out), "--provinces", "11,99"])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1 and "province(s) 99" in err and not out.exists()

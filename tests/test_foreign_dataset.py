@@ -16,10 +16,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline import io
 from pipeline.cli import main
+from pipeline.config import load_config
 from pipeline.errors import ModelError
-from pipeline.methods.models import CropModel
+from pipeline.methods.models import CropModel, FittedModel, InventoryModel
 from pipeline.methods.montecarlo import _check_covariance
+from pipeline.stages.context import StageRun
 from tests import mini_world
 
 YEARS = range(1995, 2000)
@@ -202,3 +205,67 @@ def test_mixed_model_covariance_with_tiny_asymmetric_entries_is_accepted() -> No
     m.cov[0, 1] += 1e-3  # a real asymmetry at the matrix scale
     with pytest.raises(ModelError, match="not symmetric"):
         _check_covariance(m)
+
+
+def _tiny_eigen_cov() -> np.ndarray:
+    """A valid mixed-model covariance as fits of this dataset give: smallest eigenvalues
+    4e-8-2e-7 and an entry pair near 1e-22 that differs only by rounding."""
+    cov = np.diag([4e-8, 1e-7, 2e-7, 1e-4])
+    cov[0, 3] = cov[3, 0] = 1e-9
+    cov[1, 2], cov[2, 1] = 1.0e-22, 1.3e-22
+    return cov
+
+
+def _write_fit(config: Path, cov: np.ndarray) -> None:
+    """fit/model.json with the package's model classes and fit/manifest.json by the stage layer's
+    own manifest writer (what ``StageRun.upstream("fit.model")`` in estimate checks)."""
+    cfg = load_config(config)
+    names = ["intercept", "n_rate_kg_ha", "soil_ph", "log_smearing"]
+    models: dict[str, CropModel] = {
+        crop: FittedModel(
+            crop=crop,
+            family="mixed_lognormal",
+            terms=["n_rate_kg_ha", "soil_ph"],
+            coef_names=names,
+            coef=np.array([np.log(0.5), 0.004, 0.05, 0.1]),
+            cov=cov,
+            center={"soil_ph": 7.0},
+            fill={"soil_ph": 7.0},
+            retransform="lognormal",
+            sigma2_group=0.2,
+            sigma2_resid=0.3,
+            n_records=30,
+            n_groups=10,
+        )
+        for crop in ("rice", "wheat")
+    }
+    run = StageRun(cfg, "fit")
+    model = io.write_json(InventoryModel(models, "fitted").to_json(), run.output("model"))
+    run.finish([model])
+
+
+def test_estimate_accepts_tiny_asymmetric_covariance_through_the_cli(foreign: Path, capsys) -> None:
+    cov = _tiny_eigen_cov()
+    assert not np.allclose(cov, cov.T, rtol=1e-8, atol=0.0)  # the old test refused it
+    smallest = np.linalg.eigvalsh((cov + cov.T) / 2)[:3]
+    assert np.allclose(smallest, [4e-8, 1e-7, 2e-7], rtol=1e-3)  # tiny, but positive
+    assert main(["--config", str(foreign), "-q", "ingest"]) == 0, capsys.readouterr().err
+    _write_fit(foreign, cov)
+    code = main(["--config", str(foreign), "-q", "--set", "estimate.draws=50", "estimate"])
+    assert code == 0, capsys.readouterr().err
+    out = foreign.parent / "processed" / "estimate"
+    assert (out / "manifest.json").exists()
+    national = pd.read_csv(out / "national_total.csv")
+    assert set(national["year"]) == set(YEARS) and (national.filter(like="n2o_n").to_numpy() > 0).all()
+
+
+def test_estimate_refuses_a_non_psd_covariance_naming_the_test(foreign: Path, capsys) -> None:
+    cov = np.diag([1e-4, 1e-4, 1e-4, 1e-4])
+    cov[0, 1] = cov[1, 0] = 5e-4  # eigenvalue 1e-4 - 5e-4 < 0: not positive semi-definite
+    assert main(["--config", str(foreign), "-q", "ingest"]) == 0, capsys.readouterr().err
+    _write_fit(foreign, cov)
+    code = main(["--config", str(foreign), "-q", "--set", "estimate.draws=50", "estimate"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "not positive semi-definite" in err and "crop rice" in err
+    assert not (foreign.parent / "processed" / "estimate" / "manifest.json").exists()

@@ -353,3 +353,93 @@ def test_sown_area_limit_as_warning_keeps_the_rows(world: Path, capsys) -> None:
     out = world.parent / "processed" / "ingest"
     assert len(pd.read_csv(out / "violations.csv")) == 2
     assert yaml.safe_load((out / "manifest.json").read_text())["counts"]["limit_violations"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Top-down N allocation from a plain table of regional totals (inputs.fertilizer_n)
+# ---------------------------------------------------------------------------------------------
+#: Provincial fertilizer statistics of the mini world in the user's own headers and tonnes:
+#: Henan as straight N plus compound fertilizer, Hunan as one total N.
+FERT_T = {410000: (9.0, 6.0, None), 430000: (None, None, 4.5)}  # straight t N, compound t nutrient, total t N
+COMPOUND_N_SHARE = 0.3
+WEIGHT = {"rice": 2.0, "wheat": 1.0}
+
+
+def _with_fertilizer_totals(config: Path) -> Path:
+    raw = config.parent / "raw"
+    rows = [
+        [code, y, *("" if v is None else v * (1 + 0.01 * (y - 1990)) for v in fert)]
+        for code, fert in FERT_T.items()
+        for y in mini_world.YEARS
+    ]
+    mini_world.write_csv(raw / "fert.csv", ["省代码", "年份", "氮肥(吨)", "复合肥(吨)", "化肥氮(吨)"], rows)
+    mapping = {
+        "columns": {
+            "region_code": "省代码",
+            "year": "年份",
+            "n_straight_kg": "氮肥(吨)",
+            "n_compound_kg": "复合肥(吨)",
+            "n_fertilizer_kg": "化肥氮(吨)",
+        },
+        "scale": {"n_straight_kg": 1000.0, "n_compound_kg": 1000.0, "n_fertilizer_kg": 1000.0},
+    }
+    (raw / "fert.yaml").write_text(yaml.safe_dump(mapping, allow_unicode=True), encoding="utf-8")
+    doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    del doc["inputs"]["n_rate"]
+    doc["inputs"]["fertilizer_n"] = {"path": "raw/fert.csv", "mapping": "raw/fert.yaml"}
+    doc["ingest"]["n_allocation"] = {
+        "compound_n_share": {"value": COMPOUND_N_SHARE, "source": "test: an assumed 30 % N in compound nutrient"},
+        "crop_n_intensity": {c: {"weight": w, "source": "test"} for c, w in WEIGHT.items()},
+    }
+    config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return config
+
+
+def _expected_total_kg(province: int, year: int) -> float:
+    straight, compound, total = (v if v is None else v * 1000 * (1 + 0.01 * (year - 1990)) for v in FERT_T[province])
+    return total if total is not None else straight + COMPOUND_N_SHARE * compound
+
+
+def test_fertilizer_totals_are_allocated_and_sum_back(world: Path, capsys) -> None:
+    code, err = run_cli(_with_fertilizer_totals(world), capsys, "ingest")
+    assert code == 0, err
+    out = world.parent / "processed" / "ingest"
+    act = pd.read_parquet(out / "activity.parquet")
+    act["n_kg"] = act["area_ha"] * act["n_rate_kg_ha"]
+    act["province"] = act["county_code"] // 10_000 * 10_000
+    got = act.groupby(["province", "year"])["n_kg"].sum()
+    want = pd.Series({k: _expected_total_kg(*k) for k in got.index})
+    assert len(got) == 2 * len(mini_world.YEARS)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=0)
+    # the intensities fix the ratio between crops: rice gets twice the wheat rate everywhere
+    wide = act.pivot_table(index=["county_code", "year"], columns="crop", values="n_rate_kg_ha")
+    np.testing.assert_allclose(wide["rice"] / wide["wheat"], WEIGHT["rice"] / WEIGHT["wheat"], rtol=1e-12)
+    # by hand for Hunan 1995: rice 2 x 1000 ha, wheat 2 x 500 ha (430101, 430102)
+    rice_rate = _expected_total_kg(430000, 1995) * 2.0 / (2.0 * 2000 + 1.0 * 1000)
+    assert act.set_index(["county_code", "year", "crop"]).loc[(430102, 1995, "rice"), "n_rate_kg_ha"] == (
+        pytest.approx(rice_rate, rel=1e-12)
+    )
+    assert (out / "n_allocation.csv").exists()
+    manifest = yaml.safe_load((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["n_allocation"]["source"] == "inputs.fertilizer_n"
+    assert manifest["n_allocation"]["max_rel_error"] <= 1e-9
+
+
+@pytest.mark.parametrize(
+    "edit,fragment",
+    [
+        (lambda t: t.replace("\n430000,1995,,,", "\n430000,1995,1.0,,", 1), "gives both a total N"),
+        (lambda t: t.replace("\n410000,1996,", "\n410100,1996,", 1), "is not a province code"),
+    ],
+    ids=["total-and-split", "mixed-levels"],
+)
+def test_bad_fertilizer_total_is_one_line_naming_the_row(world: Path, capsys, edit, fragment: str) -> None:
+    config = _with_fertilizer_totals(world)
+    fert = world.parent / "raw" / "fert.csv"
+    text = fert.read_text(encoding="utf-8")
+    fert.write_text(edit(text), encoding="utf-8")
+    assert fert.read_text(encoding="utf-8") != text
+    code, err = run_cli(config, capsys, "ingest")
+    assert code == 3 and err.count("\n") == 1 and fragment in err and "fert.csv" in err, err
+    assert "row " in err and "column '" in err, err
+    assert not (world.parent / "processed" / "ingest" / "activity.parquet").exists()

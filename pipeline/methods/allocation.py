@@ -357,3 +357,91 @@ def intensities_from_config(section: Mapping[str, object]) -> tuple[list[CropInt
         )
     _weights(out)
     return out, share
+
+
+#: Code divisor of each region level: a region's 6-digit code is ``unit_code // d * d``.
+REGION_DIVISORS: dict[str, int] = {"province": 10_000, "prefecture": 100, "unit": 1}
+
+
+def region_level(codes: np.ndarray) -> np.ndarray:
+    """Level of each 6-digit region code: ``province`` (xx0000), ``prefecture`` (xxxx00) or ``unit``.
+
+    Parameters
+    ----------
+    codes
+        6-digit administrative codes (int).
+
+    Returns
+    -------
+    numpy.ndarray
+        One of the keys of :data:`REGION_DIVISORS` per code (object array).
+    """
+    c = np.asarray(codes, dtype=np.int64)
+    return np.where(c % 10_000 == 0, "province", np.where(c % 100 == 0, "prefecture", "unit")).astype(object)
+
+
+def allocate_to_units(
+    unit_areas: pd.DataFrame,
+    totals: pd.DataFrame,
+    intensities: Mapping[str, float] | Sequence[CropIntensity],
+    *,
+    compound_n_share: float,
+    divisor: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Allocate regional fertilizer-N totals to the crop N rates of the units inside each region.
+
+    Parameters
+    ----------
+    unit_areas
+        One row per unit x year x crop: ``county_code`` (6-digit unit code), ``year``, ``crop``,
+        ``area_ha`` (sown area, ha).
+    totals
+        One row per region x year: ``region_code`` (6-digit), ``year``, ``n_straight_fert_kg``
+        (kg N) and ``n_compound_fert_kg`` (kg pure nutrient of compound fertilizer; 0 when the
+        total is given as N already).
+    intensities
+        Relative N intensity per crop (see :func:`allocate_n`).
+    compound_n_share
+        N share of compound fertilizer's pure nutrient (see :func:`n_total_kg`).
+    divisor
+        Region code of a unit: ``county_code // divisor * divisor`` (:data:`REGION_DIVISORS`:
+        10,000 for provinces, 100 for prefectures, 1 when the regions are the units).
+
+    Returns
+    -------
+    tuple of pandas.DataFrame
+        The :func:`allocate_n` table per region x year x crop (keys ``region_code``, ``year``)
+        and the unit rates: ``county_code``, ``year``, ``crop``, ``region_code``,
+        ``n_rate_kg_ha`` (kg N per sown ha).
+
+    Notes
+    -----
+    Unit areas are summed to region x crop x year (a crop no unit of the region lists has 0 ha),
+    the region total is allocated with :func:`allocate_n`,
+
+    ``rate_rc = N_r x w_c / sum_k (w_k x A_rk)``  [kg N/ha],
+
+    and every unit of region r takes ``rate_rc`` for crop c, so that
+    ``sum_u sum_c rate_rc x A_uc = N_r``: the sum over units equals the sum over the region's
+    crops, which :func:`check_allocation` verifies.
+    """
+    keys = ["region_code", "year"]
+    u = unit_areas[["county_code", "year", "crop", "area_ha"]].copy()
+    u["region_code"] = u["county_code"].astype(np.int64) // divisor * divisor
+    u["year"] = u["year"].astype(np.int64)
+    summed = u.groupby([*keys, "crop"], as_index=False, observed=True)["area_ha"].sum()
+    crops = sorted(set(_weights(intensities)) | set(summed["crop"].astype(str)))
+    grid = summed[keys].drop_duplicates().merge(pd.DataFrame({"crop": crops}), how="cross")
+    areas = grid.merge(summed, on=[*keys, "crop"], how="left").fillna({"area_ha": 0.0})
+    t = totals[["region_code", "year", "n_straight_fert_kg", "n_compound_fert_kg"]].copy()
+    t["region_code"] = t["region_code"].astype(np.int64)
+    t["year"] = t["year"].astype(np.int64)
+    alloc = allocate_n(
+        areas.rename(columns={"area_ha": "sown_area_ha"}),
+        t,
+        intensities,
+        compound_n_share=compound_n_share,
+        keys=keys,
+    )
+    rates = u.merge(alloc[[*keys, "crop", "n_rate_kg_ha"]], on=[*keys, "crop"], how="left", validate="many_to_one")
+    return alloc, rates[["county_code", "year", "crop", "region_code", "n_rate_kg_ha"]]

