@@ -182,6 +182,18 @@ def fit_kink(
     return {"psi": best_psi, "rss": best_rss, "on_data_year": on_year, "bounds": (lo, hi)}
 
 
+def _prep_and_fit(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    bounds: tuple[float, float] | None,
+    grid_step: float,
+) -> tuple[np.ndarray, np.ndarray, float, float, dict[str, Any]]:
+    """Checked arrays, admissible ``psi`` range and the least-squares :func:`fit_kink` on it."""
+    xa, ya = _prep(x, y)
+    lo, hi = _default_bounds(xa, bounds)
+    return xa, ya, lo, hi, fit_kink(xa, ya, (lo, hi), grid_step)
+
+
 def profile_kink_interval(
     x: Sequence[float] | np.ndarray,
     y: Sequence[float] | np.ndarray,
@@ -238,10 +250,8 @@ def profile_kink_interval(
     Hinkley (1969) Biometrika 56:495-504; Seber & Wild (1989) Nonlinear Regression, sections
     5.4 and 9.3; Muggeo (2003) Stat Med 22:3055-3071.
     """
-    xa, ya = _prep(x, y)
+    xa, ya, lo, hi, fit = _prep_and_fit(x, y, bounds, grid_step)
     n = xa.size
-    lo, hi = _default_bounds(xa, bounds)
-    fit = fit_kink(xa, ya, (lo, hi), grid_step)
     psi0 = fit["psi"] if psi_hat is None else float(psi_hat)
     rss0 = fit["rss"] if psi_hat is None else float(profile_rss(xa, ya, psi0)[0])
     if method == "F":
@@ -324,10 +334,8 @@ def bootstrap_kink_interval(
     ----------
     Efron & Tibshirani (1993) An Introduction to the Bootstrap, ch. 9 and 13.
     """
-    xa, ya = _prep(x, y)
+    xa, ya, lo, hi, fit = _prep_and_fit(x, y, bounds, grid_step)
     n = xa.size
-    lo, hi = _default_bounds(xa, bounds)
-    fit = fit_kink(xa, ya, (lo, hi), grid_step)
     psi = fit["psi"]
     X = np.column_stack([np.ones(n), xa - xa.mean(), np.maximum(xa - psi, 0.0)])
     beta = np.linalg.lstsq(X, ya, rcond=None)[0]

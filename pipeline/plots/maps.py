@@ -302,6 +302,34 @@ def _map_aspect(west: float, east: float, south: float, north: float) -> float:
     return min(max((north - south) * k / max(east - west, 1e-9), 0.35), 1.6)
 
 
+def _grid_panels(
+    grid: GridTotal, provinces, n_panels: int, width_in: float, cmap_name: str
+) -> tuple[
+    Figure,
+    np.ndarray,
+    mcolors.ListedColormap,
+    tuple[float, float, float, float],
+    list,
+    tuple[float, float, float, float],
+]:
+    """Figure, panel axes ``(nrow, ncol)``, colour map (white where NaN), image extent (degrees),
+    outline geometries and the map window ``(west, east, south, north)`` of a grid-map figure.
+
+    The window is the provinces' bounds, or the grid's extent (cell edges) without provinces.
+    """
+    dlon = grid.resolution_deg
+    dlat = float(np.median(np.diff(grid.lat))) if grid.lat.size > 1 else dlon
+    extent = (grid.lon[0] - dlon / 2, grid.lon[-1] + dlon / 2, grid.lat[0] - dlat / 2, grid.lat[-1] + dlat / 2)
+    geoms = list(provinces)
+    w, e, s, n = _bounds_of(geoms) if geoms else extent
+    nrow, ncol, height = _panel_layout(n_panels, _map_aspect(w, e, s, n), width_in)
+    fig = style.new_figure(width_in, height)
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    cmap = mcolors.ListedColormap(style_cmap(cmap_name))
+    cmap.set_bad("white")
+    return fig, axes, cmap, extent, geoms, (w, e, s, n)
+
+
 def grid_maps(
     grid: GridTotal,
     years: Sequence[int],
@@ -329,15 +357,9 @@ def grid_maps(
     pos = np.concatenate([d[np.isfinite(d) & (d > 0)] for d in dens]) if dens else np.array([])
     vmax = float(np.percentile(pos, 99)) if pos.size else 1.0
     dlon = grid.resolution_deg
-    dlat = float(np.median(np.diff(grid.lat))) if grid.lat.size > 1 else dlon
-    extent = (grid.lon[0] - dlon / 2, grid.lon[-1] + dlon / 2, grid.lat[0] - dlat / 2, grid.lat[-1] + dlat / 2)
-    geoms = list(provinces)
-    w, e, s, n = _bounds_of(geoms) if geoms else extent
-    nrow, ncol, height = _panel_layout(len(years), _map_aspect(w, e, s, n), width_in)
-    fig = style.new_figure(width_in, height)
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    cmap = mcolors.ListedColormap(style_cmap(style.CMAP_SEQUENTIAL))
-    cmap.set_bad("white")
+    fig, axes, cmap, extent, geoms, (w, e, s, n) = _grid_panels(
+        grid, provinces, len(years), width_in, style.CMAP_SEQUENTIAL
+    )
     norm = mcolors.Normalize(0.0, vmax)
     im = None
     for ax, year, d in zip(axes.ravel(), years, dens):
@@ -398,15 +420,9 @@ def change_maps(
     vmax = float(np.percentile(finite[finite > 0], 99)) if (finite > 0).any() else 1.0
     norm = style.diverging_norm(vmax=vmax)
     dlon = grid.resolution_deg
-    dlat = float(np.median(np.diff(grid.lat))) if grid.lat.size > 1 else dlon
-    extent = (grid.lon[0] - dlon / 2, grid.lon[-1] + dlon / 2, grid.lat[0] - dlat / 2, grid.lat[-1] + dlat / 2)
-    geoms = list(provinces)
-    w, e, s, n = _bounds_of(geoms) if geoms else extent
-    nrow, ncol, height = _panel_layout(len(pairs), _map_aspect(w, e, s, n), width_in)
-    fig = style.new_figure(width_in, height)
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    cmap = mcolors.ListedColormap(style_cmap(style.CMAP_DIVERGING))
-    cmap.set_bad("white")
+    fig, axes, cmap, extent, geoms, (w, e, s, n) = _grid_panels(
+        grid, provinces, len(pairs), width_in, style.CMAP_DIVERGING
+    )
     for ax, (a, b), d in zip(axes.ravel(), pairs, diffs):
         ax.imshow(d, origin="lower", extent=extent, cmap=cmap, norm=norm, interpolation="nearest", zorder=1)
         draw_outlines(ax, geoms, halo=True)

@@ -449,6 +449,19 @@ def _window_index(axis: _Axis, lo: float | None, hi: float | None) -> np.ndarray
     return np.nonzero((axis.centres >= lo) & (axis.centres <= hi))[0]
 
 
+def _bbox_window(lat_ax: _Axis, lon_ax: _Axis, bbox: Bbox | None, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (latitude, longitude; normalised order) of the cells whose centre lies in
+    ``bbox`` (the whole grid when ``None``); no cell inside raises :class:`InputError`."""
+    lon0, lat0, lon1, lat1 = bbox if bbox is not None else (None, None, None, None)
+    ilat = _window_index(lat_ax, lat0, lat1)
+    ilon = _window_index(lon_ax, lon0, lon1)
+    if len(ilat) == 0 or len(ilon) == 0:
+        raise InputError(
+            label, f"no grid cell inside bbox {bbox}", "check the bbox (lon_min, lat_min, lon_max, lat_max)"
+        )
+    return ilat, ilon
+
+
 def _edges(centres: np.ndarray, step: float) -> np.ndarray:
     return np.concatenate([centres - step / 2, centres[-1:] + step / 2])
 
@@ -565,13 +578,7 @@ def _read_nc(
                 )
             years = [int(cand)]
         # window and read
-        lon0, lat0, lon1, lat1 = bbox if bbox is not None else (None, None, None, None)
-        ilat = _window_index(lat_ax, lat0, lat1)
-        ilon = _window_index(lon_ax, lon0, lon1)
-        if len(ilat) == 0 or len(ilon) == 0:
-            raise InputError(
-                label, f"no grid cell inside bbox {bbox}", "check the bbox (lon_min, lat_min, lon_max, lat_max)"
-            )
+        ilat, ilon = _bbox_window(lat_ax, lon_ax, bbox, label)
         olat, olon = lat_ax.index[ilat], lon_ax.index[ilon]
         la0, la1, lo0, lo1 = olat.min(), olat.max() + 1, olon.min(), olon.max() + 1
         if transposed:
@@ -747,13 +754,7 @@ def _read_txt(
     lon_all = -180.0 + (np.arange(nlon_g) + 0.5) * d
     lat_ax = _Axis(lat_all, np.arange(nlat_g), d)
     lon_ax = _Axis(lon_all, np.arange(nlon_g), d)
-    lon0, lat0, lon1, lat1 = bbox if bbox is not None else (None, None, None, None)
-    ilat = _window_index(lat_ax, lat0, lat1)
-    ilon = _window_index(lon_ax, lon0, lon1)
-    if len(ilat) == 0 or len(ilon) == 0:
-        raise InputError(
-            label, f"no grid cell inside bbox {bbox}", "check the bbox (lon_min, lat_min, lon_max, lat_max)"
-        )
+    ilat, ilon = _bbox_window(lat_ax, lon_ax, bbox, label)
     ri = np.floor((lat_c + 90.0) / d).astype(np.int64)
     ci = np.floor((lon_c + 180.0) / d).astype(np.int64) % nlon_g
     flat = ri * nlon_g + ci
