@@ -26,17 +26,7 @@ def _config(tmp: Path):
     if (ROOT / "data_raw" / "demo" / "MANIFEST.json").exists():
         return cfg, "full demo world"
     raw = tmp / "raw"
-    files = {
-        "observations": "observations.csv",
-        "n_rate": "n_rate",
-        "sown_area": "sown_area",
-        "irrigation": "irrigation.csv",
-        "covariates": "covariates.csv",
-        "boundaries": "boundaries.gpkg",
-        "crosswalk": "crosswalk.csv",
-        "proxy": "cropland_fraction.tif",
-    }
-    overrides = {f"inputs.{k}.path": str(raw / v) for k, v in files.items()}
+    overrides = demo.relocated_inputs(load_config(ROOT / "config" / "default.yaml"), raw)
     overrides.update({"processed_dir": str(tmp / "processed"), "demo.provinces": [41, 43]})
     cfg = load_config(ROOT / "config" / "default.yaml", overrides)
     demo.run(cfg)

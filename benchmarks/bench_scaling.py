@@ -54,17 +54,7 @@ def demo_world() -> tuple[Path, Path]:
     from pipeline.config import load_config
 
     raw = CACHE / "raw"
-    files = {
-        "observations": "observations.csv",
-        "n_rate": "n_rate",
-        "sown_area": "sown_area",
-        "irrigation": "irrigation.csv",
-        "covariates": "covariates.csv",
-        "boundaries": "boundaries.gpkg",
-        "crosswalk": "crosswalk.csv",
-        "proxy": "cropland_fraction.tif",
-    }
-    overrides = {f"inputs.{k}.path": str(raw / v) for k, v in files.items()}
+    overrides = demo.relocated_inputs(load_config(REPO / "config" / "default.yaml"), raw)
     overrides.update(
         {
             "processed_dir": str(processed),

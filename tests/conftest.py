@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import demo
+from pipeline.config import load_config
 from pipeline.stages.context import VOLATILE_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,23 +48,9 @@ def repo_root() -> Path:
     return REPO
 
 
-DEMO_FILES = {
-    "observations": "observations.csv",
-    "n_rate": "n_rate",
-    "sown_area": "sown_area",
-    "irrigation": "irrigation.csv",
-    "covariates": "covariates.csv",
-    "boundaries": "boundaries.gpkg",
-    "crosswalk": "crosswalk.csv",
-    "proxy": "cropland_fraction.tif",
-    "edgar": "edgar",
-    "faostat": "faostat_synthetic_fertilizers_n2o.csv",
-}
-
-
 def demo_input_overrides(raw: Path) -> dict[str, str]:
-    """Config overrides pointing every input of the default config into ``raw``."""
-    return {f"inputs.{k}.path": str(raw / v) for k, v in DEMO_FILES.items()}
+    """Config overrides pointing every demo input of the default config into ``raw``."""
+    return demo.relocated_inputs(load_config(REPO / "config" / "default.yaml"), raw)
 
 
 DEMO_SLICE_PROVINCES = [41, 43]  # Henan (kg N/mu, UTF-8) and Hunan (kg N/ha, GBK)
@@ -75,9 +63,6 @@ def demo_slice(tmp_path_factory):
     Returns the :class:`pipeline.config.Config` whose ``inputs.*`` and ``processed_dir`` point
     into a temporary folder; the generator's ground truth is under ``<raw>/truth/``.
     """
-    from pipeline import demo
-    from pipeline.config import load_config
-
     root = tmp_path_factory.mktemp("demo_slice")
     raw = root / "raw"
     overrides = demo_input_overrides(raw)

