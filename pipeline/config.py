@@ -410,7 +410,7 @@ class GridConfig(_Strict):
     netcdf_compression: Literal["zlib", "zstd"] = "zlib"
     compression_level: int = Field(1, ge=1, le=22)  # NetCDF level (zlib 1-9, zstd 1-22)
     netcdf_shuffle: bool = True
-    deflate_engine: Literal["isal", "zlib"] = "isal"  # speed only: both write standard DEFLATE
+    deflate_engine: Literal["zlib-ng", "zlib"] = "zlib-ng"  # speed only: both write standard DEFLATE
     # GeoTIFF codec: zstd (GDAL >= 2.3, e.g. stock 3.6) or deflate (every TIFF reader)
     geotiff_compression: Literal["deflate", "zstd", "lzw"] = "zstd"
     geotiff_level: int = Field(1, ge=1, le=22)

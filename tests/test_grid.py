@@ -314,23 +314,79 @@ def test_all_china_at_0p1deg():
 # --------------------------------------------------------------------------------------------
 # Dask: threads and a distributed LocalCluster give the same arrays
 # --------------------------------------------------------------------------------------------
+def _reference_layers(w, v_year, n_crops, seconds):
+    """The layers of year_layers built the plain way: full float64 slabs, then the stack."""
+    slab = G.allocate(w, v_year)
+    area = G.cell_area_m2(w.grid)
+    total = slab[:n_crops].sum(axis=0)
+    ref = np.concatenate(
+        [total[None], slab[:n_crops], (total / (area[:, None] * seconds))[None], slab[n_crops:]]
+    ).astype(np.float32)
+    ref[:, ~G.grid_domain(w)] = np.float32(io.GRID_FILL_F4)
+    return ref, slab.reshape(len(slab), -1).sum(axis=1)
+
+
+def test_year_layers_equal_the_plain_computation_bit_for_bit(synthetic, monkeypatch):
+    """Blockwise allocation + stack = allocate() then total, flux, cast and fill, to the bit; the
+    mass sums agree to rounding; a flipped output view and other block sizes give the same."""
+    polys, codes, grid = synthetic
+    w = _weights(polys, codes, grid)
+    rng = np.random.default_rng(3)
+    v = rng.lognormal(8, 1, (len(codes), 5))  # 3 crops + 2 extra layers (interval bounds)
+    v[2, 0] = 0.0
+    domain = G.grid_domain(w)
+    ref, ref_sums = _reference_layers(w, v, 3, 3.1536e7)
+    area = G.cell_area_m2(grid)
+    for block_rows in (64, 3, 1):  # 10 rows: one block, a partial last block, one row a block
+        monkeypatch.setattr(G, "BLOCK_ROWS", block_rows)
+        stack, sums = G.year_layers(w, v, 3, area, 3.1536e7, domain, io.GRID_FILL_F4)
+        assert stack.dtype == np.float32 and stack.shape == (7, *grid.shape)
+        assert np.array_equal(stack, ref), block_rows
+        np.testing.assert_allclose(sums, ref_sums, rtol=1e-13)
+        np.testing.assert_allclose(sums, v.sum(axis=0), rtol=1e-12)  # every unit's mass is on the grid
+        north_up = np.full((7, *grid.shape), np.nan, dtype=np.float32)
+        G.year_layers(w, v, 3, area, 3.1536e7, domain, io.GRID_FILL_F4, out=north_up[:, ::-1])
+        assert np.array_equal(north_up[:, ::-1], ref)
+    with pytest.raises(ValueError, match="float32"):
+        G.year_layers(w, v, 3, area, 3.1536e7, domain, io.GRID_FILL_F4, out=np.empty((7, *grid.shape)))
+    with pytest.raises(ValueError, match="county values"):
+        G.year_layers(w, v[:-1], 3, area, 3.1536e7, domain, io.GRID_FILL_F4)
+
+
 def test_threads_and_local_cluster_identical(synthetic):
+    """Same stacks and mass sums, to the bit, on threads (recycled buffers) and on a client."""
     import dask
     from distributed import Client, LocalCluster
 
     polys, codes, grid = synthetic
     w = _weights(polys, codes, grid)
-    v = np.random.default_rng(5).random((5, len(codes), 3)) * 1e4
+    v = np.random.default_rng(5).random((5, len(codes), 4)) * 1e4
+    years = list(range(2000, 2005))
+    pool = grid_stage._StackPool((6, *grid.shape))
+
+    def collect(it, give_back=None):
+        out = []
+        for i, s, m in it:
+            out.append((i, s.copy(), m.copy()))
+            if give_back is not None:
+                give_back(s)
+        return out
+
     with dask.config.set(scheduler="threads"):
-        threaded = np.stack([s.copy() for _, s in grid_stage.iter_year_slabs(w, v, years_in_flight=2)])
+        threaded = collect(G.iter_year_stacks(w, v, 3, years, io.GRID_FILL_F4, 2))
+        recycled = collect(G.iter_year_stacks(w, v, 3, years, io.GRID_FILL_F4, 2, buffer=pool.take), pool.give_back)
+    assert pool.created == 2  # the second batch of years reused the first batch's buffers
     with (
         LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl,
         Client(cl) as client,
     ):
-        dist = np.stack([s.copy() for _, s in grid_stage.iter_year_slabs(w, v, 2, client=client)])
-    assert threaded.shape == (5, 3, *grid.shape)
-    assert np.array_equal(threaded, dist)
-    np.testing.assert_allclose(threaded.sum(axis=(2, 3)), v.sum(axis=1), rtol=1e-12)
+        dist = collect(G.iter_year_stacks(w, v, 3, years, io.GRID_FILL_F4, 2, client=client))
+    assert [i for i, _, _ in threaded] == list(range(5))
+    for (i, s, m), (_, s2, m2), (_, s3, m3) in zip(threaded, recycled, dist):
+        assert s.shape == (6, *grid.shape)
+        assert np.array_equal(s, s2) and np.array_equal(s, s3), i
+        assert m.tobytes() == m2.tobytes() == m3.tobytes(), i
+        np.testing.assert_allclose(m[:3], v[i, :, :3].sum(axis=0), rtol=1e-12)
 
 
 def test_peak_memory_does_not_grow_with_years(synthetic):
@@ -339,25 +395,70 @@ def test_peak_memory_does_not_grow_with_years(synthetic):
     import dask
 
     polys, codes, _ = synthetic
-    grid = _grid(0.01, 100.0, 30.0, 101.4, 31.0)  # 100 x 140 cells, 5 layers: 560 kB a slab
+    grid = _grid(0.01, 100.0, 30.0, 101.4, 31.0)  # 100 x 140 cells, 7 layers: 392 kB a stack
     w = _weights(polys, codes, grid)
     w.gather_plan()
     peaks = []
-    for n_years in (2, 16):
+    for n_years in (4, 16):  # from 4 years on, a batch being computed and one being consumed
         v = np.ones((n_years, len(codes), 5))
         tracemalloc.start()
         with dask.config.set(scheduler="threads"):
-            for _ in grid_stage.iter_year_slabs(w, v, years_in_flight=2):
+            for _ in G.iter_year_stacks(w, v, 5, list(range(2000, 2000 + n_years)), io.GRID_FILL_F4, 2):
                 pass
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-    slab = 5 * grid.ncells * 8
-    assert peaks[1] < peaks[0] + slab, peaks  # 8x the years, less than one extra slab
+    stack = 7 * grid.ncells * 4
+    assert peaks[1] < peaks[0] + stack, peaks  # 4x the years, less than one extra stack
 
 
-# --------------------------------------------------------------------------------------------
-# run(cfg): files, CF metadata, cache, determinism
-# --------------------------------------------------------------------------------------------
+def test_writers_give_back_every_stack_once_and_few_exist(tmp_path, synthetic):
+    """Both writers read a stack before it is recycled; stacks alive at once stay bounded."""
+    polys, codes, grid = synthetic
+    w = _weights(polys, codes, grid)
+    crops = ["rice", "wheat"]
+    n_years = 12
+    v = np.random.default_rng(1).random((n_years, len(codes), 2)) * 1e4
+    years = np.arange(2000, 2000 + n_years)
+    (tmp_path / "tif").mkdir()
+    pool = grid_stage._StackPool((4, *grid.shape))
+    released: list[int] = []
+
+    def release(stack):
+        released.append(id(stack))
+        pool.give_back(stack)
+
+    stacks = ((i, s) for i, s, _ in G.iter_year_stacks(w, v, 2, years, io.GRID_FILL_F4, 2, buffer=pool.take))
+    grid_stage._write_grid_files(
+        tmp_path / "g.nc",
+        tmp_path / "tif",
+        stacks,
+        grid=grid,
+        years=years,
+        crops=crops,
+        variables=grid_stage.grid_variables(crops, "test", False),
+        domain=G.grid_domain(w),
+        global_attrs={},
+        chunk=16,
+        nc_codec=io.NetcdfCodec(),
+        tif_codec=io.GeotiffCodec(),
+        label="",
+        overviews="none",
+        release=release,
+    )
+    assert len(released) == n_years
+    assert pool.created <= 2 + 3  # years in flight + one queued and one being written per writer
+    import netCDF4
+    import rasterio
+
+    with netCDF4.Dataset(tmp_path / "g.nc") as ds:
+        ds.set_auto_mask(False)
+        for i in (0, n_years - 1):
+            ref, _ = _reference_layers(w, v[i], 2, G.year_seconds([int(years[i])])[0])
+            assert np.array_equal(ds["n2o_n_wheat"][i], ref[2])  # recycled buffers never overwritten early
+            with rasterio.open(tmp_path / "tif" / f"t_{int(years[i])}.tif") as t:
+                assert np.array_equal(t.read(1)[::-1], ref[0])
+
+
 def _world(tmp_path, synthetic, proxy: bool = True, extra_code: int | None = None):
     import geopandas as gpd
 

@@ -541,7 +541,7 @@ def test_estimate_and_grid_on_worker_processes_match_threads(tmp_path: Path, dem
     same bytes as on the threaded scheduler, without a large-graph warning."""
     small = {
         "estimate": demo_slice.estimate.model_copy(update={"draws": 60}),
-        "grid": demo_slice.grid.model_copy(update={"grids": demo_slice.grid.grids[:1], "geotiff": False}),
+        "grid": demo_slice.grid.model_copy(update={"grids": demo_slice.grid.grids[:1]}),
     }
     threads = _own(demo_slice, tmp_path / "threads", **small)
     cfg_file = _config_file(threads, tmp_path / "threads" / "cfg.yaml")
@@ -562,10 +562,5 @@ def test_estimate_and_grid_on_worker_processes_match_threads(tmp_path: Path, dem
     for folder in ("estimate", "estimate_tier1"):
         assert _hashes(cluster_dir / folder) == _hashes(threads.processed / folder), folder
     on, off = _hashes(cluster_dir / "grid"), _hashes(threads.processed / "grid")
-    differ = sorted(k for k in on.keys() | off.keys() if on.get(k) != off.get(k))
-    assert not [k for k in differ if k not in ("mass_check.csv", "manifest.json")], differ
-    if differ:  # the grids themselves are identical; the check table's last bits are not (yet)
-        pytest.xfail(
-            "grid/mass_check.csv: rel_diff differs in the last bits between threads and worker "
-            "processes (grid totals summed over slabs of another memory layout); grid owner to fix"
-        )
+    assert any(k.endswith(".tif") for k in on) and "mass_check.csv" in on
+    assert on == off  # NetCDF, COGs, mass and zonal checks: the same bytes

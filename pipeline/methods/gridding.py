@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -156,10 +156,11 @@ def make_grid(spec: GridOptions, boundary_bounds: Sequence[float] | None = None)
         for key, value in zip(("west", "south", "east", "north"), boundary_bounds):
             if sides[key] is None:
                 sides[key] = float(value)
-    i_w = math.floor(sides["west"] / res + _SNAP_TOL)
-    i_s = math.floor(sides["south"] / res + _SNAP_TOL)
-    i_e = math.ceil(sides["east"] / res - _SNAP_TOL)
-    i_n = math.ceil(sides["north"] / res - _SNAP_TOL)
+    west, south, east, north = (float(sides[k]) for k in ("west", "south", "east", "north"))  # type: ignore[arg-type]
+    i_w = math.floor(west / res + _SNAP_TOL)
+    i_s = math.floor(south / res + _SNAP_TOL)
+    i_e = math.ceil(east / res - _SNAP_TOL)
+    i_n = math.ceil(north / res - _SNAP_TOL)
     if i_e <= i_w or i_n <= i_s:
         raise ConfigError(
             f"grid '{spec.name}': empty extent (west {sides['west']}, east {sides['east']}, "
@@ -688,43 +689,207 @@ def county_matrix(
     return years, out
 
 
-def year_slab(weights: Weights, values_year: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """One year's (crops, nlat, nlon) float64 grid from (counties, crops) values; Dask task body."""
-    return allocate(weights, values_year, out=out)
+#: Rows of the grid processed at once by :func:`year_layers` (a few MB of float64 per layer,
+#: so the per-layer passes run from cache instead of from memory). Fixed, not tuned to the
+#: machine: the block sums of the mass check depend on it, and must not depend on the machine.
+BLOCK_ROWS = 64
 
 
-def iter_year_slabs(
-    weights: Weights, values: np.ndarray, years_in_flight: int = 2, client: object | None = None
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(year_index, slab)`` in year order, computing ``years_in_flight`` years at a time.
+def year_layers(
+    weights: Weights,
+    values_year: np.ndarray,
+    n_crops: int,
+    cell_area_row_m2: np.ndarray,
+    seconds: float,
+    domain: np.ndarray,
+    fill: float,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One year's float32 output layers, allocated and derived in one pass over the grid.
 
-    Parallel over years with ``dask.delayed`` on the active local scheduler, or on a
-    ``distributed`` client when one is given. At most ``years_in_flight`` slabs exist at once
-    and, locally, their buffers are reused from batch to batch, so peak memory does not grow
-    with the number of years (and fresh pages are not faulted in every year). A yielded slab
-    is only valid until the next iteration.
+    Parameters
+    ----------
+    weights
+        Allocation weights.
+    values_year
+        (n_counties, n_crops + n_extra) float, aligned with ``weights.county_codes``: kg N2O-N
+        per year per crop, then any further layers to allocate (e.g. interval bounds).
+    n_crops
+        Number of crop layers at the start of ``values_year``.
+    cell_area_row_m2
+        (nlat,) cell area per row, m2 (:func:`cell_area_m2`).
+    seconds
+        Length of the calendar year, s (:func:`year_seconds`).
+    domain
+        (nlat, nlon) bool from :func:`grid_domain`.
+    fill
+        Value written outside the domain.
+    out
+        Optional float32 array (n_crops + 2 + n_extra, nlat, nlon) to write into, rows south to
+        north; it may be a view, e.g. ``buf[:, ::-1]`` of a north-up buffer that a GeoTIFF
+        writer then takes as it is. Reused from year to year, it saves faulting in fresh pages
+        of a new gigabyte array every year.
+
+    Returns
+    -------
+    stack, layer_sums
+        ``stack``: float32 ``[total, crop_1 .. crop_n, flux, extra ...]``, rows south to north;
+        ``layer_sums``: float64 (n_crops + n_extra,), the sum over the grid of each allocated
+        layer before the cast to float32 (what the mass check compares with the unit totals).
+
+    Notes
+    -----
+    Per layer ``m_k = w_k v[owner_k]`` on cells owned by one county and ``m_k = (W^T v)_k`` on
+    cells shared by several (:func:`allocate`); ``total = sum_crops m`` (kg per cell per year)
+    and the flux density ``F = total / (A_row * seconds)`` in kg m-2 s-1. Everything is computed
+    in float64 and cast to float32 once (relative rounding 6e-8 per cell).
+
+    The grid is processed in blocks of :data:`BLOCK_ROWS` rows, so each layer's gather,
+    product, sum and cast touch a few megabytes that stay in cache, instead of making a pass
+    over a full float64 slab per step. ``layer_sums`` adds the per-block sums in block order:
+    the same bits for the same inputs on any machine, thread or worker.
+    """
+    v = np.asarray(values_year, dtype=np.float64)
+    n_c, n_layers = v.shape
+    if n_c != len(weights.county_codes):
+        raise ValueError(f"{n_c} county values for {len(weights.county_codes)} counties")
+    if not 0 < n_crops <= n_layers:
+        raise ValueError(f"n_crops = {n_crops} for {n_layers} layers")
+    owner, owner_weight, shared_cells, shared = weights.gather_plan()
+    nlat, nlon = weights.grid.shape
+    n_out = n_layers + 2
+    if out is None:
+        out = np.empty((n_out, nlat, nlon), dtype=np.float32)
+    elif out.shape != (n_out, nlat, nlon) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {(n_out, nlat, nlon)}, got {out.dtype} {out.shape}")
+    tables = np.zeros((n_layers, n_c + 1), dtype=np.float64)  # last entry: cells owned by nobody
+    tables[:, :n_c] = v.T
+    shared_vals = np.ascontiguousarray((shared @ v).T)  # (n_layers, n_shared)
+    per_second = np.asarray(cell_area_row_m2, dtype=np.float64) * seconds  # m2 s per row
+    outside = ~np.asarray(domain, dtype=bool)
+    # Where each layer of ``values_year`` goes in the stack: crops after the total, extras after the flux.
+    dest = [1 + j if j < n_crops else 2 + j for j in range(n_layers)]
+    n_blocks = -(-nlat // BLOCK_ROWS)
+    block_sums = np.zeros((n_blocks, n_layers), dtype=np.float64)
+    cells = BLOCK_ROWS * nlon
+    layer = np.empty(cells, dtype=np.float64)
+    total = np.empty(cells, dtype=np.float64)
+    for b in range(n_blocks):
+        r0, r1 = b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, nlat)
+        a, z = r0 * nlon, r1 * nlon
+        s0, s1 = np.searchsorted(shared_cells, (a, z))
+        at_shared = shared_cells[s0:s1] - a
+        own, ow = owner[a:z], owner_weight[a:z]
+        m, tot = layer[: z - a], total[: z - a]
+        m_rows, tot_rows = m.reshape(r1 - r0, nlon), tot.reshape(r1 - r0, nlon)
+        for j in range(n_layers):
+            # mode="clip" writes straight into ``m`` (mode="raise" buffers a copy); the owner
+            # indices are in range by construction.
+            np.take(tables[j], own, out=m, mode="clip")
+            np.multiply(m, ow, out=m)
+            m[at_shared] = shared_vals[j, s0:s1]
+            block_sums[b, j] = m.sum()
+            if j < n_crops:
+                if j == 0:
+                    tot[:] = m
+                else:
+                    tot += m
+            out[dest[j], r0:r1] = m_rows  # by rows: ``out`` may be a view (e.g. flipped north-up)
+        out[0, r0:r1] = tot_rows
+        np.divide(tot_rows, per_second[r0:r1, None], out=tot_rows)
+        out[1 + n_crops, r0:r1] = tot_rows
+        mask = outside[r0:r1]
+        if mask.any():
+            for k in range(n_out):
+                np.copyto(out[k, r0:r1], np.float32(fill), where=mask)
+    return out, block_sums.sum(axis=0)
+
+
+def year_slab(
+    weights: Weights,
+    values_year: np.ndarray,
+    n_crops: int,
+    cell_area_row_m2: np.ndarray,
+    seconds: float,
+    domain: np.ndarray,
+    fill: float,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dask task body: :func:`year_layers` of one year (the task name the progress bar counts)."""
+    return year_layers(weights, values_year, n_crops, cell_area_row_m2, seconds, domain, fill, out)
+
+
+def iter_year_stacks(
+    weights: Weights,
+    values: np.ndarray,
+    n_crops: int,
+    years: Sequence[int] | np.ndarray,
+    fill: float,
+    years_in_flight: int = 2,
+    client: object | None = None,
+    buffer: Callable[[], np.ndarray] | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(year_index, stack, layer_sums)`` of :func:`year_layers` in year order.
+
+    Parameters
+    ----------
+    weights
+        Allocation weights.
+    values
+        (n_years, n_counties, n_layers) kg N2O-N per year (crops first, then extra layers).
+    n_crops, fill
+        As in :func:`year_layers`.
+    years
+        Calendar years of ``values`` (for the length of each year in seconds).
+    years_in_flight
+        Years computed at once (in parallel over years).
+    client
+        A ``distributed.Client``: the years run on its workers (the weights are scattered to
+        every worker once); otherwise on the active local Dask scheduler.
+    buffer
+        Local scheduler only: a function returning the float32 buffer the next year is written
+        into (the caller recycles the buffers of years it has finished with, so no new pages
+        are faulted in year after year); ``None`` allocates one per year.
+
+    Notes
+    -----
+    Both paths run the same function on the same inputs, so the stacks and sums are the same
+    bits on threads and on a cluster.
     """
     import dask
 
     n_years = values.shape[0]
+    area_row = cell_area_m2(weights.grid)
+    domain = grid_domain(weights)
+    seconds = year_seconds(years)
+    args = (n_crops, area_row)
     if client is not None:
-        w_ref = client.scatter(weights, broadcast=True, hash=False)
+        w_ref = client.scatter(weights, broadcast=True, hash=False)  # type: ignore[attr-defined]
+        d_ref = client.scatter(domain, broadcast=True, hash=False)  # type: ignore[attr-defined]
         for start in range(0, n_years, years_in_flight):
             idx = list(range(start, min(start + years_in_flight, n_years)))
-            futures = [client.submit(year_slab, w_ref, values[i], pure=False) for i in idx]
+            futures = [
+                client.submit(year_slab, w_ref, values[i], *args, seconds[i], d_ref, fill, pure=False)  # type: ignore[attr-defined]
+                for i in idx
+            ]
             for i, f in zip(idx, futures):
-                yield i, f.result()
+                stack, sums = f.result()
                 f.release()
+                yield i, stack, sums
         return
     # Named explicitly: tokenising the weight arrays or the buffers would hash gigabytes.
     w_ref = dask.delayed(weights, name=f"grid-weights-{weights.key or id(weights)}", traverse=False)
-    shape = (values.shape[2], *weights.grid.shape)
-    buffers = [np.empty(shape, dtype=np.float64) for _ in range(min(years_in_flight, n_years))]
+    d_ref = dask.delayed(domain, name=f"grid-domain-{weights.key or id(weights)}", traverse=False)
     for start in range(0, n_years, years_in_flight):
         idx = list(range(start, min(start + years_in_flight, n_years)))
-        tasks = [dask.delayed(year_slab, pure=False)(w_ref, values[i], buffers[k]) for k, i in enumerate(idx)]
-        slabs = dask.compute(*tasks)
-        yield from zip(idx, slabs)
+        tasks = [
+            dask.delayed(year_slab, pure=False)(
+                w_ref, values[i], *args, seconds[i], d_ref, fill, buffer() if buffer is not None else None
+            )
+            for i in idx
+        ]
+        for i, (stack, sums) in zip(idx, dask.compute(*tasks)):
+            yield i, stack, sums
 
 
 # ---------------------------------------------------------------------------------------------
@@ -792,56 +957,8 @@ def grid_domain(weights: Weights) -> np.ndarray:
     return d.reshape(weights.grid.shape)
 
 
-def year_seconds(years: Sequence[int]) -> np.ndarray:
+def year_seconds(years: Sequence[int] | np.ndarray) -> np.ndarray:
     """Length of each calendar year in seconds (365 or 366 days of 86,400 s, Gregorian)."""
     y = np.asarray(years, dtype=np.int64)
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
     return np.where(leap, 366.0, 365.0) * 86_400.0
-
-
-def year_stack(
-    slab: np.ndarray, n_crops: int, cell_area_row_m2: np.ndarray, seconds: float, domain: np.ndarray, fill: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """One year's float32 output layers from its float64 allocated slab.
-
-    Parameters
-    ----------
-    slab
-        (n_crops + n_extra, nlat, nlon) float64 from :func:`iter_year_slabs`: the mean per crop
-        (kg N2O-N per cell per year), then any further allocated layers (e.g. interval bounds).
-    n_crops
-        Number of crop layers at the start of ``slab``.
-    cell_area_row_m2
-        (nlat,) cell area per row, m2 (:func:`cell_area_m2`).
-    seconds
-        Length of the calendar year, s (:func:`year_seconds`).
-    domain
-        (nlat, nlon) bool from :func:`grid_domain`.
-    fill
-        Value written outside the domain.
-
-    Returns
-    -------
-    stack, total
-        float32 (1 + n_crops + 1 + n_extra, nlat, nlon): ``[total, crop_1 .. crop_n, flux,
-        extra ...]``, and the float64 total (nlat, nlon).
-
-    Notes
-    -----
-    ``total = sum_crops m`` (kg per cell per year) and the flux density
-    ``F = total / (A_row * seconds)`` in kg m-2 s-1. The sums are taken in float64, before the
-    cast to float32 (relative rounding 6e-8 per cell).
-    """
-    n_layers, nlat, nlon = slab.shape
-    n_extra = n_layers - n_crops
-    out = np.empty((n_crops + 2 + n_extra, nlat, nlon), dtype=np.float32)
-    total = slab[:n_crops].sum(axis=0)
-    out[0] = total
-    out[1 : 1 + n_crops] = slab[:n_crops]
-    out[1 + n_crops] = total / (np.asarray(cell_area_row_m2, dtype=np.float64)[:, None] * seconds)
-    if n_extra:
-        out[2 + n_crops :] = slab[n_crops:]
-    outside = ~np.asarray(domain, dtype=bool)
-    for layer in out:
-        np.copyto(layer, np.float32(fill), where=outside)
-    return out, total

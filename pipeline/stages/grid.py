@@ -12,9 +12,11 @@ import contextlib
 import json
 import logging
 import queue
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -31,7 +33,7 @@ from pipeline.methods.gridding import (
     county_matrix,
     coverage_fractions,
     grid_domain,
-    iter_year_slabs,
+    iter_year_stacks,
     make_grid,
     mass_check,
     province_zonal_check,
@@ -39,8 +41,6 @@ from pipeline.methods.gridding import (
     weights_from_arrays,
     weights_key,
     weights_to_arrays,
-    year_seconds,
-    year_stack,
     zonal_check,
 )
 from pipeline.parallel import dask_context
@@ -103,7 +103,6 @@ def run(cfg: Config) -> list[Path]:
         stage.upstream_manifest("estimate.fitted_county").get("emission_columns")
         or "the n2o_n_kg_mean column of estimate/county.parquet"
     )
-    county_totals = values.sum(axis=1)  # (years, crops): what each slab must add up to
     bounds_values = None
     if any(spec.intervals for spec in gc.grids):
         bounds_values = np.concatenate(
@@ -118,10 +117,6 @@ def run(cfg: Config) -> list[Path]:
     mass_rows, zonal_rows = [], []
     grids_meta = {}
     bb = tuple(float(v) for v in gdf.total_bounds)
-    nc_codec = io.NetcdfCodec(
-        gc.netcdf_compression, gc.compression_level, gc.netcdf_shuffle, gc.deflate_engine, gc.write_threads
-    )
-    tif_codec = io.GeotiffCodec(gc.geotiff_compression, gc.geotiff_level, gc.geotiff_predictor, gc.write_threads)
     with dask_context(cfg.dask) as client:
         for spec in gc.grids:
             grid = make_grid(spec, bb)
@@ -133,48 +128,25 @@ def run(cfg: Config) -> list[Path]:
             layers = values if not spec.intervals else np.concatenate([values, bounds_values], axis=2)
             variables = grid_variables(crops, scope, spec.intervals)
             domain = grid_domain(w)
-            area_row = cell_area_m2(grid)
-            seconds = year_seconds(years)
-            totals = np.zeros((len(years), len(crops)))
-            last_total: list[np.ndarray] = []
-
-            def stacks() -> Iterator[tuple[int, np.ndarray]]:
-                for i, slab in iter_year_slabs(w, layers, gc.years_in_flight, client):
-                    totals[i] = slab[: len(crops)].reshape(len(crops), -1).sum(axis=1)
-                    # Checked before anything of this year is written (the full table follows).
-                    rel = np.abs(totals[i] - county_totals[i]) / np.maximum(np.abs(county_totals[i]), 1e-300)
-                    if np.any(rel > 1e-9):
-                        raise ModelError(
-                            f"grid {grid.name}, {int(years[i])}: the grid does not add up to the "
-                            f"county totals (relative difference {rel.max():.3g}). Fix: report this as a bug"
-                        )
-                    stack, total = year_stack(slab, len(crops), area_row, seconds[i], domain, io.GRID_FILL_F4)
-                    if i == len(years) - 1:
-                        last_total.append(total)
-                    yield i, stack
-
-            nc = out_dir / f"{grid.name}.nc"
-            tif_dir = out_dir / "geotiff" if gc.geotiff else None
-            written += _write_grid_files(
-                nc,
-                tif_dir,
-                stacks(),
-                grid=grid,
-                years=years,
-                crops=crops,
-                variables=variables,
-                domain=domain,
-                overviews=spec.overviews,
+            files, totals, last_total = write_grid(
+                w,
+                layers,
+                years,
+                crops,
+                variables,
+                nc=out_dir / f"{grid.name}.nc",
+                tif_dir=out_dir / "geotiff" if gc.geotiff else None,
+                gc=gc,
+                client=client,
                 global_attrs={**stage.provenance(), **_provenance(cfg, grid, w, inputs_hash, crops)},
-                chunk=gc.chunk_cells,
-                nc_codec=nc_codec,
-                tif_codec=tif_codec,
                 label=cfg.inputs.label or "",
+                overviews=spec.overviews,
             )
+            written += files
             mc = mass_check(years, crops, values, totals)
             mc.insert(0, "grid", grid.name)
             mass_rows.append(mc)
-            zonal_rows.append(zonal_check(w, values[-1].sum(axis=1), last_total[0]))
+            zonal_rows.append(zonal_check(w, values[-1].sum(axis=1), last_total))
             grids_meta[grid.name] = {
                 "shape": [grid.nlat, grid.nlon],
                 "bounds": list(grid.bounds),
@@ -210,6 +182,80 @@ def run(cfg: Config) -> list[Path]:
         )
     )
     return stage.finish(written, {"grids": grids_meta, "years": [int(y) for y in years], "crops": list(crops)})
+
+
+def write_grid(
+    w: Weights,
+    layers: np.ndarray,
+    years: np.ndarray,
+    crops: list[str],
+    variables: list[io.GridVariable],
+    *,
+    nc: Path,
+    tif_dir: Path | None,
+    gc: GridConfig,
+    client: object | None,
+    global_attrs: dict[str, str],
+    label: str,
+    overviews: Literal["none", "nearest", "average"] = "average",
+) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Allocate every year of ``layers`` onto ``w``'s grid and write the NetCDF and the COGs.
+
+    ``layers`` is (years, units, crops + extra) kg N2O-N per year (crops first). Each year's
+    grid total is checked against the unit totals before anything of it is written. Returns
+    the files written, the (years, crops) grid totals (kg, float64 sums before the cast to
+    float32) and the last year's all-crop field (kg per cell, 0 outside the domain) for the
+    zonal check.
+    """
+    n_crops = len(crops)
+    county_totals = layers[:, :, :n_crops].sum(axis=1)  # (years, crops): what each year must add up to
+    domain = grid_domain(w)
+    totals = np.zeros((len(years), n_crops))
+    last_total: list[np.ndarray] = []
+    pool = _StackPool((len(variables), w.grid.nlat, w.grid.nlon)) if client is None else None
+
+    def stacks() -> Iterator[tuple[int, np.ndarray]]:
+        for i, stack, sums in iter_year_stacks(
+            w,
+            layers,
+            n_crops,
+            years,
+            io.GRID_FILL_F4,
+            gc.years_in_flight,
+            client,
+            pool.take if pool is not None else None,
+        ):
+            totals[i] = sums[:n_crops]
+            rel = np.abs(totals[i] - county_totals[i]) / np.maximum(np.abs(county_totals[i]), 1e-300)
+            if np.any(rel > 1e-9):
+                raise ModelError(
+                    f"grid {w.grid.name}, {int(years[i])}: the grid does not add up to the "
+                    f"county totals (relative difference {rel.max():.3g}). Fix: report this as a bug"
+                )
+            if i == len(years) - 1:  # the zonal check's field (the stored float32 total)
+                last_total.append(np.where(domain, stack[0].astype(np.float64), 0.0))
+            yield i, stack
+
+    files = _write_grid_files(
+        nc,
+        tif_dir,
+        stacks(),
+        grid=w.grid,
+        years=years,
+        crops=crops,
+        variables=variables,
+        domain=domain,
+        overviews=overviews,
+        global_attrs=global_attrs,
+        chunk=gc.chunk_cells,
+        nc_codec=io.NetcdfCodec(
+            gc.netcdf_compression, gc.compression_level, gc.netcdf_shuffle, gc.deflate_engine, gc.write_threads
+        ),
+        tif_codec=io.GeotiffCodec(gc.geotiff_compression, gc.geotiff_level, gc.geotiff_predictor, gc.write_threads),
+        label=label,
+        release=pool.give_back if pool is not None else None,
+    )
+    return files, totals, last_total[0]
 
 
 def _provenance(cfg: Config, grid: Grid, w: Weights, inputs_hash: dict[str, str], crops: list[str]) -> dict[str, str]:
@@ -308,6 +354,63 @@ def grid_variables(crops: list[str], scope: str, intervals: bool) -> list[io.Gri
     return out
 
 
+class _StackPool:
+    """Recycles the float32 year stacks once the writers are done with them.
+
+    A 0.01 deg stack is most of a gigabyte; allocating a new one per year makes the kernel
+    fault in and zero a fresh gigabyte of pages every year (a third of the stage's CPU time
+    before this pool). The writers' own back-pressure bounds how many stacks are alive at once
+    (one being built per year in flight, one queued and one being written per writer), so
+    :meth:`take` never waits: it hands out a free stack or makes a new one.
+
+    A stack is a south-up view (``buf[:, ::-1]``) of a north-up buffer: the NetCDF writer reads
+    its chunks south-up from the view, and the GeoTIFF writer takes the north-up buffer as it is
+    (flipping a contiguous copy per year cost more than the compression).
+    """
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = shape
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self.created = 0
+
+    def take(self) -> np.ndarray:
+        """A stack to write the next year into."""
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            self.created += 1
+        return np.empty(self.shape, dtype=np.float32)[:, ::-1]
+
+    def give_back(self, stack: np.ndarray) -> None:
+        """Every writer is done with ``stack``: it may be handed out again."""
+        if stack.shape == self.shape and stack.dtype == np.float32:
+            with self._lock:
+                self._free.append(stack)
+
+
+class _Readers:
+    """Counts the writers still reading each stack; calls ``release`` after the last one."""
+
+    def __init__(self, release: Callable[[np.ndarray], None] | None) -> None:
+        self.release = release
+        self._left: dict[int, tuple[np.ndarray, int]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, stack: np.ndarray, readers: int) -> None:
+        with self._lock:
+            self._left[id(stack)] = (stack, readers)
+
+    def done(self, stack: np.ndarray) -> None:
+        with self._lock:
+            s, left = self._left.pop(id(stack))
+            if left > 1:
+                self._left[id(stack)] = (s, left - 1)
+                return
+        if self.release is not None:
+            self.release(s)
+
+
 def _put(q: queue.Queue, item: object, writer: Future) -> None:
     """Put ``item`` on the writer's queue, raising the writer's error if it has stopped."""
     while True:
@@ -335,27 +438,72 @@ def _write_grid_files(
     nc_codec: io.NetcdfCodec,
     tif_codec: io.GeotiffCodec,
     label: str,
-    overviews: str = "average",
+    overviews: Literal["none", "nearest", "average"] = "average",
+    release: Callable[[np.ndarray], None] | None = None,
 ) -> list[Path]:
     """Write the NetCDF (one thread) and the yearly COGs (another) while the caller's ``stacks``
     iterator allocates the next years; returns the files written (NetCDF last).
 
     Each file is written by one thread in a fixed order, so the bytes do not depend on timing.
-    At most three yearly stacks exist at once (one queued, one being written, one being built).
+    Few yearly stacks exist at once: the ones being built, one queued for the NetCDF writer and
+    one being written by each writer; ``release(stack)`` is called once both writers are done
+    with a stack, so the caller can build a later year in it.
     """
     end = object()
     q: queue.Queue = queue.Queue(maxsize=1)
+    readers = _Readers(release)
 
     def from_queue() -> Iterator[tuple[int, np.ndarray]]:
+        previous = None
         while True:
+            if previous is not None:  # the NetCDF writer asks for a year once the last is written
+                readers.done(previous)
+                previous = None
             item = q.get()
             if item is end:
                 return
             if isinstance(item, BaseException):
                 raise RuntimeError("grid writing stopped") from item
+            previous = item[1]
             yield item
 
     band_names = ["total", *crops]
+    cog: list[io.CogWriter] = []  # made, used and closed on the GeoTIFF thread (GDAL handles)
+
+    def write_tif(i: int, stack: np.ndarray) -> Path:
+        if not cog:
+            cog.append(
+                io.CogWriter(
+                    (1 + len(crops), grid.nlat, grid.nlon),
+                    grid.bounds,
+                    codec=tif_codec,
+                    tile=chunk,
+                    overviews=overviews,
+                )
+            )
+        year = int(years[i])
+        assert tif_dir is not None
+        path = cog[0].write(
+            stack[: 1 + len(crops)],
+            tif_dir / f"{grid.name}_{year}.tif",
+            band_names=band_names,
+            band_units=MASS_UNITS,
+            tags={
+                "year": str(year),
+                "quantity": "N2O-N emitted per grid cell over the calendar year",
+                "units": MASS_UNITS,
+                "bands": ",".join(band_names),
+                "source": global_attrs.get("source", ""),
+                "label": label,
+            },
+        )
+        readers.done(stack)
+        return path
+
+    def close_tif() -> None:
+        while cog:
+            cog.pop().close()
+
     written: list[Path] = []
     with (
         ThreadPoolExecutor(1, thread_name_prefix="netcdf") as nc_pool,
@@ -380,30 +528,12 @@ def _write_grid_files(
         tif_future: Future | None = None
         try:
             for i, stack in stacks:
+                readers.start(stack, 2 if tif_dir is not None else 1)
                 _put(q, (i, stack), nc_future)
                 if tif_dir is not None:
                     if tif_future is not None:
                         written.append(tif_future.result())
-                    year = int(years[i])
-                    tif_future = tif_pool.submit(
-                        io.write_cog,
-                        stack[: 1 + len(crops)],
-                        grid.bounds,
-                        tif_dir / f"{grid.name}_{year}.tif",
-                        band_names=band_names,
-                        band_units=MASS_UNITS,
-                        codec=tif_codec,
-                        tile=chunk,
-                        overviews=overviews,
-                        tags={
-                            "year": str(year),
-                            "quantity": "N2O-N emitted per grid cell over the calendar year",
-                            "units": MASS_UNITS,
-                            "bands": ",".join(band_names),
-                            "source": global_attrs.get("source", ""),
-                            "label": label,
-                        },
-                    )
+                    tif_future = tif_pool.submit(write_tif, i, stack)
             _put(q, end, nc_future)
         except BaseException as e:
             if not nc_future.done():  # stop the writer: it removes its temporary file
@@ -414,6 +544,8 @@ def _write_grid_files(
                     with contextlib.suppress(BaseException):
                         f.result()
             raise
+        finally:
+            tif_pool.submit(close_tif).result()
         if tif_future is not None:
             written.append(tif_future.result())
         written.append(nc_future.result())
