@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import io
-from pipeline.config import GridConfig, GridSpec
+from pipeline.config import DaskConfig, GridConfig, GridSpec
 from pipeline.methods import gridding as G
 from pipeline.stages import grid as grid_stage
 
 try:  # run.py loads this file by path; memory.py sits beside it
-    from memory import measure
+    import memory
 except ImportError:  # pragma: no cover
-    from benchmarks.memory import measure
+    from benchmarks import memory
+measure = memory.measure
 
 N_CROPS = 5
 
@@ -250,6 +251,115 @@ def _stage_rows(w, values: np.ndarray, tag: str) -> list[dict]:
     return rows
 
 
+#: Resolutions of the scaling rows (deg): 0.1 -> 0.01 is 100x the cells.
+RESOLUTIONS = (0.1, 0.05, 0.02, 0.01)
+
+
+def _exponent(x: list[float], y: list[float]) -> float:
+    """Slope of log(y) against log(x) (least squares)."""
+    return float(np.polyfit(np.log(x), np.log(np.maximum(y, 1e-9)), 1)[0])
+
+
+def _resolution_rows(n_years: int) -> list[dict]:
+    """The grid stage's years (``write_grid``, default settings, files written) on the
+    Sichuan + Chongqing slice at 0.1 to 0.01 deg, on Dask threads and on a LocalCluster of 2
+    worker processes (1 thread each, 127.0.0.1): seconds per year and peak memory (process RSS
+    growth on threads; on the cluster the larger worker's VmHWM growth, and the client's)."""
+    import cloudpickle
+    from distributed import LocalCluster
+
+    from pipeline.parallel import dask_context
+
+    cloudpickle.register_pickle_by_value(memory)  # the workers cannot import benchmarks/memory.py
+    gdf = _boundaries(quick=True)
+    codes = gdf["county_code"].to_numpy()
+    bb = tuple(gdf.total_bounds)
+    values = np.random.default_rng(1).lognormal(12, 1, size=(n_years, len(codes), N_CROPS))
+    years = np.arange(2000, 2000 + n_years)
+    crops = [f"c{j}" for j in range(N_CROPS)]
+    variables = grid_stage.grid_variables(crops, "bench", False)
+    weights = {}
+    for res in RESOLUTIONS:
+        grid = grid_stage.make_grid(GridSpec(name=f"r{round(res * 100)}", resolution_deg=res), bb)
+        cov = grid_stage.coverage_fractions(gdf.geometry.values, codes, grid)
+        weights[res] = grid_stage.allocation_weights(cov, grid)
+        weights[res].gather_plan()
+
+    def run(w, client, tmp: Path) -> None:
+        (tmp / "geotiff").mkdir(exist_ok=True)
+        grid_stage.write_grid(
+            w, values, years, crops, variables, nc=tmp / "g.nc", tif_dir=tmp / "geotiff", gc=GridConfig(),
+            client=client, global_attrs={}, label="bench", overviews="none",
+        )  # fmt: skip
+
+    rows: list[dict] = []
+    results: dict[str, list[tuple[int, float, float]]] = {"threads x2": [], "LocalCluster 2 procs": []}
+    import dask
+
+    for w in weights.values():
+        with tempfile.TemporaryDirectory() as tmp, dask.config.set(scheduler="threads", num_workers=2):
+            base = memory.reset_peak_kib()  # before the warm-up run: what it keeps counts too
+            run(w, None, Path(tmp))  # warm: imports, first-touch of the allocator's pools
+            _, secs, _ = measure(lambda w=w, tmp=tmp: run(w, None, Path(tmp)))
+            results["threads x2"].append((w.grid.ncells, secs / n_years, (memory.peak_kib() - base) / 1024))
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=40
+        ) as cluster,
+        dask_context(DaskConfig(scheduler=cluster.scheduler_address)) as client,
+    ):
+        with tempfile.TemporaryDirectory() as tmp:
+            run(weights[RESOLUTIONS[0]], client, Path(tmp))  # the workers' imports are not a grid's memory
+        for res, w in weights.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                base = client.run(memory.reset_peak_kib)
+                run(w, client, Path(tmp))  # warm
+                _, secs, client_mb = measure(lambda w=w, tmp=tmp: run(w, client, Path(tmp)))
+                peaks = client.run(memory.peak_kib)
+                worker_mb = max((peaks[k] - base[k]) / 1024 for k in base)
+            results["LocalCluster 2 procs"].append((w.grid.ncells, secs / n_years, worker_mb))
+            rows.append(
+                {
+                    "stage": "grid-scaling",
+                    "case": f"client memory, {res:g} deg, LocalCluster 2 procs",
+                    "seconds": None,
+                    "peak_mb": client_mb,
+                    "note": "RSS growth of the timed run; the client writes the files, workers build the layers",
+                }
+            )
+    for where, res_rows in results.items():
+        for res, (cells, spy, mb) in zip(RESOLUTIONS, res_rows):
+            rows.append(
+                {
+                    "stage": "grid-scaling",
+                    "case": f"{res:g} deg, {cells:,} cells, {len(codes)} counties, {n_years} years, {where}",
+                    "seconds": spy,
+                    "peak_mb": mb,
+                    "note": "s per year, files written; peak = "
+                    + ("process VmHWM" if "threads" in where else "larger worker's VmHWM")
+                    + " above its RSS before the first run",
+                }  # fmt: skip
+            )
+        cells = [r[0] for r in res_rows]
+        rows.append(
+            {
+                "stage": "grid-scaling",
+                "case": f"time ~ cells^b, 0.02-0.01 deg ({where})",
+                "ratio": _exponent(cells[-2:], [r[1] for r in res_rows[-2:]]),
+                "note": f"0.1-0.01 deg: {_exponent(cells, [r[1] for r in res_rows]):.2f} (fixed costs at coarse grids)",
+            }
+        )
+        rows.append(
+            {
+                "stage": "grid-scaling",
+                "case": f"peak memory ~ cells^c, 0.02-0.01 deg ({where})",
+                "ratio": _exponent(cells[-2:], [r[2] for r in res_rows[-2:]]),
+                "note": "memory is per grid (weights, stacks in flight): hence tiles for a global run (docs/scaling.md)",
+            }
+        )
+    return rows
+
+
 def run_benchmarks(quick: bool) -> list[dict]:
     import dask
 
@@ -369,6 +479,7 @@ def run_benchmarks(quick: bool) -> list[dict]:
             )
             if res == 0.01:  # at 0.1 deg a year is milliseconds: thread and file start-up, not the stage
                 rows.extend(_stage_rows(w, values, tag))
+    rows.extend(_resolution_rows(n_years=4 if quick else 6))
     return rows
 
 

@@ -40,3 +40,26 @@ def measure(fn: Callable[[], Any], interval_s: float = 0.005) -> tuple[Any, floa
         sampler.join()
     peak = max(peak, proc.memory_info().rss)
     return out, seconds, (peak - start) / 1e6
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
+
+
+def reset_peak_kib() -> int:
+    """Reset this process's resident-set high-water mark (VmHWM; Linux) and return VmRSS, KiB.
+
+    Runs on dask workers too (``client.run(reset_peak_kib)``), to measure a peak per worker.
+    """
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS:")
+
+
+def peak_kib() -> int:
+    """This process's resident-set high-water mark since the last :func:`reset_peak_kib`, KiB."""
+    return _status_kib("VmHWM:")
