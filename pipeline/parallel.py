@@ -6,11 +6,19 @@ a progress bar on stderr counts finished tasks, labelled by what they are ("Mont
 blocks", "cross-validation folds"): a Dask callback under the local scheduler, a bar fed by
 futures as they complete under a client (Dask's own ``ProgressBar`` prints nothing there).
 
-Under a client, large constants of a graph (the activity table, the Monte Carlo draws: any
+Under a client, large constants of a graph (the Monte Carlo draws, in-memory task rows: any
 ``dask.delayed(value)`` leaf of more than :data:`SCATTER_MIN_BYTES`) are sent to the workers
 once with ``client.scatter(..., broadcast=True)`` and replaced in the graph by their futures,
 so graphs stay small (no "Sending large graph" warning) and the results are the same bytes as
-under the threaded scheduler.
+under the threaded scheduler. Results are fetched as tasks finish and released on the workers
+at once.
+
+Inputs that grow with the problem do not travel through the client at all: with
+:func:`task_rows_on_workers` the estimate stage writes its sorted activity once as Parquet
+files (one row group per Monte Carlo task) and every task reads its own row group where it
+runs, so a worker holds the rows of its running task only, however many units there are. That
+needs the folder on a filesystem the workers share with the client, at the same path (the
+``processed_dir``; on a SLURM/PBS or Kubernetes cluster a shared volume).
 
 :func:`progress` wraps any iterable (grid years, files written) in the same bar. Every bar is
 silent when stderr is not a terminal (cron, CI, ``make`` logs to a file) or when
@@ -24,8 +32,11 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import dask
@@ -52,6 +63,13 @@ TASK_LABELS = {
 }
 #: Seconds between two redraws of a bar.
 REFRESH_S = 0.25
+#: Task-row files hold at most this many row groups (one per task): a task reads the file's
+#: footer, whose size grows with its row groups.
+ROW_GROUPS_PER_FILE = 64
+#: Name of the task-row files: ``.task-rows.<run>.<n>.tmp``, the pattern of the temporary files
+#: that a stage removes when it starts (``pipeline.io.remove_temp_files``), so the files of a
+#: killed run do not outlive the next run.
+TASK_ROWS_PREFIX = ".task-rows."
 
 
 def progress_enabled(stream: TextIO | None = None) -> bool:
@@ -283,3 +301,99 @@ def dask_context(cfg: DaskConfig) -> Iterator[object | None]:
     else:
         with dask.config.set(scheduler=cfg.local, num_workers=cfg.n_workers), TaskProgress():
             yield None
+
+
+# ---------------------------------------------------------------------------------------------
+# Task inputs read where the task runs
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParquetRowGroup:
+    """The rows of one task: row group ``row_group`` of the Parquet file ``path``.
+
+    Calling it reads them (a ``pandas.DataFrame`` with the written columns, dtypes and values,
+    and a fresh ``RangeIndex``). Small and picklable: it is what the task graph carries.
+    """
+
+    path: str
+    row_group: int
+
+    def __call__(self) -> Any:
+        import pyarrow.parquet as pq
+
+        try:
+            with pq.ParquetFile(self.path) as f:
+                table = f.read_row_group(self.row_group)
+        except FileNotFoundError:
+            # a ConfigError (message only) survives the trip from the worker to the client
+            raise ConfigError(
+                f"{self.path}: the rows of a Monte Carlo task are not there where the task runs. "
+                "Fix: run the Dask workers where they see the client's processed_dir at the same "
+                "path (a shared filesystem), or unset dask.scheduler to run locally"
+            ) from None
+        return table.to_pandas()
+
+
+class ParquetTaskRows:
+    """Task rows for a cluster (:class:`pipeline.methods.montecarlo.TaskRows`): Parquet row groups.
+
+    Called with the sorted activity and the row slice of every task, it writes the rows once
+    under ``folder``, one row group per task, at most :data:`ROW_GROUPS_PER_FILE` per file (no
+    compression: the files live for one run), and returns one :class:`ParquetRowGroup` per
+    task. :meth:`close` removes every file it wrote.
+
+    Parameters
+    ----------
+    folder
+        Where the files go; workers must see it at the same path (a shared filesystem).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder).resolve()
+        self.files: list[Path] = []
+        self.rows_written = 0
+
+    def __call__(self, activity: Any, blocks: Sequence[slice]) -> list[ParquetRowGroup]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(activity, preserve_index=False)
+        run = uuid.uuid4().hex[:12]
+        loaders: list[ParquetRowGroup] = []
+        for n, first in enumerate(range(0, len(blocks), ROW_GROUPS_PER_FILE)):
+            path = self.folder / f"{TASK_ROWS_PREFIX}{run}.{n}.tmp"
+            self.files.append(path)
+            group = blocks[first : first + ROW_GROUPS_PER_FILE]
+            with pq.ParquetWriter(path, table.schema, compression="none") as w:
+                for i, sl in enumerate(group):
+                    rows = table.slice(sl.start, sl.stop - sl.start)
+                    w.write_table(rows, row_group_size=max(1, rows.num_rows))
+                    loaders.append(ParquetRowGroup(str(path), i))
+                    self.rows_written += rows.num_rows
+        return loaders
+
+    def close(self) -> None:
+        """Remove the files written."""
+        for path in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self.files = []
+
+
+@contextlib.contextmanager
+def task_rows_on_workers(client: object | None, folder: str | Path) -> Iterator[ParquetTaskRows | None]:
+    """How the Monte Carlo tasks of the enclosed estimates get their rows.
+
+    Under a ``dask.distributed`` client (``client`` not ``None``): a :class:`ParquetTaskRows`
+    writing under ``folder`` (which the workers must share), its files removed on exit. Under
+    the local scheduler: ``None``, the tasks take in-memory slices of the activity (no copy,
+    no file: faster than writing and reading them back).
+    """
+    if client is None:
+        yield None
+        return
+    rows = ParquetTaskRows(folder)
+    try:
+        yield rows
+    finally:
+        rows.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.config import EstimateConfig
-from pipeline.methods.models import FittedModel, InventoryModel, tier1_model
+from pipeline.methods.models import CropModel, FittedModel, InventoryModel, tier1_model
 from pipeline.methods.montecarlo import (
     emission_draws,
     expected_emissions,
@@ -42,7 +43,7 @@ def _activity(n_counties: int = 30, years=range(2000, 2004), seed: int = 0) -> p
 
 def _model(sd: float = 0.05) -> InventoryModel:
     """An exponential model with known coefficients: E = exp(a + b N + g (T - 12))."""
-    models = {}
+    models: dict[str, CropModel] = {}
     for crop, a, b in (("rice", -0.5, 0.004), ("wheat", -0.2, 0.005)):
         cov = np.diag([sd**2, (sd * 0.02) ** 2, (sd * 0.1) ** 2])
         models[crop] = FittedModel(
@@ -331,3 +332,143 @@ def test_central_is_the_plug_in_and_the_draw_mean_carries_the_jensen_gap() -> No
     nat = out["national"].query("crop == 'all'")
     assert nat["n2o_n_kg_central"].iloc[0] == pytest.approx(county["n2o_n_kg_central"].sum(), rel=1e-12)
     assert (nat["forms_drawn"] == "").all()  # single-family models: no form column content
+
+
+# ---------------------------------------------------------------------------------------------
+# Task rows read where the task runs; what a task holds; exact sums
+# ---------------------------------------------------------------------------------------------
+def _tiled(act: pd.DataFrame, k: int) -> pd.DataFrame:
+    """``k`` copies of ``act``, each copy's units with new county codes (the bench's tiling)."""
+    return pd.concat([act.assign(county_code=act["county_code"] + j * 1_000_000) for j in range(k)], ignore_index=True)
+
+
+class _RecordingRows:
+    """Task rows from Parquet row groups (as on a cluster), remembering the slices asked for."""
+
+    def __init__(self, folder) -> None:
+        from pipeline.parallel import ParquetTaskRows
+
+        self.inner = ParquetTaskRows(folder)
+        self.blocks: list[slice] = []
+
+    def __call__(self, activity, blocks):
+        self.blocks += list(blocks)
+        return self.inner(activity, blocks)
+
+
+def _graph_of(act: pd.DataFrame, cfg: EstimateConfig, task_rows=None) -> tuple[dict, dict]:
+    """The task graph that estimate() hands to the scheduler, and the tables it returns."""
+    from dask.local import get_sync
+
+    seen: dict = {}
+
+    def get(dsk, keys, **kwargs):
+        seen["graph"] = dict(dsk.__dask_graph__()) if hasattr(dsk, "__dask_graph__") else dict(dsk)
+        return get_sync(seen["graph"], keys)
+
+    with dask.config.set(scheduler=get):
+        out = estimate(act, _model(), cfg, task_rows=task_rows)
+    return seen["graph"], out
+
+
+def test_tasks_reading_their_rows_from_parquet_give_the_same_bytes(tmp_path) -> None:
+    act = _activity(30)
+    act["province_code"] = np.where(act["county_code"] % 3 == 0, 45, act["province_code"])
+    act = act.astype({"crop": pd.StringDtype(na_value=pd.NA)})  # as read from ingest's Parquet
+    cfg = EstimateConfig(draws=50, seed=8, max_cells_per_task=1000, indirect=True)  # 20 rows per task
+    rows = _RecordingRows(tmp_path)
+    a, b = estimate(act, _model(), cfg), estimate(act, _model(), cfg, task_rows=rows)
+    assert len(rows.blocks) > 8 and len(rows.inner.files) == 1
+    for k in a:
+        pd.testing.assert_frame_equal(a[k], b[k], check_exact=True)
+
+
+def test_a_task_holds_a_bounded_number_of_rows_and_the_graph_no_rows(tmp_path) -> None:
+    """With task rows read where tasks run, the graph's constants are the draws, the models and
+    the province codes: the same bytes for 4x the units, and no table rows; every task reads at
+    most max_cells_per_task / draws rows, however many units there are."""
+    from dask._task_spec import DataNode
+    from dask.sizeof import sizeof
+
+    cfg = EstimateConfig(draws=50, seed=8, max_cells_per_task=1000)  # 20 rows per task
+    held, const_bytes = [], []
+    for k in (1, 4):
+        rows = _RecordingRows(tmp_path / f"x{k}")
+        graph, _ = _graph_of(_tiled(_activity(30), k), cfg, task_rows=rows)
+        constants = [v.value for v in graph.values() if isinstance(v, DataNode)]
+        assert not [c for c in constants if isinstance(c, pd.DataFrame)]
+        const_bytes.append(sum(sizeof(c) for c in constants))
+        held.append(max(b.stop - b.start for b in rows.blocks))
+        assert sum(b.stop - b.start for b in rows.blocks) == 30 * k * 4 * 2  # every row, once
+        rows.inner.close()
+    assert held == [20, 20] and const_bytes[0] == const_bytes[1]
+    # in memory (threads) the rows are graph constants of their own, a distributed client scatters them
+    graph, _ = _graph_of(_activity(30), cfg)
+    assert sum(isinstance(v, DataNode) and isinstance(v.value, pd.DataFrame) for v in graph.values()) == 2 * 4 * 2
+
+
+@pytest.mark.parametrize("crop_dtype", [pd.StringDtype(na_value=pd.NA), "str", pd.CategoricalDtype(["wheat", "rice"])])
+def test_table_sums_are_a_groupby_on_the_key_columns_to_the_bit(crop_dtype) -> None:
+    """Province and national area and mean sums equal pandas' groupby on the key columns exactly
+    (the label-based sums must not fall into pandas' other summation order for sorted labels)."""
+    act = _activity(40).astype({"crop": crop_dtype})
+    out = estimate(act, _model(), EstimateConfig(draws=30, seed=2))
+    srt = act.sort_values(["year", "crop", "province_code", "county_code"])
+    for table, keys in ((out["province"], ["province_code", "year", "crop"]), (out["national"], ["year", "crop"])):
+        ref = srt.groupby(keys)["area_ha"].sum()
+        got = table[table["crop"] != "all"].set_index(keys)["area_ha"]
+        assert np.array_equal(got.loc[ref.index].to_numpy(), ref.to_numpy())
+        ref_all = srt.groupby(keys[:-1])["area_ha"].sum()
+        got_all = table[table["crop"] == "all"].set_index(keys[:-1])["area_ha"]
+        assert np.array_equal(got_all.loc[ref_all.index].to_numpy(), ref_all.to_numpy())
+        county = out["county"]
+        ref_m = county.groupby(keys)["n2o_n_kg_mean"].sum()
+        got_m = table[table["crop"] != "all"].set_index(keys)["n2o_n_kg_mean"]
+        assert np.array_equal(got_m.loc[ref_m.index].to_numpy(), ref_m.to_numpy())
+    if isinstance(crop_dtype, pd.StringDtype):  # as the merge on a StringDtype(NA) column gave
+        assert out["province"]["crop"].dtype == object
+
+
+def test_in_place_emission_draws_are_the_expression_to_the_bit() -> None:
+    from pipeline.methods.montecarlo import _summarise
+
+    act = _activity(7, years=[2000])
+    X = act[act["crop"] == "rice"]
+    m = _model(sd=0.1).for_crop("rice")
+    rng = np.random.default_rng(1)
+    params = rng.multivariate_normal(m.coef, m.cov, size=64)
+    mult = rng.lognormal(0.0, 0.1, (64, len(X)))
+    e0 = m.background(X, params)
+    n = X["n_rate_kg_ha"].to_numpy()
+    expected = m.mean_emission(X, params) * np.exp(params[:, [1]] * n[None, :] * (mult - 1.0))
+    e, bg = emission_draws(m, X, params, mult, "separate")
+    assert np.array_equal(e, expected - e0) and np.array_equal(bg, e0)
+    assert np.array_equal(emission_draws(m, X, params, mult, "included")[0], expected)
+    a, b = _summarise(expected), _summarise(expected.copy(), overwrite=True)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_task_holds_five_draws_x_rows_arrays_at_its_peak() -> None:
+    """Memory of one task (tracemalloc sees every NumPy buffer): five draws x rows float arrays
+    at the peak with a log-linear model (seven before the products were taken in place), so
+    max_cells_per_task bounds what a worker holds per running task."""
+    import tracemalloc
+
+    from pipeline.methods.montecarlo import _Block, _task, make_draws
+
+    act = _activity(200, years=[2000]).sort_values(["year", "crop", "province_code", "county_code"])
+    X = act[act["crop"] == "rice"].reset_index(drop=True)
+    provinces = np.sort(act["province_code"].unique())
+    cfg = EstimateConfig(draws=400, seed=3)
+    d = make_draws(_model(), provinces, ("rice", "wheat"), cfg)
+    args = (d.params["rice"], np.ascontiguousarray(d.n_mult[:, :, 0]), np.ascontiguousarray(d.area_mult[:, :, 0]))
+    block = _Block(2000, 0, slice(0, len(X)))
+    _task(X, block, _model().for_crop("rice"), *args, provinces, "separate", "2019", True)  # warm caches
+    tracemalloc.start()
+    try:
+        _task(X, block, _model().for_crop("rice"), *args, provinces, "separate", "2019", True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one = cfg.draws * len(X) * 8
+    assert 4 * one < peak < 5.5 * one, peak / one

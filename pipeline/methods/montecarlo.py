@@ -20,8 +20,12 @@ EF4, EF5, FracGASF, FracLEACH).
 
 from __future__ import annotations
 
+import functools
 import logging
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -175,19 +179,31 @@ def emission_draws(
     E(N m) = E(N) exp(b N (m - 1)); for Tier 1, E(N m) = m E(N). This applies the N error
     without rebuilding the design matrix for every draw. A model average
     (:class:`~pipeline.methods.models.AveragedModel`) evaluates each draw's own form at N m.
+    The products are taken in place, in the order written above (same bits, two draws x rows
+    temporaries fewer), so the first array returned is always a fresh one.
     """
     e0 = m.background(X, params)
     if isinstance(m, AveragedModel):  # every form evaluated at its own N x multiplier
-        e = m.mean_emission(X, params, n_mult=n_mult)
-        return (e - e0 if background == "separate" else e), e0
-    e_nominal = m.mean_emission(X, params)
-    j = m.n_coef_index()
-    if j is None:
-        e = e_nominal * n_mult
+        e = _writable(m.mean_emission(X, params, n_mult=n_mult))
     else:
-        n = X["n_rate_kg_ha"].to_numpy(dtype=float)
-        e = e_nominal * np.exp(params[:, [j]] * n[None, :] * (n_mult - 1.0))
-    return (e - e0 if background == "separate" else e), e0
+        e = _writable(m.mean_emission(X, params))
+        j = m.n_coef_index()
+        if j is None:
+            e *= n_mult
+        else:
+            n = X["n_rate_kg_ha"].to_numpy(dtype=float)
+            g = params[:, [j]] * n[None, :]
+            g *= n_mult - 1.0
+            e *= np.exp(g, out=g)
+            del g
+    if background == "separate":
+        e -= e0
+    return e, e0
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """``a`` if it owns its (writable) data, else a copy: a model may return a view of its own."""
+    return a if a.flags.owndata and a.flags.writeable else a.copy()
 
 
 def indirect_per_ha(X: pd.DataFrame, edition: str) -> np.ndarray:
@@ -220,10 +236,15 @@ def expected_emissions(activity: pd.DataFrame, model: InventoryModel, background
     return activity["area_ha"].to_numpy(dtype=float) * per_ha
 
 
-def _summarise(values: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean and 2.5/50/97.5 % quantiles over draws (axis 0)."""
-    q = np.quantile(values, QUANTILES, axis=0)
-    return {"mean": values.mean(axis=0), "p2_5": q[0], "median": q[1], "p97_5": q[2]}
+def _summarise(values: np.ndarray, overwrite: bool = False) -> dict[str, np.ndarray]:
+    """Mean and 2.5/50/97.5 % quantiles over draws (axis 0).
+
+    With ``overwrite`` the quantiles partition ``values`` in place instead of a copy (one
+    draws x rows array less in a task; the same numbers: the order statistics are exact).
+    """
+    mean = values.mean(axis=0)
+    q = np.quantile(values, QUANTILES, axis=0, overwrite_input=overwrite)
+    return {"mean": mean, "p2_5": q[0], "median": q[1], "p97_5": q[2]}
 
 
 @dataclass(frozen=True)
@@ -233,16 +254,36 @@ class _Block:
     year: int
     crop_index: int
     rows: slice
-    prov_index: np.ndarray
+
+
+#: One task's rows: the rows themselves, or a zero-argument callable that reads them where the
+#: task runs (:class:`TaskRows`).
+RowsOrLoader: TypeAlias = "pd.DataFrame | Callable[[], pd.DataFrame]"
+
+
+class TaskRows(Protocol):
+    """Where the tasks of :func:`estimate` get their activity rows from.
+
+    Called once per :func:`estimate` with the sorted activity and the row slice of every task;
+    returns one zero-argument loader per slice that gives exactly those rows (same columns,
+    dtypes and values; the index does not matter). The loaders go into the task graph, so they
+    must be small and picklable: a file name and a row group, not the rows. On a
+    ``dask.distributed`` cluster the stage passes a :class:`pipeline.parallel.ParquetTaskRows`
+    (:func:`pipeline.parallel.task_rows_on_workers`), so workers read their own rows instead of
+    receiving them from the client.
+    """
+
+    def __call__(self, activity: pd.DataFrame, blocks: Sequence[slice]) -> Sequence[Callable[[], pd.DataFrame]]: ...
 
 
 def _task(
-    X: pd.DataFrame,
+    rows: RowsOrLoader,
     block: _Block,
     m: CropModel,
     params: np.ndarray,
     n_mult_pc: np.ndarray,
     a_mult_pc: np.ndarray,
+    provinces: np.ndarray,
     background: str,
     edition: str,
     indirect: bool,
@@ -252,23 +293,46 @@ def _task(
     Returns per-row summaries (``mean``, ``p2_5``, ``median``, ``p97_5``, ``background_mean``
     over draws; ``central`` and ``background_central``, the plug-in point estimate at the
     nominal activity data), the province indices present and the per-draw province sums, shape
-    (n_draws, n_present). ``n_mult_pc`` and ``a_mult_pc`` are the (n_draws, n_provinces)
-    activity errors of this crop.
+    (n_draws, n_present). ``rows`` are the block's activity rows or a loader of them;
+    ``n_mult_pc`` and ``a_mult_pc`` are the (n_draws, n_provinces) activity errors of this crop
+    and ``provinces`` the sorted codes they are indexed by. Besides its rows a task holds five
+    draws x rows arrays of 8 bytes at its peak with a log-linear or Tier 1 model (seven before
+    the products were taken in place); a model average's evaluation holds more (eight measured
+    with five forms). ``max_cells_per_task`` bounds draws x rows, so this is bounded too.
     """
-    pi = block.prov_index
+    X = rows if isinstance(rows, pd.DataFrame) else rows()
+    if X.columns.dtype != object:
+        # The models look columns up a few dozen times per task, holding the GIL: on an object
+        # Index that takes half the time of pandas' arrow-backed "str" Index (same values).
+        X = X.set_axis(pd.Index(list(X.columns), dtype=object), axis=1)
+    pi = np.searchsorted(provinces, X["province_code"].to_numpy())
     n_mult = n_mult_pc[:, pi]
-    a_mult = a_mult_pc[:, pi]
     area = X["area_ha"].to_numpy(dtype=float)
     e_ha, e0_ha = emission_draws(m, X, params, n_mult, background)
-    total = e_ha * area[None, :] * a_mult
-    bg = e0_ha * area[None, :] * a_mult
+    a_mult = a_mult_pc[:, pi]  # taken after the model, whose evaluation is the task's peak
+    # area x E x error, evaluated left to right in place: the same bits as the expression,
+    # without its temporaries (e_ha is a fresh array of emission_draws)
+    total = e_ha
+    total *= area[None, :]
+    total *= a_mult
+    bg = _writable(e0_ha)
+    bg *= area[None, :]
+    bg *= a_mult
+    del e0_ha
     if indirect:
-        total = total + indirect_per_ha(X, edition)[None, :] * n_mult * area[None, :] * a_mult
+        extra = indirect_per_ha(X, edition)[None, :] * n_mult
+        extra *= area[None, :]
+        extra *= a_mult
+        total += extra
+        del extra
+    del n_mult, a_mult
     # Rows are sorted by province, so each province is one contiguous run of columns.
     starts = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
     prov_sums = np.add.reduceat(total, starts, axis=1)
-    stats = _summarise(total)
+    stats = _summarise(total, overwrite=True)  # total is not read after this
+    del total
     stats["background_mean"] = bg.mean(axis=0)
+    del bg
     e_c, e0_c = m.mean_emission(X), m.background(X)  # plug-in: the estimates, no draws
     central = (e_c - e0_c if background == "separate" else e_c) * area
     if indirect:
@@ -278,9 +342,7 @@ def _task(
     return stats, pi[starts], prov_sums
 
 
-def _blocks(
-    activity: pd.DataFrame, crops: tuple[str, ...], provinces: np.ndarray, n_draws: int, max_cells: int
-) -> list[_Block]:
+def _blocks(activity: pd.DataFrame, crops: tuple[str, ...], n_draws: int, max_cells: int) -> list[_Block]:
     """Tasks of one year, one crop and at most ``max_cells // n_draws`` rows (memory flat in draws).
 
     ``activity`` must be sorted by year, crop, province and county.
@@ -288,19 +350,84 @@ def _blocks(
     rows_per_task = max(1, max_cells // n_draws)
     year = activity["year"].to_numpy()
     crop = activity["crop"].to_numpy()
-    prov_index = np.searchsorted(provinces, activity["province_code"].to_numpy())
     crop_index = {c: i for i, c in enumerate(crops)}
     edges = np.flatnonzero(np.r_[True, (year[1:] != year[:-1]) | (crop[1:] != crop[:-1]), True])
     blocks = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         for start in range(lo, hi, rows_per_task):
             stop = min(start + rows_per_task, hi)
-            blocks.append(_Block(int(year[lo]), crop_index[crop[lo]], slice(start, stop), prov_index[start:stop]))
+            blocks.append(_Block(int(year[lo]), crop_index[crop[lo]], slice(int(start), int(stop))))
     return blocks
 
 
+def _task_graph(
+    activity: pd.DataFrame,
+    blocks: list[_Block],
+    loaders: Sequence[RowsOrLoader] | None,
+    model: InventoryModel,
+    draws: Draws,
+    crops: tuple[str, ...],
+    provinces: np.ndarray,
+    cfg: EstimateOptions,
+    edition: str,
+) -> list[Any]:
+    """One ``Delayed`` per block (its :func:`_task`), all in one task graph.
+
+    Inputs read by many tasks are graph constants of their own (each crop's model and draws,
+    the province codes), so a distributed client sends each once to every worker instead of
+    once per task (:mod:`pipeline.parallel`). Without ``loaders`` a block's rows are a constant
+    too (an ``iloc`` slice: no copy), which a distributed client scatters to one worker.
+
+    The graph is written directly (``dask._task_spec``, what ``dask.delayed`` builds): building
+    it through ``dask.delayed`` calls cost 0.4 ms per task, 20x more.
+    """
+    from dask._task_spec import DataNode, Task, TaskRef
+    from dask.delayed import Delayed
+
+    token = uuid.uuid4().hex
+    graph: dict[Any, Any] = {}
+
+    def constant(name: str, value: Any) -> TaskRef:
+        key = (f"{name}-{token}", len(graph))
+        graph[key] = DataNode(key, value)
+        return TaskRef(key)
+
+    provinces_ref = constant("provinces", provinces)
+    per_crop = {
+        c: (
+            constant("model", model.for_crop(c)),
+            constant("params", draws.params[c]),
+            constant("n_mult", np.ascontiguousarray(draws.n_mult[:, :, i])),
+            constant("area_mult", np.ascontiguousarray(draws.area_mult[:, :, i])),
+        )
+        for i, c in enumerate(crops)
+    }
+    keys = []
+    for i, b in enumerate(blocks):
+        rows = constant("rows", activity.iloc[b.rows]) if loaders is None else loaders[i]
+        key = (f"_task-{token}", i)  # "_task": the progress bar's "Monte Carlo blocks"
+        graph[key] = Task(
+            key, _task, rows, b, *per_crop[crops[b.crop_index]], provinces_ref, cfg.background, edition, cfg.indirect
+        )
+        keys.append(key)
+    return [Delayed(k, graph) for k in keys]
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """One threadpoolctl controller per process: building one scans every loaded library
+    (milliseconds), which a per-call ``threadpool_limits`` would repeat on every estimate."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def estimate(
-    activity: pd.DataFrame, model: InventoryModel, cfg: EstimateOptions, edition: str = "2019"
+    activity: pd.DataFrame,
+    model: InventoryModel,
+    cfg: EstimateOptions,
+    edition: str = "2019",
+    task_rows: TaskRows | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Monte Carlo inventory of ``activity`` under ``model``.
 
@@ -314,6 +441,12 @@ def estimate(
         Draws, seed, activity errors, background and indirect settings.
     edition
         IPCC edition for the indirect-emission parameters.
+    task_rows
+        How tasks get their rows (:class:`TaskRows`). ``None`` (default): each task's rows are
+        an in-memory slice of ``activity``, a constant of the task graph (on a
+        ``dask.distributed`` client :mod:`pipeline.parallel` scatters them). A loader per
+        task instead (the stage's Parquet row groups) keeps the rows out of the graph and off
+        the client's connection: workers read them when the task runs.
 
     Returns
     -------
@@ -330,47 +463,22 @@ def estimate(
     -----
     Tasks run one BLAS thread each: the parallelism is Dask's, and a multi-threaded BLAS
     call on the thin (draws x k) @ (k x rows) products is ~30x slower than a single thread.
+    The results do not depend on ``task_rows`` or the scheduler (same bytes).
     """
     import dask
-    from threadpoolctl import threadpool_limits
 
     activity = activity.sort_values(["year", "crop", "province_code", "county_code"]).reset_index(drop=True)
     crops = tuple(sorted(activity["crop"].unique()))
     provinces = np.sort(activity["province_code"].unique())
     draws = make_draws(model, provinces, crops, cfg)
-    blocks = _blocks(activity, crops, provinces, cfg.draws, cfg.max_cells_per_task)
-    # Inputs are graph constants of their own (each block's rows; each crop's draws, shared by
-    # its blocks), so a distributed client scatters them to the workers instead of sending
-    # them inside the task graph (pipeline.parallel).
-    per_crop = {
-        c: tuple(
-            dask.delayed(a, pure=False)
-            for a in (
-                draws.params[c],
-                np.ascontiguousarray(draws.n_mult[:, :, i]),
-                np.ascontiguousarray(draws.area_mult[:, :, i]),
-            )
-        )
-        for i, c in enumerate(crops)
-    }
-    tasks = []
-    for b in blocks:
-        crop = crops[b.crop_index]
-        params_d, n_mult_d, a_mult_d = per_crop[crop]
-        tasks.append(
-            dask.delayed(_task)(
-                dask.delayed(activity.iloc[b.rows], pure=False),
-                b,
-                model.for_crop(crop),
-                params_d,
-                n_mult_d,
-                a_mult_d,
-                cfg.background,
-                edition,
-                cfg.indirect,
-            )
-        )
-    with threadpool_limits(limits=1, user_api="blas"):
+    blocks = _blocks(activity, crops, cfg.draws, cfg.max_cells_per_task)
+    loaders: Sequence[RowsOrLoader] | None = None
+    if task_rows is not None:
+        loaders = task_rows(activity, [b.rows for b in blocks])
+        if len(loaders) != len(blocks):
+            raise ValueError(f"task_rows returned {len(loaders)} loaders for {len(blocks)} blocks")
+    tasks = _task_graph(activity, blocks, loaders, model, draws, crops, provinces, cfg, edition)
+    with _blas_controller().limit(limits=1, user_api="blas"):
         results = dask.compute(*tasks)
 
     stat_names = ("central", "mean", "p2_5", "median", "p97_5")
@@ -381,6 +489,7 @@ def estimate(
         for k, v in stats.items():
             cols[k][b.rows] = v
         by_year[b.year][:, present, b.crop_index] += prov_sums
+    del results
     county = activity[
         ["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha", "water_input_mm"]
     ].copy()
@@ -391,59 +500,99 @@ def estimate(
     county = county.sort_values(["county_code", "crop", "year"]).reset_index(drop=True)
 
     # Per-draw sums -> quantiles of province and national totals. Their means are additive and
-    # come from the county table (_attach_activity), so the three tables agree to rounding.
-    means_area = activity.assign(n_applied_kg=activity["area_ha"] * activity["n_rate_kg_ha"])
-    prov_parts, nat_parts, draw_rows, prov_draw_rows = [], [], [], []
-    for y in years:
-        s = by_year[y]  # (draws, provinces, crops)
-        for ci, crop in [*enumerate(crops), (None, "all")]:
-            per_prov = s[:, :, ci] if ci is not None else s.sum(axis=2)
-            nat = per_prov.sum(axis=1)
-            if ci is None:  # every draw of every province's all-crop total: intervals of any region
-                prov_draw_rows.append(
-                    pd.DataFrame(
-                        {
-                            "draw": np.repeat(np.arange(per_prov.shape[0]), per_prov.shape[1]),
-                            "year": y,
-                            "province_code": np.tile(provinces.astype(int), per_prov.shape[0]),
-                            "n2o_n_kg": per_prov.ravel(),
-                        }
-                    )
-                )
-            prov_parts.append(
-                pd.DataFrame(
-                    {"province_code": provinces.astype(int), "year": y, "crop": crop, **_quantile_columns(per_prov)}
-                )
-            )
-            nat_parts.append(
-                pd.DataFrame(
-                    {
-                        "year": [y],
-                        "crop": [crop],
-                        **_quantile_columns(nat[:, None]),
-                        "forms_drawn": _forms_drawn(draws, crop),
-                    }
-                )
-            )
-            draw_rows.append(
-                pd.DataFrame(
-                    {
-                        "draw": np.arange(len(nat)),
-                        "year": y,
-                        "crop": crop,
-                        "n2o_n_kg": nat,
-                        "form": _form_of_draw(draws, crop),
-                    }
-                )
-            )
-    province = _attach_activity(pd.concat(prov_parts, ignore_index=True), means_area, ["province_code"], county)
-    national = _attach_activity(pd.concat(nat_parts, ignore_index=True), means_area, [], county)
+    # come from the county table (_TableSums), so the three tables agree to rounding.
+    tables = _draw_tables(by_year, years, crops, provinces, draws)
+    sums = _TableSums(years, crops, provinces)
+    area = activity[["area_ha"]].assign(n_applied_kg=activity["area_ha"] * activity["n_rate_kg_ha"])
+    means = county[["n2o_n_kg_central", "n2o_n_kg_mean", "background_n2o_n_kg_central", "background_n2o_n_kg_mean"]]
+    province, national = tables["province"], tables["national"]
+    for frame, values in ((activity, area), (county, means)):
+        by_province, by_nation = sums(frame, values)
+        province[list(values.columns)] = by_province
+        national[list(values.columns)] = by_nation
+    crop_dtype = activity["crop"].dtype
+    if isinstance(crop_dtype, pd.StringDtype) and crop_dtype.na_value is pd.NA:
+        # the dtype that joining on such a crop column (as read from Parquet) always gave these
+        # tables: object, not "str" (written files keep their bytes)
+        province["crop"] = province["crop"].astype(object)
+        national["crop"] = national["crop"].astype(object)
     return {
         "county": county,
         "province": province,
         "national": national,
-        "national_draws": pd.concat(draw_rows, ignore_index=True),
-        "province_draws": pd.concat(prov_draw_rows, ignore_index=True),
+        "national_draws": tables["national_draws"],
+        "province_draws": tables["province_draws"],
+    }
+
+
+def _draw_tables(
+    by_year: dict[int, np.ndarray], years: list[int], crops: tuple[str, ...], provinces: np.ndarray, draws: Draws
+) -> dict[str, pd.DataFrame]:
+    """Quantile and per-draw tables of the per-draw province sums ``by_year[y]`` (draws x
+    provinces x crops, kg N2O-N), per crop and for ``"all"`` crops, rows ordered by year, crop
+    (``crops`` then ``"all"``) and province or draw.
+
+    Each table is built once from whole arrays (one frame per year and crop cost more than the
+    Monte Carlo itself on small inputs); the sums and quantiles are those of each year and crop.
+    """
+    labels = [*crops, "all"]
+    n_y, n_l, n_p, n_d = len(years), len(labels), len(provinces), draws.n_mult.shape[0]
+    prov_q = np.empty((n_y, n_l, len(QUANTILES), n_p))
+    nat_q = np.empty((n_y, n_l, len(QUANTILES)))
+    nat = np.empty((n_y, n_l, n_d))
+    prov_all = np.empty((n_y, n_d, n_p))
+    for yi, y in enumerate(years):
+        s = by_year[y]  # (draws, provinces, crops)
+        per_prov = [s[:, :, ci] for ci in range(len(crops))] + [s.sum(axis=2)]
+        for li, p in enumerate(per_prov):
+            nat[yi, li] = p.sum(axis=1)
+        prov_all[yi] = per_prov[-1]  # every draw of every province's all-crop total
+        # quantiles over draws (axis 0) of each crop's provinces, of each crop's national sum
+        prov_q[yi] = np.quantile(np.stack(per_prov, axis=1), QUANTILES, axis=0).transpose(1, 0, 2)
+        nat_q[yi] = np.quantile(nat[yi], QUANTILES, axis=1).T
+    year_col = np.asarray(years, dtype=np.int64)
+    label_col = np.asarray(labels, dtype=object)
+    codes = provinces.astype(int)
+    q_cols = {"n2o_n_kg_median": 1, "n2o_n_kg_p2_5": 0, "n2o_n_kg_p97_5": 2}  # order of QUANTILES
+    province = pd.DataFrame(
+        {
+            "province_code": np.tile(codes, n_y * n_l),
+            "year": np.repeat(year_col, n_l * n_p),
+            "crop": np.tile(np.repeat(label_col, n_p), n_y),
+            **{k: prov_q[:, :, i, :].ravel() for k, i in q_cols.items()},
+        }
+    )
+    national = pd.DataFrame(
+        {
+            "year": np.repeat(year_col, n_l),
+            "crop": np.tile(label_col, n_y),
+            **{k: nat_q[:, :, i].ravel() for k, i in q_cols.items()},
+            "forms_drawn": np.tile(np.asarray([_forms_drawn(draws, c) for c in labels], dtype=object), n_y),
+        }
+    )
+    forms = np.concatenate([np.asarray(_form_of_draw(draws, c), dtype=object) for c in labels])
+    national_draws = pd.DataFrame(
+        {
+            "draw": np.tile(np.arange(n_d), n_y * n_l),
+            "year": np.repeat(year_col, n_l * n_d),
+            "crop": np.tile(np.repeat(label_col, n_d), n_y),
+            "n2o_n_kg": nat.ravel(),
+            "form": np.tile(forms, n_y),
+        }
+    )
+    province_draws = pd.DataFrame(
+        {
+            "draw": np.tile(np.repeat(np.arange(n_d), n_p), n_y),
+            "year": np.repeat(year_col, n_d * n_p),
+            "province_code": np.tile(codes, n_y * n_d),
+            "n2o_n_kg": prov_all.ravel(),
+        }
+    )
+    return {
+        "province": province,
+        "national": national,
+        "national_draws": national_draws,
+        "province_draws": province_draws,
     }
 
 
@@ -477,28 +626,50 @@ def _forms_drawn(draws: Draws, crop: str) -> str:
     return "; ".join(f"{c}: {share(draws.forms[c])}" for c in sorted(draws.forms))
 
 
-def _quantile_columns(values: np.ndarray) -> dict[str, np.ndarray]:
-    """2.5/50/97.5 % quantiles over draws (axis 0) as output columns."""
-    stats = _summarise(values)
-    return {f"n2o_n_kg_{k}": stats[k] for k in ("median", "p2_5", "p97_5")}
+class _TableSums:
+    """Sums of activity or county-table columns per row of the province and national tables.
 
+    The rows of those tables are year x (``crops``, then ``"all"``) x province (national: year
+    x crop), as :func:`_draw_tables` orders them. Each sum is one ``groupby(label).sum()`` on an
+    integer label per group, placed at its table row without a merge. The label orders the
+    groups as the key columns would (province, year, crop, each as pandas sorts it): pandas
+    sums a group in another order (pairwise, not compensated) when the labels happen to be
+    sorted in the frame, so an order-preserving label keeps the sums those of a groupby on the
+    key columns, to the bit. Rows without activity get NaN.
+    """
 
-def _attach_activity(
-    table: pd.DataFrame, activity: pd.DataFrame, keys: list[str], county: pd.DataFrame
-) -> pd.DataFrame:
-    """Add area, applied N and the additive means (summed from the county table)."""
+    def __init__(self, years: list[int], crops: tuple[str, ...], provinces: np.ndarray) -> None:
+        self.years, self.crops, self.provinces = np.asarray(years), np.asarray(crops, dtype=object), provinces
 
-    def sums(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-        per_crop = frame.groupby([*keys, "year", "crop"])[cols].sum().reset_index()
-        total = frame.groupby([*keys, "year"])[cols].sum().reset_index().assign(crop="all")
-        return pd.concat([per_crop, total], ignore_index=True)
-
-    act = sums(activity, ["area_ha", "n_applied_kg"])
-    means = sums(
-        county, ["n2o_n_kg_central", "n2o_n_kg_mean", "background_n2o_n_kg_central", "background_n2o_n_kg_mean"]
-    )
-    out = table.merge(act, on=[*keys, "year", "crop"], how="left")
-    return out.merge(means, on=[*keys, "year", "crop"], how="left")
+    def __call__(self, frame: pd.DataFrame, values: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(province-table rows, columns) and (national-table rows, columns) sums of ``values``,
+        whose rows are those of ``frame`` (which has ``year``, ``crop`` and ``province_code``)."""
+        n_y, n_p = len(self.years), len(self.provinces)
+        n_c = len(self.crops)
+        n_l = n_c + 1  # the crops and "all"
+        yi = np.searchsorted(self.years, frame["year"].to_numpy())
+        pi = np.searchsorted(self.provinces, frame["province_code"].to_numpy())
+        # crops in the order pandas sorts the column (a categorical's own order), and where
+        # each of them sits in the tables (``crops``)
+        ci, uniques = pd.factorize(frame["crop"], sort=True)
+        n_u = len(uniques)
+        at = np.searchsorted(self.crops, np.asarray(uniques, dtype=object))
+        province = np.full((n_y * n_l * n_p, values.shape[1]), np.nan)
+        national = np.full((n_y * n_l, values.shape[1]), np.nan)
+        levels = [  # (table, label in key order, table row of a label)
+            (
+                province,
+                (pi * n_y + yi) * n_u + ci,
+                lambda g: ((g // n_u % n_y) * n_l + at[g % n_u]) * n_p + g // (n_u * n_y),
+            ),
+            (province, pi * n_y + yi, lambda g: ((g % n_y) * n_l + n_c) * n_p + g // n_y),
+            (national, yi * n_u + ci, lambda g: (g // n_u) * n_l + at[g % n_u]),
+            (national, yi, lambda g: g * n_l + n_c),
+        ]
+        for out, label, row in levels:
+            s = values.groupby(label).sum()
+            out[row(s.index.to_numpy())] = s.to_numpy()
+        return province, national
 
 
 def add_derived(table: pd.DataFrame, gwp: str) -> pd.DataFrame:

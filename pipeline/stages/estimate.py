@@ -2,7 +2,10 @@
 
 Reads ``ingest.activity`` and ``fit.model``; the Monte Carlo design (IPCC Approach 2) is in
 :mod:`pipeline.methods.montecarlo` and docs/estimate.md. Writes ``estimate/`` (fitted model) and
-``estimate_tier1/`` (IPCC Tier 1 on the same activity data), each with its manifest.
+``estimate_tier1/`` (IPCC Tier 1 on the same activity data), each with its manifest. On a
+``dask.distributed`` cluster the tasks read their rows from temporary Parquet files in
+``estimate/`` (:func:`pipeline.parallel.task_rows_on_workers`; the workers must share the
+processed folder), removed when the run ends.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pandas as pd
 from pipeline import io
 from pipeline.config import Config
 from pipeline.methods.montecarlo import add_derived, estimate, order_table
-from pipeline.parallel import dask_context
+from pipeline.parallel import dask_context, task_rows_on_workers
 from pipeline.readers.boundaries import read_boundaries
 from pipeline.stages.context import StageRun, inventory_model
 
@@ -47,8 +50,9 @@ def run(cfg: Config) -> list[Path]:
     manifests: dict[str, tuple[list[Path], dict]] = {}
     for kind in cfg.estimate.runs:
         model = inventory_model(stage, kind)
-        with dask_context(cfg.dask):
-            tables = estimate(activity, model, cfg.estimate, cfg.ipcc.edition)
+        # on a cluster the workers read their tasks' rows from files under the stage's folder
+        with dask_context(cfg.dask) as client, task_rows_on_workers(client, stage.folder) as task_rows:
+            tables = estimate(activity, model, cfg.estimate, cfg.ipcc.edition, task_rows=task_rows)
         county = add_derived(tables["county"], cfg.estimate.gwp)
         province = order_table(add_derived(tables["province"], cfg.estimate.gwp), ["province_code"])
         national = order_table(add_derived(tables["national"], cfg.estimate.gwp), [])
@@ -124,11 +128,11 @@ def run(cfg: Config) -> list[Path]:
             nat["n2o_n_kg_mean"].iloc[-1] / 1e6,
         )
     inputs = list(stage.inputs)
-    for kind in sorted(manifests, key=lambda k: k == "fitted"):
-        files, extra = manifests[kind]
+    for done in sorted(manifests, key=lambda k: k == "fitted"):
+        files, extra = manifests[done]
         # the Tier 1 run does not read the fitted model: its manifest lists only what it read
-        stage.inputs = inputs if kind == "fitted" else [activity_path]
-        written.append(stage.finish(files, extra, folder=folders[kind])[-1])
+        stage.inputs = inputs if done == "fitted" else [activity_path]
+        written.append(stage.finish(files, extra, folder=folders[done])[-1])
     return written
 
 
