@@ -59,7 +59,7 @@ TASK_LABELS = {
     "cv_fold_of": "cross-validation folds",
     "cv_fold": "cross-validation folds",
     "safe_fit": "model fits",
-    "year_slab": "grid years",
+    "year_layers": "grid years",
 }
 #: Seconds between two redraws of a bar.
 REFRESH_S = 0.25

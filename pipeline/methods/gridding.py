@@ -805,20 +805,6 @@ def year_layers(
     return out, block_sums.sum(axis=0)
 
 
-def year_slab(
-    weights: Weights,
-    values_year: np.ndarray,
-    n_crops: int,
-    cell_area_row_m2: np.ndarray,
-    seconds: float,
-    domain: np.ndarray,
-    fill: float,
-    out: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Dask task body: :func:`year_layers` of one year (the task name the progress bar counts)."""
-    return year_layers(weights, values_year, n_crops, cell_area_row_m2, seconds, domain, fill, out)
-
-
 def iter_year_stacks(
     weights: Weights,
     values: np.ndarray,
@@ -869,7 +855,7 @@ def iter_year_stacks(
         for start in range(0, n_years, years_in_flight):
             idx = list(range(start, min(start + years_in_flight, n_years)))
             futures = [
-                client.submit(year_slab, w_ref, values[i], *args, seconds[i], d_ref, fill, pure=False)  # type: ignore[attr-defined]
+                client.submit(year_layers, w_ref, values[i], *args, seconds[i], d_ref, fill, pure=False)  # type: ignore[attr-defined]
                 for i in idx
             ]
             for i, f in zip(idx, futures):
@@ -883,7 +869,7 @@ def iter_year_stacks(
     for start in range(0, n_years, years_in_flight):
         idx = list(range(start, min(start + years_in_flight, n_years)))
         tasks = [
-            dask.delayed(year_slab, pure=False)(
+            dask.delayed(year_layers, pure=False)(
                 w_ref, values[i], *args, seconds[i], d_ref, fill, buffer() if buffer is not None else None
             )
             for i in idx
