@@ -182,6 +182,12 @@ def test_averaged_model_json_draws_and_plug_in():
     a = m.draw_families(m.draw_params(np.random.default_rng(3), 500, u=u))
     b = m.draw_families(m.draw_params(np.random.default_rng(4), 500, u=u))
     assert (a == b).all()
+    # rows prepared once (as a Monte Carlo task does) give the table's bits, at N and at N = 0
+    R = m.prepare(X)
+    for params in (None, P[:50]):
+        assert np.array_equal(m.mean_emission(R, params), m.mean_emission(X, params))
+        assert np.array_equal(m.background(R, params), m.mean_emission(X.assign(n_rate_kg_ha=0.0), params))
+    assert np.array_equal(m.mean_emission(R, P[:20], n_mult=mult[:20]), m.mean_emission(X, P[:20], n_mult=mult[:20]))
 
 
 def test_estimate_reports_central_and_forms():

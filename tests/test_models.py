@@ -195,3 +195,33 @@ def test_vectorised_on_inventory_sized_input():
 def test_unknown_family_rejected():
     with pytest.raises(ModelError, match="family"):
         CropModel(crop="wheat", family="linear", terms=[], coef_names=["a"], coef=np.zeros(1), cov=np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("family", ["mixed_lognormal", "glm_gamma", "tier1"])
+def test_prepared_rows_give_the_bits_of_the_table(family):
+    """A Monte Carlo task prepares its rows once and evaluates them four times: draws and
+    plug-in, at N and at N = 0 must be the bits that the table itself gives (the background
+    from the table at N = 0 was a copy of the table with the N column set to 0)."""
+    if family == "tier1":
+        m = tier1_model("2019", disaggregated=True).for_crop("wheat")
+        X = _activity(9, fertilizer_type=["synthetic", "manure", "synthetic"] * 3)
+    else:
+        m = _fitted_like(family)
+        X = _activity(
+            9, soil_ph=[6.0, np.nan, 7.1] * 3, water_regime=["continuous_flooding", None, "single_drainage"] * 3
+        )
+    P = m.draw_params(np.random.default_rng(3), 16)
+    R = m.prepare(X)
+    assert m.prepare(R) is R and len(R) == len(X)
+    X0 = X.assign(n_rate_kg_ha=0.0)
+    for params in (None, P):
+        assert np.array_equal(m.mean_emission(R, params), m.mean_emission(X, params))
+        assert np.array_equal(m.background(R, params), m.background(X, params))
+        assert np.array_equal(m.background(R, params), m.mean_emission(X0, params))
+
+
+def test_rows_prepared_by_another_crop_are_refused():
+    inv = tier1_model("2019", disaggregated=False)
+    R = inv.for_crop("rice").prepare(_activity(3, water_regime="single_drainage"))
+    with pytest.raises(ModelError, match="prepared by the rice ipcc_tier1 model.*wheat"):
+        inv.for_crop("wheat").mean_emission(R)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,42 @@ FITTED_FAMILIES: tuple[Family, ...] = (Family.GLM_GAMMA, Family.MIXED_LOGNORMAL)
 FAMILIES: tuple[str, ...] = tuple(f.value for f in Family)
 
 
+@dataclass(frozen=True)
+class PreparedRows:
+    """Rows as one crop's model evaluates them, built once by :meth:`CropModel.prepare`.
+
+    A Monte Carlo task evaluates its rows four times (draws and plug-in, at N and at N = 0):
+    preparing them once keeps the pandas work (column look-ups, categorical levels, the copy
+    of the table at N = 0) to one pass per task instead of four, and every evaluation gives the
+    same bits as from the table itself.
+
+    Attributes
+    ----------
+    crop, family
+        The model that prepared them (another crop's model refuses them).
+    n_rate_kg_ha
+        (n,) N rate, kg N/ha.
+    design
+        (n, p) what the family multiplies by its parameters: the design matrix (fitted), the EF
+        selector (Tier 1) or the covariate design of the forms (model average).
+    design_zero_n
+        The design at N = 0, for the fitted families (``None`` where N is not in the design).
+    """
+
+    crop: str
+    family: str
+    n_rate_kg_ha: np.ndarray
+    design: np.ndarray
+    design_zero_n: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.n_rate_kg_ha)
+
+
+#: What a model evaluates: a table of rows, or rows it has prepared (:class:`PreparedRows`).
+Rows: TypeAlias = "pd.DataFrame | PreparedRows"
+
+
 class EmissionModel(Protocol):
     """What the estimate, trend and fit stages need of a crop's emission model."""
 
@@ -73,8 +109,9 @@ class EmissionModel(Protocol):
     cov: np.ndarray
     coef_names: list[str]
 
-    def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray: ...
-    def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray: ...
+    def prepare(self, X: Rows) -> PreparedRows: ...
+    def mean_emission(self, X: Rows, params: np.ndarray | None = None) -> np.ndarray: ...
+    def background(self, X: Rows, params: np.ndarray | None = None) -> np.ndarray: ...
     def draw_params(self, rng: np.random.Generator, n: int) -> np.ndarray: ...
     def n_coef_index(self) -> int | None: ...
     def to_json(self) -> dict[str, Any]: ...
@@ -268,11 +305,31 @@ class CropModel:
         return P @ D.T
 
     # The emission interface (:class:`EmissionModel`), implemented by each family's class.
-    def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+    def prepare(self, X: Rows) -> PreparedRows:
+        """``X`` as this model evaluates it (:class:`PreparedRows`); rows it prepared already
+        are returned as they are."""
+        if isinstance(X, PreparedRows):
+            if (X.crop, X.family) != (self.crop, self.family):
+                raise ModelError(
+                    f"rows prepared by the {X.crop} {X.family} model were passed to the {self.crop} "
+                    f"{self.family} model. Fix: prepare them with this crop's model"
+                )
+            return X
+        return self._prepare(X)
+
+    def _prepare(self, X: pd.DataFrame) -> PreparedRows:
+        raise NotImplementedError(f"{type(self).__name__} has no emission form; use FittedModel or Tier1Model")
+
+    def _n_rate(self, X: pd.DataFrame) -> np.ndarray:
+        if "n_rate_kg_ha" not in X.columns:
+            raise ModelError("the table passed to the model has no 'n_rate_kg_ha' column. Fix: add it")
+        return pd.to_numeric(X["n_rate_kg_ha"], errors="coerce").to_numpy(dtype=float)
+
+    def mean_emission(self, X: Rows, params: np.ndarray | None = None) -> np.ndarray:
         """Expected emission, kg N2O-N/ha per season (see the subclasses)."""
         raise NotImplementedError(f"{type(self).__name__} has no emission form; use FittedModel or Tier1Model")
 
-    def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+    def background(self, X: Rows, params: np.ndarray | None = None) -> np.ndarray:
         """Emission at N = 0, kg N2O-N/ha per season (see the subclasses)."""
         raise NotImplementedError(f"{type(self).__name__} has no emission form; use FittedModel or Tier1Model")
 
@@ -347,13 +404,23 @@ class FittedModel(CropModel):
                 f"Fix: use one of {', '.join(FITTED_FAMILIES)}"
             )
 
-    def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+    def _prepare(self, X: pd.DataFrame) -> PreparedRows:
+        """The design of X, and the same with the N column at N = 0 (what :meth:`design` gives
+        for X with ``n_rate_kg_ha`` set to 0, to the bit: ``0 - center``)."""
+        D = self.design(X)
+        D0 = D.copy()
+        if "n_rate_kg_ha" in self.coef_names:
+            D0[:, self.coef_names.index("n_rate_kg_ha")] = 0.0 - self.center.get("n_rate_kg_ha", 0.0)
+        return PreparedRows(self.crop, self.family, self._n_rate(X), D, D0)
+
+    def mean_emission(self, X: Rows, params: np.ndarray | None = None) -> np.ndarray:
         """Expected emission, kg N2O-N/ha per season, for each row of X.
 
         Parameters
         ----------
         X
-            Activity or observation rows (``n_rate_kg_ha`` in kg N/ha and the model's terms).
+            Activity or observation rows (``n_rate_kg_ha`` in kg N/ha and the model's terms),
+            or rows this model prepared (:meth:`prepare`).
         params
             ``None`` for the point estimate, or an (n_draws, k) array of coefficient draws.
 
@@ -368,7 +435,10 @@ class FittedModel(CropModel):
         the mixed model ``log s`` is the coefficient ``log_smearing``, so parameter draws carry
         its uncertainty).
         """
-        eta = self._linear(self.design(X), params)
+        return self._emission(self.prepare(X).design, params)
+
+    def _emission(self, D: np.ndarray, params: np.ndarray | None) -> np.ndarray:
+        eta = self._linear(D, params)
         out = np.exp(eta, out=eta)
         out *= self.retransform_factor
         return out
@@ -379,11 +449,11 @@ class FittedModel(CropModel):
         (``log_smearing``, drawn with the others in the Monte Carlo) and so already in x'beta."""
         return 1.0 if LOG_SMEARING in self.coef_names else self.smearing
 
-    def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+    def background(self, X: Rows, params: np.ndarray | None = None) -> np.ndarray:
         """Emission at N = 0 (kg N2O-N/ha per season), shapes as :meth:`mean_emission`."""
-        X0 = X.copy()
-        X0["n_rate_kg_ha"] = 0.0
-        return self.mean_emission(X0, params)
+        D0 = self.prepare(X).design_zero_n
+        assert D0 is not None  # a fitted model's rows always carry it
+        return self._emission(D0, params)
 
     def draw_params(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw ``n`` coefficient vectors from N(coef, cov), shape (n, k).
@@ -454,17 +524,15 @@ class Tier1Model(CropModel):
             )
         return S
 
-    def _n_rate(self, X: pd.DataFrame) -> np.ndarray:
-        if "n_rate_kg_ha" not in X.columns:
-            raise ModelError("the table passed to the model has no 'n_rate_kg_ha' column. Fix: add it")
-        return pd.to_numeric(X["n_rate_kg_ha"], errors="coerce").to_numpy(dtype=float)
+    def _prepare(self, X: pd.DataFrame) -> PreparedRows:
+        return PreparedRows(self.crop, self.family, self._n_rate(X), self._tier1_ef_selector(X))
 
-    def mean_emission(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+    def mean_emission(self, X: Rows, params: np.ndarray | None = None) -> np.ndarray:
         """Emission, kg N2O-N/ha per season: ``E = N * EF(row)`` (shapes as for fitted models)."""
-        ef = self._linear(self._tier1_ef_selector(X), params)
-        return ef * self._n_rate(X)
+        R = self.prepare(X)
+        return self._linear(R.design, params) * R.n_rate_kg_ha
 
-    def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
+    def background(self, X: Rows, params: np.ndarray | None = None) -> np.ndarray:
         """Tier 1 has no background term: zeros of the shape of :meth:`mean_emission`."""
         n = len(X)
         return np.zeros(n) if params is None else np.zeros((np.atleast_2d(params).shape[0], n))
@@ -636,24 +704,22 @@ class AveragedModel(CropModel):
         )
         return shell.design(X)
 
-    def _n_rate(self, X: pd.DataFrame) -> np.ndarray:
-        if "n_rate_kg_ha" not in X.columns:
-            raise ModelError("the table passed to the model has no 'n_rate_kg_ha' column. Fix: add it")
-        return pd.to_numeric(X["n_rate_kg_ha"], errors="coerce").to_numpy(dtype=float)
+    def _prepare(self, X: pd.DataFrame) -> PreparedRows:
+        return PreparedRows(self.crop, self.family, self._n_rate(X), self.covariates(X))
 
-    def form_emission(self, X: pd.DataFrame, family: str) -> np.ndarray:
+    def form_emission(self, X: Rows, family: str) -> np.ndarray:
         """Plug-in expected emission (kg N2O-N/ha per season) of one form at the rows of X."""
-        return self.form(family).predict_mean(self._n_rate(X), self.covariates(X))
+        R = self.prepare(X)
+        return self.form(family).predict_mean(R.n_rate_kg_ha, R.design)
 
-    def mean_emission(
-        self, X: pd.DataFrame, params: np.ndarray | None = None, n_mult: np.ndarray | None = None
-    ) -> np.ndarray:
+    def mean_emission(self, X: Rows, params: np.ndarray | None = None, n_mult: np.ndarray | None = None) -> np.ndarray:
         """Expected emission, kg N2O-N/ha per season.
 
         Parameters
         ----------
         X
-            Rows with ``n_rate_kg_ha`` (kg N/ha) and the model's terms.
+            Rows with ``n_rate_kg_ha`` (kg N/ha) and the model's terms, or rows this model
+            prepared (:meth:`prepare`).
         params
             ``None``: the plug-in model average ``sum_k w_k E_hat_k(N, x)`` (central estimate),
             shape (n,). Otherwise (m, 1 + k) draws from :meth:`draw_params`: each row is
@@ -662,8 +728,8 @@ class AveragedModel(CropModel):
             Optional (m, n) multiplicative N-rate errors (with ``params``): each draw is
             evaluated at ``N * n_mult`` exactly, whatever the form.
         """
-        N = self._n_rate(X)
-        Z = self.covariates(X)
+        R = self.prepare(X)
+        N, Z = R.n_rate_kg_ha, R.design
         if params is None:
             return self._avg.predict_mean(N, Z)
         P = np.atleast_2d(np.asarray(params, dtype=float))
@@ -691,11 +757,12 @@ class AveragedModel(CropModel):
             out[rows] = np.exp(eta)
         return out
 
-    def background(self, X: pd.DataFrame, params: np.ndarray | None = None) -> np.ndarray:
-        """Emission at N = 0 (kg N2O-N/ha per season), shapes as :meth:`mean_emission`."""
-        X0 = X.copy()
-        X0["n_rate_kg_ha"] = 0.0
-        return self.mean_emission(X0, params)
+    def background(self, X: Rows, params: np.ndarray | None = None) -> np.ndarray:
+        """Emission at N = 0 (kg N2O-N/ha per season), shapes as :meth:`mean_emission`
+        (the covariate design does not hold N, so it is the same at N = 0)."""
+        R = self.prepare(X)
+        at_zero = PreparedRows(self.crop, self.family, np.zeros(len(R)), R.design)
+        return self.mean_emission(at_zero, params)
 
     def draw_params(self, rng: np.random.Generator, n: int, u: np.ndarray | None = None) -> np.ndarray:
         """``n`` Monte Carlo rows ``[form index, parameters...]``, shape (n, 1 + k).

@@ -32,7 +32,7 @@ import pandas as pd
 
 from pipeline import units
 from pipeline.errors import ModelError
-from pipeline.methods.models import AveragedModel, CropModel, InventoryModel
+from pipeline.methods.models import AveragedModel, CropModel, InventoryModel, Rows
 from pipeline.methods.options import EstimateOptions
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def _check_covariance(m: CropModel) -> None:
 
 
 def emission_draws(
-    m: CropModel, X: pd.DataFrame, params: np.ndarray, n_mult: np.ndarray, background: str
+    m: CropModel, X: Rows, params: np.ndarray, n_mult: np.ndarray, background: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-hectare emissions of rows X under each draw.
 
@@ -160,7 +160,7 @@ def emission_draws(
     m
         The crop's model.
     X
-        Activity rows of that crop.
+        Activity rows of that crop, or those rows prepared by ``m`` (:meth:`CropModel.prepare`).
     params
         (n_draws, k) parameter draws.
     n_mult
@@ -182,16 +182,17 @@ def emission_draws(
     The products are taken in place, in the order written above (same bits, two draws x rows
     temporaries fewer), so the first array returned is always a fresh one.
     """
-    e0 = m.background(X, params)
+    R = m.prepare(X)
+    e0 = m.background(R, params)
     if isinstance(m, AveragedModel):  # every form evaluated at its own N x multiplier
-        e = _writable(m.mean_emission(X, params, n_mult=n_mult))
+        e = _writable(m.mean_emission(R, params, n_mult=n_mult))
     else:
-        e = _writable(m.mean_emission(X, params))
+        e = _writable(m.mean_emission(R, params))
         j = m.n_coef_index()
         if j is None:
             e *= n_mult
         else:
-            n = X["n_rate_kg_ha"].to_numpy(dtype=float)
+            n = R.n_rate_kg_ha
             g = params[:, [j]] * n[None, :]
             g *= n_mult - 1.0
             e *= np.exp(g, out=g)
@@ -308,7 +309,9 @@ def _task(
     pi = np.searchsorted(provinces, X["province_code"].to_numpy())
     n_mult = n_mult_pc[:, pi]
     area = X["area_ha"].to_numpy(dtype=float)
-    e_ha, e0_ha = emission_draws(m, X, params, n_mult, background)
+    R = m.prepare(X)  # the model's pandas work, once for its four evaluations below
+    indirect_ha = indirect_per_ha(X, edition) if indirect else None
+    e_ha, e0_ha = emission_draws(m, R, params, n_mult, background)
     a_mult = a_mult_pc[:, pi]  # taken after the model, whose evaluation is the task's peak
     # area x E x error, evaluated left to right in place: the same bits as the expression,
     # without its temporaries (e_ha is a fresh array of emission_draws)
@@ -319,8 +322,8 @@ def _task(
     bg *= area[None, :]
     bg *= a_mult
     del e0_ha
-    if indirect:
-        extra = indirect_per_ha(X, edition)[None, :] * n_mult
+    if indirect_ha is not None:
+        extra = indirect_ha[None, :] * n_mult
         extra *= area[None, :]
         extra *= a_mult
         total += extra
@@ -333,10 +336,10 @@ def _task(
     del total
     stats["background_mean"] = bg.mean(axis=0)
     del bg
-    e_c, e0_c = m.mean_emission(X), m.background(X)  # plug-in: the estimates, no draws
+    e_c, e0_c = m.mean_emission(R), m.background(R)  # plug-in: the estimates, no draws
     central = (e_c - e0_c if background == "separate" else e_c) * area
-    if indirect:
-        central = central + indirect_per_ha(X, edition) * area
+    if indirect_ha is not None:
+        central = central + indirect_ha * area
     stats["central"] = central
     stats["background_central"] = e0_c * area
     return stats, pi[starts], prov_sums
