@@ -402,9 +402,10 @@ def test_a_task_holds_a_bounded_number_of_rows_and_the_graph_no_rows(tmp_path) -
         assert sum(b.stop - b.start for b in rows.blocks) == 30 * k * 4 * 2  # every row, once
         rows.inner.close()
     assert held == [20, 20] and const_bytes[0] == const_bytes[1]
-    # in memory (threads) the rows are graph constants of their own, a distributed client scatters them
+    # in memory (threads) the rows are graph constants of their own, a distributed client
+    # scatters them: per crop, its 30 x 4 year rows in 6 blocks of 20
     graph, _ = _graph_of(_activity(30), cfg)
-    assert sum(isinstance(v, DataNode) and isinstance(v.value, pd.DataFrame) for v in graph.values()) == 2 * 4 * 2
+    assert sum(isinstance(v, DataNode) and isinstance(v.value, pd.DataFrame) for v in graph.values()) == 2 * 6
 
 
 @pytest.mark.parametrize("crop_dtype", [pd.StringDtype(na_value=pd.NA), "str", pd.CategoricalDtype(["wheat", "rice"])])
@@ -413,7 +414,7 @@ def test_table_sums_are_a_groupby_on_the_key_columns_to_the_bit(crop_dtype) -> N
     (the label-based sums must not fall into pandas' other summation order for sorted labels)."""
     act = _activity(40).astype({"crop": crop_dtype})
     out = estimate(act, _model(), EstimateConfig(draws=30, seed=2))
-    srt = act.sort_values(["year", "crop", "province_code", "county_code"])
+    srt = act.sort_values(["crop", "year", "province_code", "county_code"])  # as estimate() sorts it
     for table, keys in ((out["province"], ["province_code", "year", "crop"]), (out["national"], ["year", "crop"])):
         ref = srt.groupby(keys)["area_ha"].sum()
         got = table[table["crop"] != "all"].set_index(keys)["area_ha"]
@@ -456,13 +457,13 @@ def test_a_task_holds_five_draws_x_rows_arrays_at_its_peak() -> None:
 
     from pipeline.methods.montecarlo import _Block, _task, make_draws
 
-    act = _activity(200, years=[2000]).sort_values(["year", "crop", "province_code", "county_code"])
+    act = _activity(200, years=[2000]).sort_values(["crop", "year", "province_code", "county_code"])
     X = act[act["crop"] == "rice"].reset_index(drop=True)
     provinces = np.sort(act["province_code"].unique())
     cfg = EstimateConfig(draws=400, seed=3)
     d = make_draws(_model(), provinces, ("rice", "wheat"), cfg)
     args = (d.params["rice"], np.ascontiguousarray(d.n_mult[:, :, 0]), np.ascontiguousarray(d.area_mult[:, :, 0]))
-    block = _Block(2000, 0, slice(0, len(X)))
+    block = _Block(0, slice(0, len(X)))
     _task(X, block, _model().for_crop("rice"), *args, provinces, "separate", "2019", True)  # warm caches
     tracemalloc.start()
     try:
@@ -472,3 +473,25 @@ def test_a_task_holds_five_draws_x_rows_arrays_at_its_peak() -> None:
         tracemalloc.stop()
     one = cfg.draws * len(X) * 8
     assert 4 * one < peak < 5.5 * one, peak / one
+
+
+def test_blocks_are_the_fewest_equal_cuts_of_each_crop_under_the_cap() -> None:
+    """A task holds rows of one crop, any years, at most max_cells / draws of them; each crop
+    is cut into the fewest such blocks, of sizes equal to within a row (no 1-row remainders),
+    so the number of tasks grows with the rows, not with years x crops."""
+    from pipeline.methods.montecarlo import _blocks
+
+    act = _activity(10, years=[2000, 2001, 2002]).sort_values(["crop", "year", "province_code", "county_code"])
+    act = act.reset_index(drop=True)
+    crops = tuple(sorted(act["crop"].unique()))
+    blocks = _blocks(act, crops, n_draws=50, max_cells=1000)  # 20 rows per task; 30 rows per crop
+    sizes = [b.rows.stop - b.rows.start for b in blocks]
+    assert sizes == [15, 15] * len(crops)
+    assert [b.rows.start for b in blocks] == list(range(0, 30 * len(crops), 15))
+    for b in blocks:
+        assert act["crop"].iloc[b.rows].nunique() == 1 and crops[b.crop_index] == act["crop"].iloc[b.rows.start]
+    assert act["year"].iloc[blocks[0].rows].nunique() == 2  # rows 0-14: two years in one task
+    assert [b.rows.stop - b.rows.start for b in _blocks(act, crops, 50, 10_000)] == [30] * len(crops)
+    # years x crops no longer set the count: 16x the rows give 16x the tasks at the cap
+    big = pd.concat([act] * 16).sort_values(["crop", "year", "province_code", "county_code"], kind="stable")
+    assert len(_blocks(big.reset_index(drop=True), crops, 50, 1000)) == 24 * len(crops)

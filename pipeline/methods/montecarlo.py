@@ -250,9 +250,9 @@ def _summarise(values: np.ndarray, overwrite: bool = False) -> dict[str, np.ndar
 
 @dataclass(frozen=True)
 class _Block:
-    """Rows of one year and one crop, sorted by province then county (a contiguous slice)."""
+    """Rows of one crop, sorted by year, province and county (a contiguous slice of the sorted
+    activity; it may span years)."""
 
-    year: int
     crop_index: int
     rows: slice
 
@@ -288,18 +288,19 @@ def _task(
     background: str,
     edition: str,
     indirect: bool,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """One (year, crop, block of rows) task.
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """One (crop, block of rows) task.
 
     Returns per-row summaries (``mean``, ``p2_5``, ``median``, ``p97_5``, ``background_mean``
     over draws; ``central`` and ``background_central``, the plug-in point estimate at the
-    nominal activity data), the province indices present and the per-draw province sums, shape
-    (n_draws, n_present). ``rows`` are the block's activity rows or a loader of them;
-    ``n_mult_pc`` and ``a_mult_pc`` are the (n_draws, n_provinces) activity errors of this crop
-    and ``provinces`` the sorted codes they are indexed by. Besides its rows a task holds five
-    draws x rows arrays of 8 bytes at its peak with a log-linear or Tier 1 model (seven before
-    the products were taken in place); a model average's evaluation holds more (eight measured
-    with five forms). ``max_cells_per_task`` bounds draws x rows, so this is bounded too.
+    nominal activity data), the year and province index of every (year, province) run of the
+    rows, and the per-draw sums of those runs, shape (n_draws, n_runs). ``rows`` are the
+    block's activity rows or a loader of them; ``n_mult_pc`` and ``a_mult_pc`` are the
+    (n_draws, n_provinces) activity errors of this crop and ``provinces`` the sorted codes they
+    are indexed by. Besides its rows a task holds five draws x rows arrays of 8 bytes at its
+    peak with a log-linear or Tier 1 model (seven before the products were taken in place); a
+    model average's evaluation holds more (eight measured with five forms).
+    ``max_cells_per_task`` bounds draws x rows, so this is bounded too.
     """
     X = rows if isinstance(rows, pd.DataFrame) else rows()
     if X.columns.dtype != object:
@@ -329,9 +330,11 @@ def _task(
         total += extra
         del extra
     del n_mult, a_mult
-    # Rows are sorted by province, so each province is one contiguous run of columns.
-    starts = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
-    prov_sums = np.add.reduceat(total, starts, axis=1)
+    # Rows are sorted by year then province, so each (year, province) is one contiguous run of
+    # columns.
+    year = X["year"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, (pi[1:] != pi[:-1]) | (year[1:] != year[:-1])])
+    run_sums = np.add.reduceat(total, starts, axis=1)
     stats = _summarise(total, overwrite=True)  # total is not read after this
     del total
     stats["background_mean"] = bg.mean(axis=0)
@@ -342,24 +345,34 @@ def _task(
         central = central + indirect_ha * area
     stats["central"] = central
     stats["background_central"] = e0_c * area
-    return stats, pi[starts], prov_sums
+    return stats, year[starts].astype(np.int64), pi[starts], run_sums
 
 
 def _blocks(activity: pd.DataFrame, crops: tuple[str, ...], n_draws: int, max_cells: int) -> list[_Block]:
-    """Tasks of one year, one crop and at most ``max_cells // n_draws`` rows (memory flat in draws).
+    """Tasks of one crop and at most ``max_cells // n_draws`` rows (memory flat in draws).
 
-    ``activity`` must be sorted by year, crop, province and county.
+    Each crop's rows (all its years) are cut into the fewest blocks that respect the cap, of
+    equal sizes to within one row: tasks are as large as the memory bound allows, so their
+    fixed costs (scheduling, reading a row group, the model's pandas work) are paid per
+    ``max_cells`` draw-rows, whatever the number of units. The cut depends on the rows, the
+    draws and the cap only, never on the workers, so the results do not either.
+    ``activity`` must be sorted by crop, year, province and county.
+
+    Notes
+    -----
+    One task per year x crop (the layout before) gave the 279 units of a two-province slice
+    30 tasks of 279 rows, and 4x the units the same 30 tasks: time grew as units^0.8 because
+    every task's fixed cost was paid 30 times at any size (docs/scaling.md).
     """
     rows_per_task = max(1, max_cells // n_draws)
-    year = activity["year"].to_numpy()
     crop = activity["crop"].to_numpy()
     crop_index = {c: i for i, c in enumerate(crops)}
-    edges = np.flatnonzero(np.r_[True, (year[1:] != year[:-1]) | (crop[1:] != crop[:-1]), True])
+    edges = np.flatnonzero(np.r_[True, crop[1:] != crop[:-1], True])
     blocks = []
     for lo, hi in zip(edges[:-1], edges[1:]):
-        for start in range(lo, hi, rows_per_task):
-            stop = min(start + rows_per_task, hi)
-            blocks.append(_Block(int(year[lo]), crop_index[crop[lo]], slice(int(start), int(stop))))
+        n = -(-(hi - lo) // rows_per_task)
+        cuts = lo + ((hi - lo) * np.arange(n + 1)) // n
+        blocks += [_Block(crop_index[crop[lo]], slice(int(a), int(b))) for a, b in zip(cuts[:-1], cuts[1:])]
     return blocks
 
 
@@ -470,7 +483,7 @@ def estimate(
     """
     import dask
 
-    activity = activity.sort_values(["year", "crop", "province_code", "county_code"]).reset_index(drop=True)
+    activity = activity.sort_values(["crop", "year", "province_code", "county_code"]).reset_index(drop=True)
     crops = tuple(sorted(activity["crop"].unique()))
     provinces = np.sort(activity["province_code"].unique())
     draws = make_draws(model, provinces, crops, cfg)
@@ -488,10 +501,12 @@ def estimate(
     cols = {k: np.empty(len(activity)) for k in (*stat_names, "background_mean", "background_central")}
     years = sorted(int(y) for y in activity["year"].unique())
     by_year = {y: np.zeros((cfg.draws, len(provinces), len(crops))) for y in years}
-    for b, (stats, present, prov_sums) in zip(blocks, results):
+    for b, (stats, run_year, run_province, run_sums) in zip(blocks, results):
         for k, v in stats.items():
             cols[k][b.rows] = v
-        by_year[b.year][:, present, b.crop_index] += prov_sums
+        for y in np.unique(run_year):
+            sel = run_year == y
+            by_year[int(y)][:, run_province[sel], b.crop_index] += run_sums[:, sel]
     del results
     county = activity[
         ["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha", "water_input_mm"]
