@@ -508,26 +508,39 @@ def estimate(
             sel = run_year == y
             by_year[int(y)][:, run_province[sel], b.crop_index] += run_sums[:, sel]
     del results
-    county = activity[
-        ["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha", "water_input_mm"]
-    ].copy()
-    for k in stat_names:
-        county[f"n2o_n_kg_{k}"] = cols[k]
-    county["background_n2o_n_kg_mean"] = cols["background_mean"]
-    county["background_n2o_n_kg_central"] = cols["background_central"]
-    county = county.sort_values(["county_code", "crop", "year"]).reset_index(drop=True)
+    # The county table, ordered by county, crop and year (one row per key: a permutation of the
+    # activity's rows; crops in the order pandas sorts them), built in one piece.
+    crop_codes, _ = pd.factorize(activity["crop"], sort=True)
+    order = np.lexsort((activity["year"].to_numpy(), crop_codes, activity["county_code"].to_numpy()))
+    keys = activity[["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha", "water_input_mm"]]
+    estimates = {f"n2o_n_kg_{k}": cols[k][order] for k in stat_names}
+    estimates["background_n2o_n_kg_mean"] = cols["background_mean"][order]
+    estimates["background_n2o_n_kg_central"] = cols["background_central"][order]
+    keys = keys.take(order).reset_index(drop=True)
+    county = pd.concat([keys, pd.DataFrame(estimates, index=keys.index)], axis=1)
 
-    # Per-draw sums -> quantiles of province and national totals. Their means are additive and
-    # come from the county table (_TableSums), so the three tables agree to rounding.
+    # Per-draw sums -> quantiles of province and national totals. Their means are additive:
+    # sums of the county values (_TableSums, one groupby per table level over the activity's
+    # order, which is the county table's within a province), so the three tables agree to
+    # rounding.
     tables = _draw_tables(by_year, years, crops, provinces, draws)
-    sums = _TableSums(years, crops, provinces)
-    area = activity[["area_ha"]].assign(n_applied_kg=activity["area_ha"] * activity["n_rate_kg_ha"])
-    means = county[["n2o_n_kg_central", "n2o_n_kg_mean", "background_n2o_n_kg_central", "background_n2o_n_kg_mean"]]
-    province, national = tables["province"], tables["national"]
-    for frame, values in ((activity, area), (county, means)):
-        by_province, by_nation = sums(frame, values)
-        province[list(values.columns)] = by_province
-        national[list(values.columns)] = by_nation
+    area = activity["area_ha"].to_numpy(dtype=float)
+    values = pd.DataFrame(
+        {
+            "area_ha": area,
+            "n_applied_kg": area * activity["n_rate_kg_ha"].to_numpy(dtype=float),
+            "n2o_n_kg_central": cols["central"],
+            "n2o_n_kg_mean": cols["mean"],
+            "background_n2o_n_kg_central": cols["background_central"],
+            "background_n2o_n_kg_mean": cols["background_mean"],
+        }
+    )
+    by_province, by_nation = _TableSums(years, crops, provinces)(activity, values)
+    # (a concat: a quarter of the time of setting six columns of a frame)
+    province, national = (
+        pd.concat([t, pd.DataFrame(v, columns=values.columns, index=t.index)], axis=1)
+        for t, v in ((tables["province"], by_province), (tables["national"], by_nation))
+    )
     crop_dtype = activity["crop"].dtype
     if isinstance(crop_dtype, pd.StringDtype) and crop_dtype.na_value is pd.NA:
         # the dtype that joining on such a crop column (as read from Parquet) always gave these
