@@ -14,7 +14,9 @@ thread, 127.0.0.1) the tasks read their rows from Parquet row groups
 worker's VmHWM, the larger of the two. Rows: ``ratio`` carries the log-log exponent ``b`` of
 time ~ units^b (target 0.9-1.1; the note adds the x4..x16 step and the fixed cost, the intercept
 of seconds = F + v x units, beside it, never subtracted) and of peak memory per worker, with the
-default task size and with tasks of one size in every case (target near 0 = flat). See
+default task size and with small tasks of one size in every case (target near 0 = flat); the
+time exponent also on a LocalCluster of one worker process, which leaves the second core of a
+2-core machine to the scheduler and the client. See
 docs/scaling.md for the figures and what they mean for a global run.
 """
 
@@ -126,7 +128,7 @@ if {cluster}:
     from distributed import Client, LocalCluster
     from pipeline.config import DaskConfig
     from pipeline.parallel import dask_context, task_rows_on_workers
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+    with LocalCluster(n_workers={n_workers}, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None, silence_logs=40) as lc, Client(lc) as c:
         # as the estimate stage runs it: tasks read their rows from Parquet row groups
         with tempfile.TemporaryDirectory() as scratch, dask_context(DaskConfig(scheduler=lc.scheduler_address)) as client, task_rows_on_workers(client, scratch) as task_rows:
@@ -165,8 +167,10 @@ def _case(
     cluster: bool,
     repeats: int = REPEATS,
     max_cells: int = 1_000_000,
+    n_workers: int = 2,
 ) -> dict:
-    """One case in a fresh process: the fastest of ``repeats`` runs and the largest peak."""
+    """One case in a fresh process: the fastest of ``repeats`` runs and the largest peak
+    (``cluster``: on a LocalCluster of ``n_workers`` processes of one thread)."""
     code = _CHILD.format(
         here=str(HERE),
         activity=str(activity),
@@ -177,6 +181,7 @@ def _case(
         cluster=cluster,
         repeats=repeats,
         max_cells=max_cells,
+        n_workers=n_workers,
     )
     r = subprocess.run(
         [sys.executable, "-c", code],
@@ -231,9 +236,24 @@ def run_benchmarks(quick: bool = False) -> list[dict]:
     tiles = [1, 4] if quick else [1, 4, 16]
     draws = 200 if quick else 500
     years = 6
-    for cluster in (False, True):
-        where = "LocalCluster 2 procs" if cluster else "threads x2"
-        res = _cases(activity, model, tiles, draws, years, cluster)
+    # threads; the LocalCluster of 2 worker processes; and of 1, which leaves the second core
+    # to the scheduler and the client (with 2 workers the 2 cores run four busy processes)
+    for n_workers in (0, 2, 1):
+        cluster = n_workers > 0
+        where = f"LocalCluster {n_workers} proc{'s' * (n_workers > 1)}" if cluster else "threads x2"
+        res = _cases(activity, model, tiles, draws, years, cluster, n_workers=max(n_workers, 1))
+        if n_workers == 1:  # the exponent only: its seconds are in the note
+            rows.append(
+                {
+                    "stage": "scaling",
+                    "case": f"time ~ units^b ({where}: a core left to the scheduler and client)",
+                    "ratio": _exponent([r["units"] for r in res], [r["seconds"] for r in res]),
+                    "note": "target 0.9-1.1; "
+                    + ", ".join(f"x{k} {r['seconds']:.2f} s" for k, r in zip(tiles, res))
+                    + f"; peak per worker {res[0]['peak_mb']:.0f} -> {res[-1]['peak_mb']:.0f} MB",
+                }
+            )
+            continue
         for k, r in zip(tiles, res):
             rows.append(
                 {
