@@ -497,8 +497,13 @@ def estimate(
     with _blas_controller().limit(limits=1, user_api="blas"):
         results = dask.compute(*tasks)
 
-    stat_names = ("central", "mean", "p2_5", "median", "p97_5")
-    cols = {k: np.empty(len(activity)) for k in (*stat_names, "background_mean", "background_central")}
+    # each per-row summary of a task -> its county-table column (kg N2O-N)
+    column_of = {
+        **{k: f"n2o_n_kg_{k}" for k in ("central", "mean", "p2_5", "median", "p97_5")},
+        "background_mean": "background_n2o_n_kg_mean",
+        "background_central": "background_n2o_n_kg_central",
+    }
+    cols = {k: np.empty(len(activity)) for k in column_of}
     years = sorted(int(y) for y in activity["year"].unique())
     by_year = {y: np.zeros((cfg.draws, len(provinces), len(crops))) for y in years}
     for b, (stats, run_year, run_province, run_sums) in zip(blocks, results):
@@ -513,26 +518,20 @@ def estimate(
     crop_codes, _ = pd.factorize(activity["crop"], sort=True)
     order = np.lexsort((activity["year"].to_numpy(), crop_codes, activity["county_code"].to_numpy()))
     keys = activity[["county_code", "province_code", "year", "crop", "area_ha", "n_rate_kg_ha", "water_input_mm"]]
-    estimates = {f"n2o_n_kg_{k}": cols[k][order] for k in stat_names}
-    estimates["background_n2o_n_kg_mean"] = cols["background_mean"][order]
-    estimates["background_n2o_n_kg_central"] = cols["background_central"][order]
+    estimates = {column_of[k]: v[order] for k, v in cols.items()}
     keys = keys.take(order).reset_index(drop=True)
     county = pd.concat([keys, pd.DataFrame(estimates, index=keys.index)], axis=1)
 
     # Per-draw sums -> quantiles of province and national totals. Their means are additive:
-    # sums of the county values (_TableSums, one groupby per table level over the activity's
-    # order, which is the county table's within a province), so the three tables agree to
-    # rounding.
+    # sums of the county values (_TableSums, one groupby per table level, over the rows in the
+    # activity's order), so the three tables agree to rounding.
     tables = _draw_tables(by_year, years, crops, provinces, draws)
     area = activity["area_ha"].to_numpy(dtype=float)
     values = pd.DataFrame(
         {
             "area_ha": area,
             "n_applied_kg": area * activity["n_rate_kg_ha"].to_numpy(dtype=float),
-            "n2o_n_kg_central": cols["central"],
-            "n2o_n_kg_mean": cols["mean"],
-            "background_n2o_n_kg_central": cols["background_central"],
-            "background_n2o_n_kg_mean": cols["background_mean"],
+            **{column_of[k]: cols[k] for k in ("central", "mean", "background_central", "background_mean")},
         }
     )
     by_province, by_nation = _TableSums(years, crops, provinces)(activity, values)
